@@ -1,0 +1,1 @@
+"""Dashboard: Streamlit app that launches and watches runs through the server API."""

@@ -1,0 +1,144 @@
+"""TaskSampler: draws each generation batch across difficulty levels from a scheduler.
+
+It keeps the contract of TRL's ``RepeatSampler`` so ``GRPOTrainer`` can use it as is:
+each prompt index is yielded ``num_generations`` times in a row (one GRPO group), and
+the whole generation batch of ``batch_size`` prompts is yielded ``repeat_count`` times
+(``num_iterations * steps_per_generation`` in TRL). Every process builds the sampler
+with the same seed and feeds the scheduler the same gathered rewards, so every process
+yields the same global stream and accelerate splits it, exactly as with RepeatSampler.
+
+Probabilities are asked of the scheduler when a batch is drawn, not ahead of time, so an
+adaptive scheduler sees the latest feedback. The data loader (accelerate prefetches one
+batch to detect the end) draws the next batch before the current one is trained on, so
+feedback reaches sampling one generation batch late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch.utils.data
+
+from e2h.schedulers import Scheduler
+
+
+class TaskSampler(torch.utils.data.Sampler[int]):
+    """Sample dataset indices level by level, following ``scheduler.probs(step)``.
+
+    Args:
+        levels: the level value of every dataset row (any integers, e.g. 2, 3, 4, 5).
+        scheduler: decides the probability of each level; ``num_levels`` must match.
+        batch_size: unique prompts per generation batch.
+        num_generations: times each prompt index repeats in a row (GRPO group size).
+        repeat_count: times each whole generation batch is yielded again.
+        num_batches: generation batches per pass over the sampler (``len`` follows).
+        step_stride: training steps per generation batch; batch ``g`` uses
+            ``scheduler.probs(g * step_stride)``.
+        level_values: the level values in difficulty order; default: sorted unique
+            values of ``levels``. Level value ``level_values[i]`` is scheduler level ``i``.
+        seed: the same seed gives the same stream on every process.
+    """
+
+    def __init__(
+        self,
+        levels: Sequence[int],
+        scheduler: Scheduler,
+        batch_size: int,
+        num_generations: int = 1,
+        repeat_count: int = 1,
+        num_batches: int = 1,
+        step_stride: int = 1,
+        level_values: Sequence[int] | None = None,
+        seed: int = 0,
+    ):
+        for name, value in (
+            ("batch_size", batch_size),
+            ("num_generations", num_generations),
+            ("repeat_count", repeat_count),
+            ("num_batches", num_batches),
+            ("step_stride", step_stride),
+        ):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        column = np.asarray(levels)
+        if column.ndim != 1 or column.size == 0:
+            raise ValueError("levels must be a non-empty 1-D sequence of level values, one per row")
+        values = sorted(set(column.tolist())) if level_values is None else list(level_values)
+        if len(set(values)) != len(values):
+            raise ValueError(f"level_values has duplicates: {values}")
+        unknown = sorted(set(column.tolist()) - set(values))
+        if unknown:
+            raise ValueError(f"rows have level {unknown[0]!r}, which is not in level_values {values}")
+        if scheduler.num_levels != len(values):
+            raise ValueError(
+                f"scheduler has {scheduler.num_levels} levels but the data has {len(values)}: {values}"
+            )
+        self.level_values: list[int] = values
+        self.level_index = {v: i for i, v in enumerate(values)}
+        self._rows_by_level = [np.flatnonzero(column == v) for v in values]
+        for v, rows in zip(values, self._rows_by_level, strict=True):
+            if rows.size == 0:
+                raise ValueError(f"level {v!r} has no rows")
+        self.scheduler = scheduler
+        self.batch_size = int(batch_size)
+        self.num_generations = int(num_generations)
+        self.repeat_count = int(repeat_count)
+        self.num_batches = int(num_batches)
+        self.step_stride = int(step_stride)
+        self.seed = int(seed)
+        self._rng = np.random.default_rng(seed)
+        self._buckets = [self._rng.permutation(rows) for rows in self._rows_by_level]
+        self._positions = [0] * len(values)
+        self._reshuffles = [0] * len(values)
+        self.batches_drawn = 0
+        self.last_levels: list[int] = []
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size * self.num_generations * self.repeat_count
+
+    def __iter__(self) -> Iterator[int]:
+        for _ in range(self.num_batches):
+            batch = self.draw_batch()
+            for _ in range(self.repeat_count):
+                for index in batch:
+                    for _ in range(self.num_generations):
+                        yield index
+
+    def draw_batch(self) -> list[int]:
+        """Draw the next generation batch: one level per slot, then one row from its bucket."""
+        step = self.batches_drawn * self.step_stride
+        probs = self.scheduler.probs(step)
+        slots = self._rng.choice(len(probs), size=self.batch_size, p=probs)
+        self.batches_drawn += 1
+        self.last_levels = slots.tolist()
+        return [self._take(int(level)) for level in slots]
+
+    def _take(self, level: int) -> int:
+        if self._positions[level] >= len(self._buckets[level]):
+            # A fresh permutation, so a small level is not replayed in the same order.
+            self._buckets[level] = self._rng.permutation(self._rows_by_level[level])
+            self._positions[level] = 0
+            self._reshuffles[level] += 1
+        index = int(self._buckets[level][self._positions[level]])
+        self._positions[level] += 1
+        return index
+
+    def state_dict(self) -> dict:
+        return {
+            "rng": self._rng.bit_generator.state,
+            "buckets": [b.tolist() for b in self._buckets],
+            "positions": list(self._positions),
+            "reshuffles": list(self._reshuffles),
+            "batches_drawn": self.batches_drawn,
+            "level_values": list(self.level_values),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if list(state["level_values"]) != self.level_values:
+            raise ValueError(f"state has levels {state['level_values']}, this sampler {self.level_values}")
+        self._rng.bit_generator.state = state["rng"]
+        self._buckets = [np.asarray(b, dtype=np.int64) for b in state["buckets"]]
+        self._positions = list(state["positions"])
+        self._reshuffles = list(state["reshuffles"])
+        self.batches_drawn = int(state["batches_drawn"])

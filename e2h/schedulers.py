@@ -1,0 +1,540 @@
+"""Curriculum schedulers: how each batch is spread across difficulty levels.
+
+Every scheduler is a class with explicit state (no module or function globals), so
+several runs can live in one process and a checkpoint captures the whole curriculum.
+Level 0 is the easiest. Formulas: DESIGN.md section 3.
+
+Only numpy and pydantic are imported here: the server lists schedulers and validates
+their parameters without loading torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "SCHEDULERS",
+    "BalancedScheduler",
+    "ClassicScheduler",
+    "CosineScheduler",
+    "GaussianScheduler",
+    "Scheduler",
+    "SECScheduler",
+    "VarianceRegularizedScheduler",
+    "make_scheduler",
+    "paper_min_prob",
+]
+
+
+def paper_min_prob(num_levels: int) -> float:
+    """The E2H paper's probability floor, 2 / (K (K + 1))."""
+    return 2.0 / (num_levels * (num_levels + 1))
+
+
+def floor_probs(p: np.ndarray, min_prob: float) -> np.ndarray:
+    """Return a distribution close to ``p`` with every entry >= ``min_prob`` exactly.
+
+    Water-filling: entries below the floor are pinned to it and the remaining mass is
+    shared among the others in proportion to their weight, repeated until no entry is
+    below the floor. Pinned entries equal ``min_prob`` bit for bit.
+    """
+    k = len(p)
+    if min_prob <= 0.0:
+        return p / p.sum()
+    if k * min_prob > 1.0 + 1e-12:
+        raise ValueError(f"min_prob={min_prob} is infeasible for {k} levels: K * min_prob must be <= 1")
+    p = np.asarray(p, dtype=float) / p.sum()
+    pinned = np.zeros(k, dtype=bool)
+    while True:
+        free = ~pinned
+        free_mass = 1.0 - pinned.sum() * min_prob
+        free_sum = p[free].sum()
+        out = np.full(k, min_prob)
+        if free.any():
+            if free_sum > 0:
+                out[free] = p[free] * (free_mass / free_sum)
+            else:
+                out[free] = free_mass / free.sum()
+        newly = free & (out < min_prob)
+        if not newly.any():
+            return out
+        pinned |= newly
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    """Scale a non-negative vector to sum 1; an all-zero vector becomes uniform."""
+    total = float(v.sum())
+    if not math.isfinite(total) or total <= 0.0:
+        return np.full(len(v), 1.0 / len(v))
+    return v / total
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Scheduler:
+    """Base class: level statistics, input validation, snapshots and state.
+
+    Subclasses implement :meth:`_probs` (and, when adaptive, :meth:`_observe`).
+    ``update`` receives levels and rewards in TRL's order: each consecutive block of
+    ``num_generations`` entries is one prompt's group, all of the same level.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Params: ClassVar[type[BaseModel]] = _Params
+    stats_window: ClassVar[int] = 100
+
+    def __init__(self, num_levels: int, total_steps: int, num_generations: int = 1, **params: Any):
+        if not isinstance(num_levels, int | np.integer) or num_levels < 1:
+            raise ValueError(f"num_levels must be a positive integer, got {num_levels!r}")
+        if not isinstance(total_steps, int | np.integer) or total_steps < 1:
+            raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+        if not isinstance(num_generations, int | np.integer) or num_generations < 1:
+            raise ValueError(f"num_generations must be a positive integer, got {num_generations!r}")
+        self.num_levels = int(num_levels)
+        self.total_steps = int(total_steps)
+        self.num_generations = int(num_generations)
+        try:
+            self.params = self.Params(**params)
+        except ValueError as e:  # pydantic's ValidationError is a ValueError; add which scheduler
+            raise ValueError(f"invalid parameters for scheduler {self.name!r}: {e}") from e
+        window = getattr(self.params, "window_size", self.stats_window)
+        self._windows: list[deque[float]] = [deque(maxlen=window) for _ in range(self.num_levels)]
+        self._counts = np.zeros(self.num_levels, dtype=np.int64)
+        self.dropped_rewards = 0
+
+    # -- public API -------------------------------------------------------------------
+
+    @classmethod
+    def params_schema(cls) -> dict:
+        """JSON schema of this scheduler's parameters (drives the server and the dashboard form)."""
+        return cls.Params.model_json_schema()
+
+    @property
+    def adaptive(self) -> bool:
+        """True when probabilities depend on reward feedback."""
+        return type(self)._observe is not Scheduler._observe
+
+    def probs(self, step: int) -> np.ndarray:
+        """Sampling probability of each level at ``step`` (shape (K,), sums to 1)."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        return np.array(self._probs(int(step)), dtype=float)
+
+    def update(self, step: int, levels: Sequence[int], rewards: Sequence[float]) -> None:
+        """Feed back the rewards of one generation batch (all processes, TRL's order)."""
+        lv = np.asarray(levels).reshape(-1)
+        rw = np.asarray(rewards, dtype=float).reshape(-1)
+        if lv.shape != rw.shape:
+            raise ValueError(f"levels and rewards differ in length: {lv.size} levels, {rw.size} rewards")
+        if lv.size % self.num_generations:
+            raise ValueError(
+                f"got {lv.size} rewards, not a multiple of num_generations={self.num_generations}"
+            )
+        if lv.size and not np.issubdtype(lv.dtype, np.integer):
+            if not np.all(np.mod(lv, 1) == 0):
+                raise ValueError(f"levels must be integers, got {lv.tolist()[:8]}")
+            lv = lv.astype(np.int64)
+        bad = lv[(lv < 0) | (lv >= self.num_levels)]
+        if bad.size:
+            raise ValueError(
+                f"reward for level {int(bad[0])}, which does not exist (levels are 0..{self.num_levels - 1})"
+            )
+        finite = np.isfinite(rw)
+        self.dropped_rewards += int((~finite).sum())
+        for level, reward in zip(lv[finite], rw[finite], strict=True):
+            self._windows[level].append(float(reward))
+            self._counts[level] += 1
+        self._observe(int(step), lv, rw, finite)
+
+    def snapshot(self, step: int) -> dict:
+        """JSON-able view of the curriculum at ``step`` (DESIGN.md section 7)."""
+        p = self.probs(step)
+        components = self._components()
+        levels = []
+        for i in range(self.num_levels):
+            w = self._windows[i]
+            levels.append(
+                {
+                    "level": i,
+                    "probability": float(p[i]),
+                    "count": int(self._counts[i]),
+                    "reward_mean": float(np.mean(w)) if w else None,
+                    "reward_var": float(np.var(w)) if w else None,
+                    "components": (
+                        {name: float(v[i]) for name, v in components.items()} if components else None
+                    ),
+                }
+            )
+        return {"step": int(step), "scheduler": self.name, "levels": levels}
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly where this scheduler stands (JSON-able)."""
+        return {
+            "name": self.name,
+            "num_levels": self.num_levels,
+            "windows": [list(w) for w in self._windows],
+            "counts": self._counts.tolist(),
+            "dropped_rewards": self.dropped_rewards,
+            "extra": self._extra_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"state is for scheduler {state.get('name')!r}, not {self.name!r}")
+        if state.get("num_levels") != self.num_levels:
+            raise ValueError(f"state has {state.get('num_levels')} levels, this scheduler {self.num_levels}")
+        for w, saved in zip(self._windows, state["windows"], strict=True):
+            w.clear()
+            w.extend(float(x) for x in saved)
+        self._counts = np.asarray(state["counts"], dtype=np.int64)
+        self.dropped_rewards = int(state["dropped_rewards"])
+        self._load_extra_state(state.get("extra") or {})
+
+    # -- hooks for subclasses ------------------------------------------------------------
+
+    def _probs(self, step: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _observe(self, step: int, levels: np.ndarray, rewards: np.ndarray, finite: np.ndarray) -> None:
+        """Adaptive schedulers learn from feedback here (windows and counts are already updated)."""
+
+    def _components(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        pass
+
+    def _progress(self, step: int) -> float:
+        return min(step, self.total_steps) / self.total_steps
+
+
+# -- fixed schedules (the E2H paper) -----------------------------------------------------
+
+
+class BalancedScheduler(Scheduler):
+    name = "balanced"
+    description = "Uniform sampling over levels, p_i = 1/K (the baseline)."
+
+    def _probs(self, step: int) -> np.ndarray:
+        return np.full(self.num_levels, 1.0 / self.num_levels)
+
+
+class ClassicScheduler(Scheduler):
+    name = "classic"
+    description = "Classic step curriculum: only level min(floor(tK/T), K-1) is sampled."
+
+    def _probs(self, step: int) -> np.ndarray:
+        k = self.num_levels
+        active = min(math.floor(min(step, self.total_steps) * k / self.total_steps), k - 1)
+        p = np.zeros(k)
+        p[active] = 1.0
+        return p
+
+
+class CosineScheduler(Scheduler):
+    name = "cosine"
+    description = "Cosine interpolation from an easy-weighted to a hard-weighted distribution."
+
+    def _probs(self, step: int) -> np.ndarray:
+        k = self.num_levels
+        a = (1.0 + math.cos(math.pi * self._progress(step))) / 2.0
+        s = k * (k + 1) / 2.0
+        i = np.arange(k)
+        p = a * (k - i) / s + (1.0 - a) * (i + 1) / s
+        p = np.maximum(p, paper_min_prob(k))
+        return p / p.sum()
+
+
+class GaussianParams(_Params):
+    mu_exp: float = Field(0.5, gt=0, description="Progress exponent: mu = (t/T)^mu_exp * (K-1).")
+    sigma: float = Field(0.5, gt=0, description="Width of the Gaussian over levels.")
+    min_prob: bool | float = Field(
+        True,
+        description="Floor per level: true = the paper's 2/(K(K+1)), false = none, or a number in [0, 1).",
+    )
+
+    @model_validator(mode="after")
+    def _check_min_prob(self) -> GaussianParams:
+        if not isinstance(self.min_prob, bool) and not 0.0 <= self.min_prob < 1.0:
+            raise ValueError(f"min_prob must be true, false or a number in [0, 1), got {self.min_prob}")
+        return self
+
+
+class GaussianScheduler(Scheduler):
+    name = "gaussian"
+    description = "A Gaussian bump over levels whose mean moves from easy to hard as training progresses."
+    Params = GaussianParams
+
+    def __init__(self, num_levels: int, total_steps: int, num_generations: int = 1, **params: Any):
+        super().__init__(num_levels, total_steps, num_generations, **params)
+        mp = self.params.min_prob
+        if mp is True:
+            self.min_prob = paper_min_prob(self.num_levels)
+        elif mp is False:
+            self.min_prob = 0.0
+        else:
+            self.min_prob = float(mp)
+        if self.num_levels * self.min_prob > 1.0:
+            raise ValueError(
+                f"min_prob={self.min_prob} is infeasible for {self.num_levels} levels: "
+                f"K * min_prob = {self.num_levels * self.min_prob:.3f} > 1"
+            )
+
+    def _probs(self, step: int) -> np.ndarray:
+        k = self.num_levels
+        mu = self._progress(step) ** self.params.mu_exp * (k - 1)
+        i = np.arange(k)
+        q = np.exp(-((i - mu) ** 2) / (2.0 * self.params.sigma**2))
+        q = q / q.sum()
+        return self.min_prob + (1.0 - k * self.min_prob) * q
+
+
+# -- adaptive schedules -------------------------------------------------------------------
+
+
+class ComponentWeights(_Params):
+    deficit: float = Field(0.3, ge=0, description="Weight of the performance deficit 1/m.")
+    variance: float = Field(0.2, ge=0, description="Weight of the reward standard deviation.")
+    exploration: float = Field(0.1, ge=0, description="Weight of the exploration bonus 1/(n+1).")
+    groupdro: float = Field(0.3, ge=0, description="Weight of the GroupDRO weights.")
+    vrex: float = Field(0.1, ge=0, description="Weight of the VREx penalty.")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> ComponentWeights:
+        if sum(self.model_dump().values()) <= 0:
+            raise ValueError("weights must not all be zero")
+        return self
+
+
+class VarianceRegularizedParams(_Params):
+    window_size: int = Field(100, ge=1, description="Recent rewards kept per level.")
+    min_prob: float = Field(0.1, ge=0, lt=1, description="Exact floor on every level's probability.")
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature over log scores.")
+    beta: float = Field(0.5, ge=0, le=1, description="Share of the uniform distribution mixed in.")
+    warmup_steps: int = Field(100, ge=0, description="Steps of uniform sampling before adapting.")
+    update_interval: int = Field(10, ge=1, description="Recompute the probabilities every this many steps.")
+    vrex_penalty_weight: float = Field(1.0, ge=0, description="Multiplier of the VREx term's weight.")
+    groupdro_alpha: float = Field(0.01, ge=0, description="Learning rate of the GroupDRO weights.")
+    reward_max: float = Field(1.0, gt=0, description="Largest reward of the task (performance = reward/max).")
+    weights: ComponentWeights = Field(default_factory=ComponentWeights, description="Mix of the components.")
+
+
+VREX_COMPONENTS = ("deficit", "variance", "exploration", "groupdro", "vrex")
+
+
+class VarianceRegularizedScheduler(Scheduler):
+    """The seed's variance-regularized (VREx + GroupDRO) scheduler, with explicit state.
+
+    Components are normalised to sum 1 across levels before mixing so that each weight
+    is its term's share of influence (the raw deficit reaches 1e8 at zero performance).
+    Normalising a vector cancels any constant factor, so ``vrex_penalty_weight`` scales
+    the VREx term's mixing weight rather than its raw values.
+    """
+
+    name = "variance_regularized"
+    description = (
+        "Adaptive: mixes performance deficit, reward variance, exploration, GroupDRO weights and a "
+        "VREx penalty into a score per level; uniform during warmup."
+    )
+    Params = VarianceRegularizedParams
+
+    def __init__(self, num_levels: int, total_steps: int, num_generations: int = 1, **params: Any):
+        super().__init__(num_levels, total_steps, num_generations, **params)
+        p = self.params
+        if num_levels * p.min_prob > 1.0:
+            raise ValueError(
+                f"min_prob={p.min_prob} is infeasible for {num_levels} levels: "
+                f"K * min_prob = {num_levels * p.min_prob:.3f} > 1"
+            )
+        if p.warmup_steps >= total_steps:
+            raise ValueError(
+                f"warmup_steps={p.warmup_steps} is not shorter than the run (total_steps={total_steps}): "
+                "the scheduler would never adapt; lower warmup_steps"
+            )
+        k = self.num_levels
+        self._q = np.full(k, 1.0 / k)
+        self._current = np.full(k, 1.0 / k)
+        self._last_recompute: int | None = None
+        self._breakdown: dict[str, np.ndarray] = {}
+
+    def performance(self) -> np.ndarray:
+        """m_i = mean(recent rewards)/reward_max in [0, 1]; a level with no data counts as 0."""
+        m = np.array([np.mean(w) if w else 0.0 for w in self._windows]) / self.params.reward_max
+        return np.clip(m, 0.0, 1.0)
+
+    def _observe(self, step: int, levels: np.ndarray, rewards: np.ndarray, finite: np.ndarray) -> None:
+        m = self.performance()
+        self._q = self._q * np.exp(self.params.groupdro_alpha * (1.0 - m))
+        self._q = self._q / self._q.sum()
+
+    def _probs(self, step: int) -> np.ndarray:
+        p = self.params
+        if step < p.warmup_steps:
+            return np.full(self.num_levels, 1.0 / self.num_levels)
+        if self._last_recompute is None or step - self._last_recompute >= p.update_interval:
+            self._recompute()
+            self._last_recompute = step
+        return self._current
+
+    def _recompute(self) -> None:
+        p = self.params
+        k = self.num_levels
+        m = self.performance()
+        perf_var = np.array([np.var(w) if w else 0.0 for w in self._windows]) / p.reward_max**2
+        risk = 1.0 - m
+        raw = {
+            "deficit": 1.0 / (m + 1e-8),
+            "variance": np.sqrt(perf_var + 1e-8),
+            "exploration": 1.0 / (self._counts + 1.0),
+            "groupdro": self._q.copy(),
+            "vrex": np.maximum(0.0, risk - risk.mean()),
+        }
+        mix = p.weights.model_dump()
+        mix["vrex"] *= p.vrex_penalty_weight
+        normed = {c: _normalise(v) for c, v in raw.items()}
+        score = sum(mix[c] * normed[c] for c in VREX_COMPONENTS)
+        logits = np.log(np.maximum(score, 1e-300)) / p.temperature
+        pi = np.exp(logits - logits.max())
+        pi = pi / pi.sum()
+        blended = (1.0 - p.beta) * pi + p.beta / k
+        self._current = floor_probs(blended, p.min_prob)
+        self._breakdown = {f"{c}_raw": raw[c] for c in VREX_COMPONENTS}
+        self._breakdown.update(normed)
+        self._breakdown["score"] = score
+        self._breakdown["pi"] = pi
+
+    def _components(self) -> dict[str, np.ndarray]:
+        return self._breakdown
+
+    def _extra_state(self) -> dict:
+        return {
+            "q": self._q.tolist(),
+            "current": self._current.tolist(),
+            "last_recompute": self._last_recompute,
+            "breakdown": {k: v.tolist() for k, v in self._breakdown.items()},
+        }
+
+    def _load_extra_state(self, state: dict) -> None:
+        self._q = np.asarray(state["q"], dtype=float)
+        self._current = np.asarray(state["current"], dtype=float)
+        self._last_recompute = state["last_recompute"]
+        self._breakdown = {k: np.asarray(v, dtype=float) for k, v in state["breakdown"].items()}
+
+
+class SECParams(_Params):
+    alpha: float = Field(0.5, gt=0, le=1, description="Step size of the learning-progress estimate Q.")
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature over Q.")
+    beta: float = Field(0.1, ge=0, le=1, description="Share of the uniform distribution mixed in.")
+    min_prob: float = Field(0.02, ge=0, lt=1, description="Exact floor on every level's probability.")
+    reward_max: float = Field(1.0, gt=0, description="Largest reward of the task (advantages are scaled by it).")
+
+
+class SECScheduler(Scheduler):
+    """Self-Evolving Curriculum: a bandit over levels rewarded by learning progress.
+
+    A level's learning progress is the mean absolute GRPO advantage |r - mean(group)| of
+    its groups in the batch (scaled by reward_max): groups that all succeed or all fail
+    teach GRPO nothing. Q_i <- alpha r_i + (1 - alpha) Q_i for levels seen in the batch.
+    """
+
+    name = "sec"
+    description = (
+        "Adaptive (Self-Evolving Curriculum): favours levels whose groups have the largest absolute "
+        "GRPO advantage, i.e. where the model is currently learning."
+    )
+    Params = SECParams
+
+    def __init__(self, num_levels: int, total_steps: int, num_generations: int = 1, **params: Any):
+        super().__init__(num_levels, total_steps, num_generations, **params)
+        if num_levels * self.params.min_prob > 1.0:
+            raise ValueError(
+                f"min_prob={self.params.min_prob} is infeasible for {num_levels} levels: "
+                f"K * min_prob = {num_levels * self.params.min_prob:.3f} > 1"
+            )
+        self._q = np.zeros(self.num_levels)
+        self._progress_last = np.full(self.num_levels, np.nan)
+
+    def _observe(self, step: int, levels: np.ndarray, rewards: np.ndarray, finite: np.ndarray) -> None:
+        g = self.num_generations
+        sums = np.zeros(self.num_levels)
+        groups = np.zeros(self.num_levels)
+        for start in range(0, levels.size, g):
+            ok = finite[start : start + g]
+            if not ok.any():
+                continue
+            r = rewards[start : start + g][ok] / self.params.reward_max
+            level = int(levels[start])
+            sums[level] += float(np.mean(np.abs(r - r.mean())))
+            groups[level] += 1
+        seen = groups > 0
+        progress = np.full(self.num_levels, np.nan)
+        progress[seen] = sums[seen] / groups[seen]
+        a = self.params.alpha
+        self._q[seen] = a * progress[seen] + (1.0 - a) * self._q[seen]
+        self._progress_last = progress
+
+    def _probs(self, step: int) -> np.ndarray:
+        return self._distribution()[0]
+
+    def _distribution(self) -> tuple[np.ndarray, np.ndarray]:
+        p = self.params
+        logits = self._q / p.temperature
+        pi = np.exp(logits - logits.max())
+        pi = pi / pi.sum()
+        blended = (1.0 - p.beta) * pi + p.beta / self.num_levels
+        return floor_probs(blended, p.min_prob), pi
+
+    def _components(self) -> dict[str, np.ndarray]:
+        return {
+            "learning_progress": np.nan_to_num(self._progress_last, nan=0.0),
+            "q_value": self._q.copy(),
+            "pi": self._distribution()[1],
+        }
+
+    def _extra_state(self) -> dict:
+        return {
+            "q": self._q.tolist(),
+            "progress_last": [None if np.isnan(x) else float(x) for x in self._progress_last],
+        }
+
+    def _load_extra_state(self, state: dict) -> None:
+        self._q = np.asarray(state["q"], dtype=float)
+        self._progress_last = np.array(
+            [np.nan if x is None else x for x in state["progress_last"]], dtype=float
+        )
+
+
+SCHEDULERS: dict[str, type[Scheduler]] = {
+    cls.name: cls
+    for cls in (
+        BalancedScheduler,
+        ClassicScheduler,
+        CosineScheduler,
+        GaussianScheduler,
+        VarianceRegularizedScheduler,
+        SECScheduler,
+    )
+}
+
+
+def make_scheduler(
+    name: str, num_levels: int, total_steps: int, num_generations: int = 1, **params: Any
+) -> Scheduler:
+    """Build the scheduler called ``name``; unknown names list the known ones."""
+    try:
+        cls = SCHEDULERS[name]
+    except KeyError:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}") from None
+    return cls(num_levels, total_steps, num_generations, **params)

@@ -1,0 +1,1 @@
+"""Run server: FastAPI + SQLModel. Stores runs, hands them to workers, streams snapshots."""
