@@ -150,9 +150,10 @@ class Scheduler:
             )
         finite = np.isfinite(rw)
         self.dropped_rewards += int((~finite).sum())
-        for level, reward in zip(lv[finite], rw[finite], strict=True):
-            self._windows[level].append(float(reward))
-            self._counts[level] += 1
+        lv_ok, rw_ok = lv[finite], rw[finite]
+        self._counts += np.bincount(lv_ok, minlength=self.num_levels)
+        for level in np.unique(lv_ok):
+            self._windows[level].extend(rw_ok[lv_ok == level].tolist())
         self._observe(int(step), lv, rw, finite)
 
     def snapshot(self, step: int) -> dict:
@@ -371,7 +372,7 @@ class VarianceRegularizedScheduler(Scheduler):
 
     def performance(self) -> np.ndarray:
         """m_i = mean(recent rewards)/reward_max in [0, 1]; a level with no data counts as 0."""
-        m = np.array([np.mean(w) if w else 0.0 for w in self._windows]) / self.params.reward_max
+        m = np.array([sum(w) / len(w) if w else 0.0 for w in self._windows]) / self.params.reward_max
         return np.clip(m, 0.0, 1.0)
 
     def _observe(self, step: int, levels: np.ndarray, rewards: np.ndarray, finite: np.ndarray) -> None:
@@ -438,7 +439,7 @@ class SECParams(_Params):
     temperature: float = Field(1.0, gt=0, description="Softmax temperature over Q.")
     beta: float = Field(0.1, ge=0, le=1, description="Share of the uniform distribution mixed in.")
     min_prob: float = Field(0.02, ge=0, lt=1, description="Exact floor on every level's probability.")
-    reward_max: float = Field(1.0, gt=0, description="Largest reward of the task (advantages are scaled by it).")
+    reward_max: float = Field(1.0, gt=0, description="Largest reward of the task (scales advantages).")
 
 
 class SECScheduler(Scheduler):
@@ -468,16 +469,15 @@ class SECScheduler(Scheduler):
 
     def _observe(self, step: int, levels: np.ndarray, rewards: np.ndarray, finite: np.ndarray) -> None:
         g = self.num_generations
-        sums = np.zeros(self.num_levels)
-        groups = np.zeros(self.num_levels)
-        for start in range(0, levels.size, g):
-            ok = finite[start : start + g]
-            if not ok.any():
-                continue
-            r = rewards[start : start + g][ok] / self.params.reward_max
-            level = int(levels[start])
-            sums[level] += float(np.mean(np.abs(r - r.mean())))
-            groups[level] += 1
+        ok = finite.reshape(-1, g)
+        r = np.where(finite, rewards / self.params.reward_max, 0.0).reshape(-1, g)
+        n = ok.sum(axis=1)
+        valid = n > 0
+        mean = r.sum(axis=1)[valid] / n[valid]
+        advantage = (np.abs(r[valid] - mean[:, None]) * ok[valid]).sum(axis=1) / n[valid]
+        group_levels = levels.reshape(-1, g)[valid, 0]
+        sums = np.bincount(group_levels, weights=advantage, minlength=self.num_levels)
+        groups = np.bincount(group_levels, minlength=self.num_levels)
         seen = groups > 0
         progress = np.full(self.num_levels, np.nan)
         progress[seen] = sums[seen] / groups[seen]

@@ -1,0 +1,267 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from e2h.schedulers import (
+    SCHEDULERS,
+    VarianceRegularizedScheduler,
+    floor_probs,
+    make_scheduler,
+    paper_min_prob,
+)
+
+
+def test_all_six_schedulers_registered():
+    assert sorted(SCHEDULERS) == sorted(
+        ["balanced", "classic", "cosine", "gaussian", "variance_regularized", "sec"]
+    )
+    for cls in SCHEDULERS.values():
+        assert cls.description
+        assert cls.params_schema()["type"] == "object"
+
+
+def test_cosine_reference_values():
+    s = make_scheduler("cosine", num_levels=4, total_steps=100)
+    np.testing.assert_allclose(s.probs(0), [0.4, 0.3, 0.2, 0.1], atol=1e-12)
+    np.testing.assert_allclose(s.probs(100), [0.1, 0.2, 0.3, 0.4], atol=1e-12)
+    np.testing.assert_allclose(s.probs(50), [0.25] * 4, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("step", "active"), [(0, 0), (24, 0), (25, 1), (49, 1), (50, 2), (75, 3), (99, 3), (100, 3), (150, 3)]
+)
+def test_classic_one_hot_at_boundaries(step, active):
+    p = make_scheduler("classic", num_levels=4, total_steps=100).probs(step)
+    expected = np.zeros(4)
+    expected[active] = 1.0
+    np.testing.assert_array_equal(p, expected)
+
+
+def test_balanced_uniform():
+    np.testing.assert_allclose(make_scheduler("balanced", 5, 10).probs(3), [0.2] * 5)
+
+
+def _gaussian_by_hand(t, total, k, mu_exp, sigma, pmin):
+    mu = (t / total) ** mu_exp * (k - 1)
+    q = [math.exp(-((i - mu) ** 2) / (2 * sigma**2)) for i in range(k)]
+    z = sum(q)
+    return [pmin + (1 - k * pmin) * x / z for x in q]
+
+
+@pytest.mark.parametrize(
+    ("t", "mu_exp", "sigma", "min_prob"),
+    [
+        (0, 0.5, 0.5, True),
+        (25, 0.5, 0.5, True),
+        (100, 0.5, 0.5, True),
+        (40, 1.0, 1.0, 0.05),
+        (10, 2.0, 0.3, False),
+    ],
+)
+def test_gaussian_matches_formula(t, mu_exp, sigma, min_prob):
+    k, total = 4, 100
+    pmin = paper_min_prob(k) if min_prob is True else (0.0 if min_prob is False else min_prob)
+    s = make_scheduler("gaussian", k, total, mu_exp=mu_exp, sigma=sigma, min_prob=min_prob)
+    np.testing.assert_allclose(s.probs(t), _gaussian_by_hand(t, total, k, mu_exp, sigma, pmin), atol=1e-12)
+
+
+def test_gaussian_hand_computed_point():
+    # K=3, t=T/4, mu_exp=0.5 -> mu = 0.5 * 2 = 1; sigma=0.5: q = [e^-2, 1, e^-2]; pmin = 1/6.
+    p = make_scheduler("gaussian", 3, 100).probs(25)
+    e = math.exp(-2)
+    q = np.array([e, 1.0, e]) / (1 + 2 * e)
+    np.testing.assert_allclose(p, 1 / 6 + 0.5 * q, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("name", "k", "params", "needle"),
+    [
+        ("nope", 4, {}, "unknown scheduler 'nope'"),
+        ("variance_regularized", 4, {"min_prob": 0.3}, "min_prob=0.3"),
+        ("variance_regularized", 4, {"warmup_steps": 200}, "warmup_steps=200"),
+        ("gaussian", 4, {"sigma": -1.0}, "sigma"),
+        ("gaussian", 4, {"min_prob": 0.5}, "min_prob=0.5"),
+        ("sec", 4, {"min_prob": 0.4}, "min_prob=0.4"),
+        ("cosine", 4, {"bogus": 1}, "bogus"),
+        ("variance_regularized", 4, {"weights": {"deficit": 0, "variance": 0, "exploration": 0,
+                                                 "groupdro": 0, "vrex": 0}}, "weights"),
+    ],
+)
+def test_bad_params_raise_value_error_naming_them(name, k, params, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
+        make_scheduler(name, num_levels=k, total_steps=100, **params)
+
+
+def test_bad_feedback_is_rejected_or_dropped():
+    s = make_scheduler("variance_regularized", 3, 100, warmup_steps=0, update_interval=1)
+    with pytest.raises(ValueError, match="level 3"):
+        s.update(0, [0, 3], [1.0, 1.0])
+    with pytest.raises(ValueError, match="level -1"):
+        s.update(0, [-1], [1.0])
+    with pytest.raises(ValueError, match="length"):
+        s.update(0, [0, 1], [1.0])
+    s.update(0, [0, 0, 1, 2], [1.0, float("nan"), float("inf"), 0.5])
+    assert s.dropped_rewards == 2
+    snap = s.snapshot(1)
+    assert [lv["count"] for lv in snap["levels"]] == [1, 0, 1]
+    assert np.isfinite(s.probs(1)).all()
+
+
+def test_update_requires_whole_groups():
+    s = make_scheduler("sec", 2, 10, num_generations=4)
+    with pytest.raises(ValueError, match="num_generations=4"):
+        s.update(0, [0, 0, 0], [1, 0, 1])
+
+
+def test_floor_probs_exact_and_sums_to_one():
+    p = floor_probs(np.array([0.97, 0.01, 0.01, 0.01]), 0.1)
+    assert p.min() >= 0.1
+    assert p[1] == 0.1 and p[2] == 0.1 and p[3] == 0.1
+    assert abs(p.sum() - 1) < 1e-12
+    np.testing.assert_allclose(floor_probs(np.array([0.9, 0.1]), 0.5), [0.5, 0.5])
+
+
+def _feed(s, rng, step, batch):
+    g = s.num_generations
+    levels = np.repeat(rng.integers(0, s.num_levels, size=batch), g)
+    rewards = rng.random(levels.size) * 1.5 - 0.2
+    rewards[rng.random(levels.size) < 0.05] = np.nan
+    s.update(step, levels.tolist(), rewards.tolist())
+
+
+def _floor_of(s):
+    if s.name == "gaussian":
+        return s.min_prob
+    if s.name in ("variance_regularized", "sec"):
+        return s.params.min_prob
+    return 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(sorted(SCHEDULERS)),
+    k=st.integers(1, 12),
+    total=st.integers(2, 400),
+    steps=st.lists(st.integers(0, 500), min_size=1, max_size=8),
+    seed=st.integers(0, 2**16),
+    min_frac=st.floats(0.0, 1.0),
+)
+def test_probabilities_are_valid_for_any_feedback(name, k, total, steps, seed, min_frac):
+    params = {}
+    if name in ("variance_regularized", "sec"):
+        params["min_prob"] = min_frac / k * 0.999
+    if name == "variance_regularized":
+        params.update(warmup_steps=min(total - 1, 5), update_interval=1, window_size=7)
+    if name == "gaussian":
+        params["min_prob"] = min_frac / k * 0.999
+    s = make_scheduler(name, k, total, num_generations=2, **params)
+    rng = np.random.default_rng(seed)
+    for step in sorted(steps):
+        _feed(s, rng, step, batch=4)
+        p = s.probs(step)
+        assert p.shape == (k,)
+        assert np.isfinite(p).all()
+        assert (p >= 0).all()
+        assert abs(p.sum() - 1.0) <= 1e-9
+        assert (p >= _floor_of(s)).all()
+        snap = s.snapshot(step)
+        assert len(snap["levels"]) == k
+
+
+def _vrex(**kw):
+    params = dict(warmup_steps=20, update_interval=10)
+    params.update(kw)
+    return VarianceRegularizedScheduler(4, 200, num_generations=2, **params)
+
+
+def _one_level_fails(s, step, rng):
+    levels = np.repeat(np.arange(4), 2 * 2)
+    rewards = np.where(levels == 2, 0.0, 1.0) * (0.9 + 0.1 * rng.random(levels.size))
+    s.update(step, levels.tolist(), rewards.tolist())
+
+
+def test_vrex_uniform_during_warmup_then_favours_the_failing_level():
+    s = _vrex()
+    rng = np.random.default_rng(0)
+    for step in range(20):
+        np.testing.assert_array_equal(s.probs(step), [0.25] * 4)
+        _one_level_fails(s, step, rng)
+    assert s.snapshot(5)["levels"][0]["components"] is None
+    for step in range(20, 60):
+        p = s.probs(step)
+        _one_level_fails(s, step, rng)
+    assert p[2] > max(p[0], p[1], p[3])
+    assert p.min() >= 0.1
+    comps = s.snapshot(59)["levels"][2]["components"]
+    for name in ("deficit", "variance", "exploration", "groupdro", "vrex"):
+        assert name in comps and f"{name}_raw" in comps
+    assert {"score", "pi"} <= comps.keys()
+
+
+def test_vrex_recomputes_only_every_update_interval():
+    s = _vrex()
+    rng = np.random.default_rng(1)
+    for step in range(20):
+        _one_level_fails(s, step, rng)
+    p20 = s.probs(20)
+    for step in range(21, 30):
+        s.update(step, [2, 2], [1.0, 1.0])  # feedback that would change the scores
+        np.testing.assert_array_equal(s.probs(step), p20)
+    assert not np.array_equal(s.probs(30), p20)
+
+
+def test_vrex_window_is_bounded():
+    s = _vrex(window_size=5)
+    s.update(0, [0] * 12, [1.0] * 12)
+    assert len(s.state_dict()["windows"][0]) == 5
+    assert s.snapshot(0)["levels"][0]["count"] == 12
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_state_dict_round_trip_gives_identical_future(name):
+    params = {"warmup_steps": 5, "update_interval": 3} if name == "variance_regularized" else {}
+    a = make_scheduler(name, 5, 100, num_generations=2, **params)
+    rng = np.random.default_rng(7)
+    for step in range(12):
+        a.probs(step)
+        _feed(a, rng, step, batch=6)
+    import json
+
+    b = make_scheduler(name, 5, 100, num_generations=2, **params)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    rng_a, rng_b = np.random.default_rng(8), np.random.default_rng(8)
+    for step in range(12, 40):
+        np.testing.assert_array_equal(a.probs(step), b.probs(step))
+        assert a.snapshot(step) == b.snapshot(step)
+        _feed(a, rng_a, step, batch=6)
+        _feed(b, rng_b, step, batch=6)
+
+
+def test_load_state_dict_rejects_other_scheduler():
+    a = make_scheduler("sec", 3, 10)
+    with pytest.raises(ValueError, match="sec"):
+        make_scheduler("variance_regularized", 3, 500).load_state_dict(a.state_dict())
+
+
+def test_sec_favours_levels_with_mixed_outcomes():
+    s = make_scheduler("sec", 3, 100, num_generations=4)
+    for step in range(10):
+        # level 0 always solved, level 2 never, level 1 half the time: only level 1 teaches GRPO.
+        s.update(step, [0] * 4 + [1] * 4 + [2] * 4, [1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0])
+    p = s.probs(10)
+    assert p[1] > p[0] and p[1] > p[2]
+    comps = s.snapshot(10)["levels"][1]["components"]
+    assert comps["learning_progress"] == pytest.approx(0.5)
+
+
+def test_fixed_schedulers_report_reward_stats_and_no_components():
+    s = make_scheduler("gaussian", 3, 10)
+    s.update(0, [0, 0, 1], [1.0, 0.0, 0.5])
+    levels = s.snapshot(0)["levels"]
+    assert levels[0]["reward_mean"] == 0.5 and levels[0]["reward_var"] == 0.25
+    assert levels[2]["reward_mean"] is None and levels[2]["count"] == 0
+    assert all(lv["components"] is None for lv in levels)
+    assert not s.adaptive and make_scheduler("sec", 3, 10).adaptive
