@@ -15,6 +15,7 @@ feedback reaches sampling one generation batch late.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -93,6 +94,10 @@ class TaskSampler(torch.utils.data.Sampler[int]):
         self._reshuffles = [0] * len(values)
         self.batches_drawn = 0
         self.last_levels: list[int] = []
+        # Recently drawn batches: the data loader prefetches, so a checkpoint taken after
+        # batch g trained may already have drawn g+1; resume replays it instead of losing it.
+        self._recent: deque[tuple[int, list[int]]] = deque(maxlen=8)
+        self._replay: deque[list[int]] = deque()
 
     def __len__(self) -> int:
         return self.num_batches * self.batch_size * self.num_generations * self.repeat_count
@@ -107,12 +112,16 @@ class TaskSampler(torch.utils.data.Sampler[int]):
 
     def draw_batch(self) -> list[int]:
         """Draw the next generation batch: one level per slot, then one row from its bucket."""
+        if self._replay:
+            return self._replay.popleft()
         step = self.batches_drawn * self.step_stride
         probs = self.scheduler.probs(step)
         slots = self._rng.choice(len(probs), size=self.batch_size, p=probs)
         self.batches_drawn += 1
         self.last_levels = slots.tolist()
-        return [self._take(int(level)) for level in slots]
+        batch = [self._take(int(level)) for level in slots]
+        self._recent.append((self.batches_drawn - 1, batch))
+        return batch
 
     def _take(self, level: int) -> int:
         if self._positions[level] >= len(self._buckets[level]):
@@ -124,8 +133,13 @@ class TaskSampler(torch.utils.data.Sampler[int]):
         self._positions[level] += 1
         return index
 
-    def state_dict(self) -> dict:
+    def state_dict(self, next_batch: int | None = None) -> dict:
+        """State to continue the stream; batches ``>= next_batch`` already drawn are kept for replay."""
+        pending = [] if next_batch is None else [b for g, b in self._recent if g >= next_batch]
+        if next_batch is not None and next_batch + len(pending) < self.batches_drawn:
+            raise ValueError(f"batch {next_batch} was drawn too long ago to resume from")
         return {
+            "pending": pending,
             "rng": self._rng.bit_generator.state,
             "buckets": [b.tolist() for b in self._buckets],
             "positions": list(self._positions),
@@ -142,3 +156,4 @@ class TaskSampler(torch.utils.data.Sampler[int]):
         self._positions = list(state["positions"])
         self._reshuffles = list(state["reshuffles"])
         self.batches_drawn = int(state["batches_drawn"])
+        self._replay = deque(list(b) for b in state.get("pending", []))

@@ -132,3 +132,16 @@ def test_iter_is_lazy():
     it = iter(s)
     list(itertools.islice(it, 1))
     assert s.batches_drawn == 1
+
+
+def test_resume_replays_batches_drawn_ahead_of_training():
+    a = _sampler(seed=5)
+    for _ in range(3):
+        a.draw_batch()
+    # Training consumed batches 0 and 1; batch 2 was prefetched.
+    state = a.state_dict(next_batch=2)
+    b = _sampler(seed=5)
+    b.load_state_dict(state)
+    c = _sampler(seed=5)
+    expected = [c.draw_batch() for _ in range(6)][2:]
+    assert [b.draw_batch() for _ in range(4)] == expected

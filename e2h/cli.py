@@ -1,0 +1,54 @@
+"""The ``e2h`` console script (typer). Heavy modules are imported inside each command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="E2H Curriculum Studio: easy-to-hard curriculum GRPO training.", no_args_is_help=True)
+model_app = typer.Typer(help="The built-in tiny model.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def train(
+    overrides: list[str] = typer.Argument(None, help="group=preset (model/task/algorithm/scheduler) or key=value"),
+    config: Path = typer.Option(None, "--config", help="RunConfig JSON/YAML file (the body POST /runs takes)"),
+    output_dir: Path = typer.Option(None, "--output-dir", help="Default: outputs/<seed's naming rule>"),
+) -> None:
+    """Train one run locally, without the server (resumes from the output dir's last checkpoint)."""
+    from e2h.train import main
+
+    argv = list(overrides or [])
+    if config is not None:
+        argv += ["--config", str(config)]
+    if output_dir is not None:
+        argv += ["--output-dir", str(output_dir)]
+    try:
+        code = main(argv)
+    except ValueError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+@model_app.command("build-tiny")
+def build_tiny(
+    output_dir: Path = typer.Option(None, "--output-dir", help="Default: the shipped e2h/assets/tiny"),
+    steps: int = typer.Option(None, "--steps", help="Warm-start SFT steps (default: the shipped model's)"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Rebuild the built-in tiny model: tokenizer, architecture, SFT warm start on easy arithmetic."""
+    from e2h.models import TINY_DIR, WARMSTART_STEPS, build_and_warm_start
+
+    out = build_and_warm_start(output_dir or TINY_DIR, steps=steps or WARMSTART_STEPS, seed=seed)
+    typer.echo(f"tiny model written to {out}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Run one training job from a RunConfig, end to end, without any server.
+
+``python -m e2h.train --config FILE --output-dir DIR`` (what the worker spawns) or
+``e2h train group=preset key=value ...``. The output dir receives ``config.json``,
+``snapshots.jsonl``, ``evals.jsonl``, ``test_results.json``, ``checkpoint-*/`` and
+``train.log``. A job whose output dir holds a checkpoint resumes from the latest one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from e2h.config import RunConfig
+from e2h.reporting import EVALS_FILE, SNAPSHOTS_FILE, FileReporter, Reporter, truncate_after_step
+
+logger = logging.getLogger("e2h.train")
+
+TEST_RESULTS_FILE = "test_results.json"
+CONFIG_FILE = "config.json"
+LOG_FILE = "train.log"
+
+
+def build_task(config: RunConfig):
+    from e2h.tasks import get_task
+
+    options = dict(config.task.options)
+    options["levels"] = list(config.task.train_levels)
+    options["heldout_levels"] = sorted(set(config.task.test_levels) - set(config.task.train_levels))
+    for name in ("format_reward", "correctness_reward"):
+        if getattr(config.task, name) is not None:
+            options[name] = getattr(config.task, name)
+    return get_task(config.task.name, **options)
+
+
+def build_datasets(config: RunConfig, task, tokenizer):
+    """Train rows for the training levels and test rows for every test level, prompts included."""
+    from datasets import Dataset
+
+    from e2h.tasks import build_dataset
+
+    data = build_dataset(
+        task,
+        train_levels=config.task.train_levels,
+        test_levels=config.task.test_levels,
+        train_size=config.task.train_size_per_level,
+        test_size=config.task.test_size_per_level,
+        seed=config.algorithm.seed,
+        tokenizer=tokenizer,
+    )
+    limit = config.algorithm.max_prompt_length
+    for rows in (data.train, data.test):
+        for row in rows:
+            row["prompt"] = _left_truncate(row["prompt"], tokenizer, limit)
+    return Dataset.from_list(data.train), data.test
+
+
+def _left_truncate(prompt: str, tokenizer, limit: int | None) -> str:
+    if limit is None:
+        return prompt
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return prompt if len(ids) <= limit else tokenizer.decode(ids[-limit:])
+
+
+def make_scheduler_for(config: RunConfig, task):
+    from e2h.schedulers import SCHEDULERS, make_scheduler
+
+    params = dict(config.scheduler.params)
+    if "reward_max" in SCHEDULERS[config.scheduler.name].Params.model_fields:
+        params.setdefault("reward_max", task.max_reward)
+    return make_scheduler(
+        config.scheduler.name,
+        config.num_levels,
+        config.algorithm.max_steps,
+        num_generations=config.algorithm.num_generations,
+        **params,
+    )
+
+
+def grpo_config_kwargs(config: RunConfig, output_dir: str | Path, use_cpu: bool) -> dict[str, Any]:
+    """Translate the algorithm section into trl.GRPOConfig keyword arguments."""
+    a = config.algorithm
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        max_steps=a.max_steps,
+        learning_rate=a.learning_rate,
+        per_device_train_batch_size=a.per_device_train_batch_size,
+        num_generations=a.num_generations,
+        gradient_accumulation_steps=a.gradient_accumulation_steps,
+        beta=a.beta,
+        max_completion_length=a.max_completion_length,
+        temperature=a.temperature,
+        logging_steps=a.logging_steps,
+        save_strategy="steps",
+        save_steps=a.save_steps,
+        eval_strategy="no",  # per-level evaluation is ours (EvalCallback)
+        seed=a.seed,
+        bf16=a.bf16,
+        use_vllm=a.use_vllm,
+        vllm_mode=a.vllm_mode,
+        gradient_checkpointing=a.gradient_checkpointing,
+        report_to="none",
+        # The curriculum sampler restores its own position; the Trainer must not skip batches by
+        # drawing them again (that would advance the curriculum).
+        ignore_data_skip=True,
+        use_cpu=use_cpu,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    unknown = set(a.grpo_kwargs) & set(kwargs) - {"loss_type"}
+    if unknown:
+        raise ValueError(f"algorithm.grpo_kwargs: {sorted(unknown)} have their own fields in algorithm.*")
+    kwargs.update(a.grpo_kwargs)
+    return kwargs
+
+
+def peft_config_for(config: RunConfig):
+    lora = config.model.lora
+    if lora is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def evaluate(model, tokenizer, task, rows: list[dict], max_new_tokens: int, batch_size: int = 64) -> dict:
+    """Greedy per-level evaluation in E2H's format; accuracy = reward above the format reward."""
+    import torch
+
+    by_level: dict[int, list[float]] = {}
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            enc = tokenizer([r["prompt"] for r in chunk], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(device)
+            with torch.no_grad():
+                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
+            completions = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            columns = {k: [r[k] for r in chunk] for k in chunk[0] if k != "prompt"}
+            for row, reward in zip(chunk, task.reward(completions, **columns), strict=True):
+                by_level.setdefault(int(row["level"]), []).append(float(reward))
+    finally:
+        model.train(was_training)
+    threshold = task.format_reward + 1e-6
+    results: dict[str, dict] = {}
+    all_rewards: list[float] = []
+    for level in sorted(by_level):
+        rewards = by_level[level]
+        all_rewards += rewards
+        results[f"level_{level}"] = {
+            "accuracy": sum(r > threshold for r in rewards) / len(rewards),
+            "reward_mean": sum(rewards) / len(rewards),
+            "support": len(rewards),
+        }
+    results["overall"] = {
+        "accuracy": sum(r > threshold for r in all_rewards) / max(1, len(all_rewards)),
+        "reward_mean": sum(all_rewards) / max(1, len(all_rewards)),
+        "support": len(all_rewards),
+    }
+    return results
+
+
+def run(
+    config: RunConfig,
+    output_dir: str | Path,
+    reporter: Reporter | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume: bool = True,
+) -> dict:
+    """Train ``config`` into ``output_dir``; returns the final per-level test results."""
+    import torch
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import GRPOConfig
+
+    from e2h.models import load_model, load_tokenizer
+    from e2h.trainer import CurriculumGRPOTrainer
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    reporter = reporter or FileReporter(output_dir)
+    (output_dir / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
+    task = build_task(config)
+    tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
+    train_ds, test_rows = build_datasets(config, task, tokenizer)
+    scheduler = make_scheduler_for(config, task)
+    args = GRPOConfig(**grpo_config_kwargs(config, output_dir, use_cpu=not torch.cuda.is_available()))
+    model = load_model(config.model.name_or_path, config.model.dtype, config.model.trust_remote_code)
+    trainer = CurriculumGRPOTrainer(
+        model=model,
+        reward_funcs=[task.as_reward_func()],
+        args=args,
+        train_dataset=train_ds,
+        processing_class=tokenizer,
+        peft_config=peft_config_for(config),
+        scheduler=scheduler,
+        level_values=list(config.task.train_levels),
+        on_snapshot=reporter.snapshot,
+    )
+    trainer.add_callback(
+        EvalCallback(trainer, task, test_rows, config.algorithm.eval_steps, reporter,
+                     config.algorithm.max_completion_length)
+    )
+    if should_stop is not None:
+        trainer.add_callback(StopCallback(should_stop))
+    checkpoint = get_last_checkpoint(str(output_dir)) if resume and output_dir.is_dir() else None
+    if checkpoint:
+        step = int(Path(checkpoint).name.split("-")[-1])
+        logger.info("resuming from %s (step %d)", checkpoint, step)
+        for name in (SNAPSHOTS_FILE, EVALS_FILE):
+            truncate_after_step(output_dir / name, step)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if not trainer.is_world_process_zero():
+        return {}
+    results = evaluate(trainer.model, tokenizer, task, test_rows, config.algorithm.max_completion_length)
+    results["step"] = trainer.state.global_step
+    reporter.eval({"step": trainer.state.global_step, "final": True, "results": results})
+    (output_dir / TEST_RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    return results
+
+
+class EvalCallback(TrainerCallback):
+    """Per-level evaluation every ``eval_steps`` (main process), reported as an evals record."""
+
+    def __init__(self, trainer, task, rows, eval_steps, reporter, max_new_tokens):
+        self.trainer, self.task, self.rows = trainer, task, rows
+        self.eval_steps, self.reporter, self.max_new_tokens = eval_steps, reporter, max_new_tokens
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not self.eval_steps or state.global_step % self.eval_steps or state.global_step >= args.max_steps:
+            return
+        if state.is_world_process_zero:
+            model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+            results = evaluate(model, self.trainer.processing_class, self.task, self.rows, self.max_new_tokens)
+            self.reporter.eval({"step": state.global_step, "final": False, "results": results})
+
+
+class StopCallback(TrainerCallback):
+    """Ends training gracefully (with a checkpoint) when ``should_stop()`` turns true."""
+
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.should_stop():
+            control.should_save = True
+            control.should_training_stop = True
+
+
+def setup_logging(output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(output_dir / LOG_FILE)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m e2h.train [--config FILE] [--output-dir DIR] [overrides...]``."""
+    import argparse
+
+    from e2h.config import compose, load_config_file
+
+    parser = argparse.ArgumentParser(prog="python -m e2h.train", description=__doc__)
+    parser.add_argument("overrides", nargs="*", help="group=preset or dotted.key=value")
+    parser.add_argument("--config", help="RunConfig JSON/YAML file")
+    parser.add_argument("--output-dir", help="default: outputs/<name from the seed's rule>")
+    ns = parser.parse_args(argv)
+    base = load_config_file(ns.config) if ns.config else None
+    config = compose(ns.overrides, base=base)
+    output_dir = Path(ns.output_dir or Path("outputs") / config.output_name())
+    setup_logging(output_dir)
+    results = run(config, output_dir)
+    if results:
+        logger.info("test results: %s", json.dumps(results.get("overall", {})))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

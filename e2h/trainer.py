@@ -1,0 +1,179 @@
+"""CurriculumGRPOTrainer: TRL's GRPOTrainer whose batches follow a curriculum scheduler.
+
+Two overrides and two callbacks, nothing re-implemented:
+- ``_get_train_sampler`` returns a :class:`TaskSampler` (TRL's RepeatSampler contract);
+- ``_calculate_rewards`` passes the rewards TRL gathered from every process, with the
+  gathered ``level`` column, to ``scheduler.update`` (every rank applies the same update,
+  so every rank keeps sampling the same indices);
+- a callback turns each logged step into a snapshot (DESIGN.md section 7);
+- a callback saves the scheduler and sampler state into every checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate.utils import gather_object
+from transformers import TrainerCallback
+from trl import GRPOTrainer
+
+from e2h.sampler import TaskSampler
+from e2h.schedulers import Scheduler
+
+CURRICULUM_STATE_FILE = "curriculum_state.json"
+
+
+class CurriculumGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer that samples each generation batch across levels from ``scheduler``.
+
+    Args:
+        scheduler: the curriculum; ``num_levels`` must equal ``len(level_values)``.
+        level_values: the dataset's ``level`` values in difficulty order (level value
+            ``level_values[i]`` is scheduler level ``i``).
+        on_snapshot: called with one snapshot dict per logged step (main process only).
+        All other arguments are GRPOTrainer's.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        scheduler: Scheduler,
+        level_values: list[int],
+        on_snapshot: Callable[[dict], None] | None = None,
+        **kwargs: Any,
+    ):
+        self.scheduler = scheduler
+        self.level_values = list(level_values)
+        self.level_index = {v: i for i, v in enumerate(self.level_values)}
+        self.curriculum_sampler: TaskSampler | None = None
+        self.trained_level_counts: list[list[int]] = []
+        self._pending_sampler_state: dict | None = None
+        super().__init__(*args, **kwargs)
+        if "level" not in self.train_dataset.column_names:
+            raise ValueError("the training dataset needs a 'level' column for the curriculum")
+        self.add_callback(CurriculumSnapshotCallback(self, on_snapshot))
+        self.add_callback(CurriculumCheckpointCallback(self))
+
+    # -- sampling ---------------------------------------------------------------------
+
+    @property
+    def _generate_every(self) -> int:
+        return self.args.steps_per_generation * self.num_iterations
+
+    def _get_train_sampler(self, dataset=None) -> TaskSampler:
+        dataset = self.train_dataset if dataset is None else dataset
+        # Optimizer steps covered by one generation batch.
+        stride = max(1, self._generate_every // self.args.gradient_accumulation_steps)
+        micro_steps = self.args.max_steps * self.args.gradient_accumulation_steps
+        sampler = TaskSampler(
+            dataset["level"],
+            self.scheduler,
+            batch_size=self.args.generation_batch_size // self.num_generations,
+            num_generations=self.num_generations,
+            repeat_count=self._generate_every,
+            num_batches=max(1, math.ceil(micro_steps / self._generate_every)),
+            step_stride=stride,
+            level_values=self.level_values,
+            seed=self.args.seed,
+        )
+        if self._pending_sampler_state is not None:
+            sampler.load_state_dict(self._pending_sampler_state)
+            self._pending_sampler_state = None
+        self.curriculum_sampler = sampler
+        return sampler
+
+    # -- feedback -----------------------------------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.model.training:
+            weights = self.reward_weights.to(rewards_per_func.device)
+            rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+            unscorable = torch.isnan(rewards_per_func).all(dim=1)
+            rewards[unscorable] = torch.nan
+            levels = gather_object([self.level_index[int(x["level"])] for x in inputs])
+            self.scheduler.update(self.state.global_step, levels, rewards.cpu().tolist())
+            self.trained_level_counts.append(
+                np.bincount(levels, minlength=self.scheduler.num_levels).tolist()
+            )
+        return rewards_per_func
+
+    # -- checkpoint state ------------------------------------------------------------------
+
+    def curriculum_state(self) -> dict:
+        """Scheduler and sampler state at the current optimizer step, for a checkpoint."""
+        micro_steps = self.state.global_step * self.args.gradient_accumulation_steps
+        consumed = math.ceil(micro_steps / self._generate_every)
+        sampler = self.curriculum_sampler.state_dict(next_batch=consumed) if self.curriculum_sampler else None
+        return {
+            "global_step": self.state.global_step,
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": sampler,
+            "trained_level_counts": self.trained_level_counts,
+        }
+
+    def load_curriculum_state(self, checkpoint_dir: str | Path) -> None:
+        path = Path(checkpoint_dir) / CURRICULUM_STATE_FILE
+        if not path.is_file():
+            raise ValueError(f"checkpoint {checkpoint_dir} has no {CURRICULUM_STATE_FILE}; cannot resume")
+        state = json.loads(path.read_text())
+        self.scheduler.load_state_dict(state["scheduler"])
+        self._pending_sampler_state = state["sampler"]
+        self.trained_level_counts = state["trained_level_counts"]
+
+    def train(self, resume_from_checkpoint: str | None = None, **kwargs: Any):
+        if resume_from_checkpoint:
+            self.load_curriculum_state(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+
+class CurriculumSnapshotCallback(TrainerCallback):
+    """One snapshot per logged training step: the scheduler's view plus TRL's metrics."""
+
+    def __init__(self, trainer: CurriculumGRPOTrainer, sink: Callable[[dict], None] | None):
+        self.trainer = trainer
+        self.sink = sink
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs and "reward" not in logs:  # eval or end-of-training summaries
+            return
+        snap = self.trainer.scheduler.snapshot(state.global_step)
+        snap["time"] = time.time()
+        metrics = {
+            k: float(v) for k, v in logs.items() if isinstance(v, int | float) and math.isfinite(float(v))
+        }
+        metrics["curriculum/dropped_rewards"] = float(self.trainer.scheduler.dropped_rewards)
+        snap["metrics"] = metrics
+        if state.is_world_process_zero:
+            if self.sink is not None:
+                self.sink(snap)
+        else:
+            # Other ranks keep their own record so identical curricula across ranks can be checked.
+            rank = self.trainer.accelerator.process_index
+            with open(Path(args.output_dir) / f"snapshots.rank{rank}.jsonl", "a") as f:
+                f.write(json.dumps(_without_time(snap)) + "\n")
+
+
+def _without_time(snap: dict) -> dict:
+    return {k: v for k, v in snap.items() if k != "time"}
+
+
+class CurriculumCheckpointCallback(TrainerCallback):
+    """Write the curriculum state next to the weights in every checkpoint."""
+
+    def __init__(self, trainer: CurriculumGRPOTrainer):
+        self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            ckpt.mkdir(parents=True, exist_ok=True)
+            (ckpt / CURRICULUM_STATE_FILE).write_text(json.dumps(self.trainer.curriculum_state()))
