@@ -1,0 +1,419 @@
+"""The pieces every task shares: the ``Task`` base class, completion parsing, the format
+reward and prompt building.
+
+A prompt ends with the assistant prefix ``ASSISTANT_PREFIX`` ("Let me solve this step by
+step.\\n<think>"), so a completion looks like ``reasoning</think>\\n<answer>ANSWER</answer>``.
+
+Reward (E2H / TinyZero style): ``format_reward * format_ok + correctness_reward * score``,
+where ``score`` in [0, 1] is the task's correctness of ANSWER (1/0 for most tasks, the
+fraction of unit tests passed for coding). The format is checked on ``"<think>" +
+completion`` and holds when the completion is exactly: non-empty reasoning, ``</think>``,
+only whitespace, ``<answer>``, a non-empty answer, ``</answer>``, only whitespace; no
+``<think>``/``</think>``/``<answer>``/``</answer>`` tag may appear anywhere else. The answer
+of a badly formatted completion is not scored, so such a completion earns exactly 0
+(a correct answer in a broken format must not outscore a wrong answer in the right one).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+logger = logging.getLogger(__name__)
+
+ASSISTANT_PREFIX = "Let me solve this step by step.\n<think>"
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant. You first think about the reasoning process in the mind "
+    "and then provide the user with the answer."
+)
+FORMAT_INSTRUCTIONS = (
+    "Show your work in <think> </think> tags. And return the final answer in <answer> </answer> tags."
+)
+
+_TAG = r"</?(?:think|answer)>"
+_FORMAT_RE = re.compile(
+    r"\A<think>(?P<think>(?:(?!" + _TAG + r").)*)</think>\s*"
+    r"<answer>(?P<answer>(?:(?!" + _TAG + r").)*)</answer>\s*\Z",
+    re.DOTALL,
+)
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ParsedCompletion:
+    """A completion split into its parts; ``answer`` is None when the format is wrong."""
+
+    format_ok: bool
+    think: str | None
+    answer: str | None
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a completion as TRL passes it: a string, or a list of chat messages
+    (``[{"role": "assistant", "content": ...}]``; content may be a string or a list of
+    ``{"type": "text", "text": ...}`` parts). Assistant messages are joined; anything that
+    is not recognisable text gives "" (which fails the format check) rather than raising."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Mapping):
+        return _content_text(completion.get("content"))
+    if isinstance(completion, Sequence) and not isinstance(completion, (bytes, bytearray)):
+        parts = []
+        for message in completion:
+            if isinstance(message, Mapping):
+                if message.get("role", "assistant") == "assistant":
+                    parts.append(_content_text(message.get("content")))
+            elif isinstance(message, str):
+                parts.append(message)
+        return "".join(parts)
+    return ""
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
+        texts = []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+        return "".join(texts)
+    return ""
+
+
+def parse_completion(completion: Any) -> ParsedCompletion:
+    """Check the format strictly (see the module docstring) and pull out the stripped answer."""
+    match = _FORMAT_RE.match("<think>" + completion_text(completion))
+    if match is None:
+        return ParsedCompletion(False, None, None)
+    think, answer = match.group("think").strip(), match.group("answer").strip()
+    if not think or not answer:
+        return ParsedCompletion(False, None, None)
+    return ParsedCompletion(True, think, answer)
+
+
+def format_ok(completion: Any) -> bool:
+    return parse_completion(completion).format_ok
+
+
+def extract_answer(completion: Any) -> str | None:
+    """Lenient extraction for display and evaluation logs: the stripped text of the last
+    ``<answer>...</answer>`` pair, whatever the rest looks like; None when there is none.
+    Rewards use ``parse_completion``, which also checks the format."""
+    matches = _ANSWER_RE.findall(completion_text(completion))
+    return matches[-1].strip() if matches else None
+
+
+def _check_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def _check_weight(name: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+class _RowFormatter(dict):
+    def __missing__(self, key: str) -> str:
+        raise ValueError(f"prompt template uses {{{key}}} but the row has no {key!r} column")
+
+
+class Task:
+    """One reasoning task: a level-indexed generator, a prompt template and a reward.
+
+    Attributes (per instance, set from the constructor options):
+        levels: training level values in difficulty order (easiest first); level value
+            ``levels[i]`` is scheduler level ``i`` (see ``level_values`` / ``level_index``).
+        heldout_levels: out-of-distribution levels never trained on, evaluated only
+            (E2H: countdown trains on 2-5 and tests on 6).
+        test_levels: the levels a test split covers by default: ``levels + heldout_levels``.
+        format_reward / correctness_reward: the weights of the two reward parts;
+            ``max_reward`` is their sum (what the gold ``solution`` earns).
+
+    Subclasses set the class attributes below and implement ``_generate_one`` and
+    ``score``. Options are keyword-only constructor arguments; ``options()`` lists them.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    available_levels: ClassVar[tuple[int, ...]] = ()
+    default_levels: ClassVar[tuple[int, ...]] = ()
+    default_heldout_levels: ClassVar[tuple[int, ...]] = ()
+    default_format_reward: ClassVar[float] = 0.1
+    default_correctness_reward: ClassVar[float] = 0.9
+    default_system_prompt: ClassVar[str] = DEFAULT_SYSTEM_PROMPT
+    default_user_template: ClassVar[str] = "{question} " + FORMAT_INSTRUCTIONS
+    # Columns the reward needs besides the completions (TRL passes dataset columns as kwargs).
+    required_columns: ClassVar[tuple[str, ...]] = ()
+    # True when the task has its own test data (a user dataset's test split); otherwise the
+    # test split is drawn from the same question space and partitioned by question hash.
+    separate_test_split: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        levels: Sequence[int] | None = None,
+        heldout_levels: Sequence[int] | None = None,
+        format_reward: float | None = None,
+        correctness_reward: float | None = None,
+        system_prompt: str | None = None,
+        user_template: str | None = None,
+    ):
+        self.levels: list[int] = self._check_levels(
+            "levels", self.default_levels if levels is None else levels, allow_empty=False
+        )
+        self.heldout_levels: list[int] = self._check_levels(
+            "heldout_levels", self.default_heldout_levels if heldout_levels is None else heldout_levels
+        )
+        both = sorted(set(self.levels) & set(self.heldout_levels))
+        if both:
+            raise ValueError(
+                f"{self.name}: level {both[0]} is both a training level and a held-out level; "
+                "a held-out level is one the model never trains on"
+            )
+        self.format_reward = _check_weight(
+            "format_reward", self.default_format_reward if format_reward is None else format_reward
+        )
+        self.correctness_reward = _check_weight(
+            "correctness_reward",
+            self.default_correctness_reward if correctness_reward is None else correctness_reward,
+        )
+        if self.max_reward <= 0:
+            raise ValueError("format_reward + correctness_reward must be > 0")
+        self.system_prompt = self.default_system_prompt if system_prompt is None else str(system_prompt)
+        self.user_template = self.default_user_template if user_template is None else str(user_template)
+
+    # ----------------------------------------------------------------- levels
+    def _check_levels(self, what: str, values: Sequence[int], allow_empty: bool = True) -> list[int]:
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+            raise ValueError(f"{self.name}: {what} must be a list of integers, got {values!r}")
+        out = [_check_int(f"{self.name}: {what} entry", v) for v in values]
+        if not out and not allow_empty:
+            raise ValueError(f"{self.name}: {what} must not be empty")
+        if len(set(out)) != len(out):
+            raise ValueError(f"{self.name}: {what} has duplicates: {out}")
+        for v in out:
+            self.check_level(v)
+        return sorted(out)
+
+    def check_level(self, level: Any) -> int:
+        """Return ``level`` if this task can generate it, else raise a ValueError naming it."""
+        if isinstance(level, bool) or not isinstance(level, int) or level not in self.available_levels:
+            raise ValueError(
+                f"unknown level {level!r} for task {self.name!r}; "
+                f"available levels: {list(self.available_levels)}"
+            )
+        return level
+
+    @property
+    def level_values(self) -> list[int]:
+        """Training level values in difficulty order: scheduler level i is ``level_values[i]``."""
+        return list(self.levels)
+
+    def level_index(self, level: int) -> int:
+        """The scheduler level (0 = easiest) of a training level value."""
+        try:
+            return self.levels.index(level)
+        except ValueError:
+            raise ValueError(
+                f"level {level!r} is not a training level of {self.name!r}; training levels: {self.levels}"
+            ) from None
+
+    @property
+    def test_levels(self) -> list[int]:
+        return sorted(set(self.levels) | set(self.heldout_levels))
+
+    @property
+    def max_reward(self) -> float:
+        return self.format_reward + self.correctness_reward
+
+    # ------------------------------------------------------------- generation
+    def rng(self, level: int, seed: int | str) -> random.Random:
+        """A private generator per (task, level, seed); string seeds hash stably (sha512)."""
+        return random.Random(f"{self.name}/{level}/{seed}")
+
+    def generate(self, level: int, n: int, seed: int | str = 0) -> list[dict]:
+        """``n`` rows of ``level``, the same rows for the same seed. Rows may repeat a
+        question; ``build_dataset`` deduplicates. Every row has ``question``, ``answer``,
+        ``solution`` (a gold ANSWER earning ``max_reward``), ``level`` and task fields."""
+        self.check_level(level)
+        _check_int("n", n)
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, str)):
+            raise ValueError(f"seed must be an int or a str, got {seed!r}")
+        rng = self.rng(level, seed)
+        rows = []
+        for _ in range(n):
+            fields = self._generate_one(rng, level)
+            row = {
+                "question": fields.pop("question"),
+                "answer": fields.pop("answer"),
+                "solution": fields.pop("solution"),
+                "level": level,
+            }
+            row.update(fields)
+            rows.append(row)
+        return rows
+
+    def sample(self, level: int, n: int, seed: int | str, split: str) -> list[dict]:
+        """Rows for ``build_dataset``. Generated tasks ignore ``split`` (the caller
+        partitions the question space); a user dataset reads the split's own rows."""
+        return self.generate(level, n, seed)
+
+    def _generate_one(self, rng: random.Random, level: int) -> dict:
+        raise NotImplementedError
+
+    def question_key(self, row: Mapping) -> str:
+        """What makes two rows the same question (train and test never share a key)."""
+        return str(row["question"])
+
+    # ----------------------------------------------------------------- reward
+    def score(self, answer: str, row: Mapping[str, Any]) -> float:
+        """Correctness of a well-formatted ANSWER for one row, in [0, 1]."""
+        raise NotImplementedError
+
+    def score_batch(self, answers: Sequence[str | None], rows: Sequence[Mapping[str, Any]]) -> list[float]:
+        """Scores of many answers (None = badly formatted, scores 0). Never raises: an
+        error while scoring one answer (a malformed row value, say) scores it 0."""
+        return [0.0 if a is None else self._safe_score(a, row) for a, row in zip(answers, rows, strict=True)]
+
+    def _safe_score(self, answer: str, row: Mapping[str, Any]) -> float:
+        try:
+            return float(self.score(answer, row))
+        except Exception:  # a reward must not crash training on one bad row
+            logger.debug("%s: scoring failed, counting it wrong", self.name, exc_info=True)
+            return 0.0
+
+    def rows_from_columns(self, n: int, columns: Mapping[str, Any]) -> list[dict]:
+        """Turn TRL's column kwargs into one dict per completion. Required columns must be
+        lists of length ``n``; other kwargs that are not such lists (``trainer_state``,
+        ``log_extra`` ...) are ignored."""
+        missing = [c for c in self.required_columns if c not in columns]
+        if missing:
+            raise ValueError(
+                f"{self.name} reward needs the column(s) {missing} (from the dataset rows); "
+                f"got {sorted(columns)}"
+            )
+        aligned: dict[str, list] = {}
+        for key, value in columns.items():
+            if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+                value = value.tolist()
+            is_column = isinstance(value, (list, tuple)) and len(value) == n
+            if is_column:
+                aligned[key] = list(value)
+            elif key in self.required_columns:
+                size = len(value) if isinstance(value, (list, tuple)) else type(value).__name__
+                raise ValueError(
+                    f"{self.name} reward: column {key!r} must be a list of {n} values, got {size}"
+                )
+        return [{key: values[i] for key, values in aligned.items()} for i in range(n)]
+
+    def reward(self, completions: Sequence[Any], **columns: Any) -> list[float]:
+        """TRL reward function: one float in [0, max_reward] per completion."""
+        completions = list(completions)
+        rows = self.rows_from_columns(len(completions), columns)
+        parsed = [parse_completion(c) for c in completions]
+        scores = self.score_batch([p.answer for p in parsed], rows)
+        rewards = []
+        for p, s in zip(parsed, scores, strict=True):
+            if not p.format_ok:
+                rewards.append(0.0)
+                continue
+            s = min(max(s, 0.0), 1.0) if math.isfinite(s) else 0.0
+            rewards.append(self.format_reward + self.correctness_reward * s)
+        return rewards
+
+    def as_reward_func(self):
+        """``reward`` as a plain function named ``<task>_reward`` (TRL logs rewards by name)."""
+
+        def reward_func(completions, **columns):
+            return self.reward(completions, **columns)
+
+        reward_func.__name__ = reward_func.__qualname__ = f"{self.name}_reward"
+        return reward_func
+
+    # ---------------------------------------------------------------- prompts
+    def build_messages(self, row: Mapping[str, Any]) -> list[dict[str, str]]:
+        messages = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.append({"role": "user", "content": self.user_template.format_map(_RowFormatter(row))})
+        messages.append({"role": "assistant", "content": ASSISTANT_PREFIX})
+        return messages
+
+    def build_prompt(self, row: Mapping[str, Any], tokenizer: Any = None) -> str:
+        """The prompt text for a row, ending with ``ASSISTANT_PREFIX``.
+
+        With a tokenizer that has a chat template: ``apply_chat_template(...,
+        continue_final_message=True)`` so the assistant turn stays open. A template that
+        rejects the system role gets the system prompt folded into the user turn. Without
+        a chat template (or tokenizer): plain "System/User/Assistant" text."""
+        messages = self.build_messages(row)
+        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+            try:
+                return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+            except Exception:  # retry once without a system turn, then report
+                if messages[0]["role"] != "system":
+                    raise
+                merged = [
+                    {"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]},
+                    messages[2],
+                ]
+                return tokenizer.apply_chat_template(merged, tokenize=False, continue_final_message=True)
+        lines = []
+        if self.system_prompt:
+            lines.append(self.system_prompt + "\n")
+        lines.append("User: " + messages[-2]["content"])
+        lines.append("Assistant: " + ASSISTANT_PREFIX)
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- describe
+    @classmethod
+    def options(cls) -> dict[str, Any]:
+        """Constructor options and their defaults (None = the task's default)."""
+        out: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is object:
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.kind is inspect.Parameter.KEYWORD_ONLY:
+                    out[p.name] = None if p.default is inspect.Parameter.empty else p.default
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able summary for ``GET /tasks`` and the run form."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "levels": self.level_values,
+            "heldout_levels": list(self.heldout_levels),
+            "test_levels": self.test_levels,
+            "available_levels": list(self.available_levels),
+            "max_reward": self.max_reward,
+            "format_reward": self.format_reward,
+            "correctness_reward": self.correctness_reward,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(levels={self.levels}, heldout_levels={self.heldout_levels}, "
+            f"format_reward={self.format_reward}, correctness_reward={self.correctness_reward})"
+        )

@@ -1,0 +1,289 @@
+"""Blocksworld: write a plan that rearranges stacks of blocks into a goal configuration.
+
+Level = optimal plan length in actions (E2H trains on 1, 2, 4, 6 and holds out 8). A
+problem has 3-5 blocks (4-5 from level 7 on). The start state is random; when the level
+is odd the hand starts holding a block (every action picks up or puts down, so from an
+empty hand only even lengths end with an empty hand). The goal comes from a random walk
+of ``level`` actions that never revisits a state: each step moves to a neighbour one
+breadth-first-search layer further from the start, so the BFS distance confirms the
+walk's end is exactly ``level`` actions away and the walk is an optimal plan (the
+``solution``). The goal lists where every block is, with the hand empty.
+
+Actions use the seed's grammar, one per line (numbering like "1." and a trailing period
+are tolerated; lines may also be separated by ";"):
+    pick up the X block
+    unstack the X block from on top of the Y block
+    put down the X block
+    stack the X block on top of the Y block
+An answer is correct when every action is legal in turn and the final state is the goal;
+any valid plan counts, not only the reference.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from e2h.tasks.base import Task
+
+COLORS = (
+    "red", "blue", "orange", "yellow", "white", "magenta",
+    "black", "cyan", "green", "violet", "silver", "gold",
+)  # fmt: skip
+MAX_PLAN_ACTIONS = 200
+MAX_PLAN_CHARS = 20_000
+RULES = (
+    "I am playing with a set of blocks where I need to arrange the blocks into stacks. Here are the actions "
+    "I can do: pick up a block, unstack a block from on top of another block, put down a block, stack a "
+    "block on top of another block. I have the following restrictions on my actions: I can only pick up or "
+    "unstack one block at a time. I can only pick up or unstack a block if my hand is empty. I can only "
+    "pick up a block if the block is on the table and the block is clear. A block is clear if the block has "
+    "no other blocks on top of it and if the block is not picked up. I can only unstack a block from on top "
+    "of another block if the block I am unstacking was really on top of the other block and is clear. Once "
+    "I pick up or unstack a block, I am holding the block. I can only put down a block that I am holding. I "
+    "can only stack a block on top of another block if I am holding the block being stacked and the block "
+    "onto which I am stacking it is clear. Once I put down or stack a block, my hand becomes empty."
+)
+
+# A state is (stacks, held): stacks a sorted tuple of bottom-to-top tuples of block ids,
+# held the id of the block in hand or -1.
+State = tuple[tuple[tuple[int, ...], ...], int]
+Action = tuple[str, int, int]  # (kind, block, other block or -1)
+
+_ACTION_RES = [
+    ("unstack", re.compile(r"unstack the (\w+) block from on top of the (\w+) block")),
+    ("stack", re.compile(r"stack the (\w+) block on top of the (\w+) block")),
+    ("pick-up", re.compile(r"pick up the (\w+) block")),
+    ("put-down", re.compile(r"put down the (\w+) block")),
+]
+_NUMBERING_RE = re.compile(r"^\s*(?:step\s*)?(?:\d+\s*[.):]|[-*\u2022])\s*", re.IGNORECASE)
+
+
+def _successors(state: State) -> list[tuple[Action, State]]:
+    stacks, held = state
+    out = []
+    if held < 0:
+        for i, stack in enumerate(stacks):
+            top = stack[-1]
+            rest = stacks[:i] + ((stack[:-1],) if len(stack) > 1 else ()) + stacks[i + 1 :]
+            action = ("pick-up", top, -1) if len(stack) == 1 else ("unstack", top, stack[-2])
+            out.append((action, (tuple(sorted(rest)), top)))
+    else:
+        out.append((("put-down", held, -1), (tuple(sorted(stacks + ((held,),))), -1)))
+        for i, stack in enumerate(stacks):
+            rest = stacks[:i] + (stack + (held,),) + stacks[i + 1 :]
+            out.append((("stack", held, stack[-1]), (tuple(sorted(rest)), -1)))
+    return out
+
+
+class _Graph:
+    """Every state of ``n`` blocks with its moves, and BFS distances on demand."""
+
+    def __init__(self, n: int):
+        start: State = (tuple((i,) for i in range(n)), -1)
+        self.index: dict[State, int] = {start: 0}
+        self.states: list[State] = [start]
+        queue = deque([start])
+        while queue:
+            for _, nxt in _successors(queue.popleft()):
+                if nxt not in self.index:
+                    self.index[nxt] = len(self.states)
+                    self.states.append(nxt)
+                    queue.append(nxt)
+        self.moves: list[list[tuple[Action, int]]] = [
+            [(action, self.index[nxt]) for action, nxt in _successors(s)] for s in self.states
+        ]
+        self.empty_hand = [i for i, s in enumerate(self.states) if s[1] < 0]
+        self.holding = [i for i, s in enumerate(self.states) if s[1] >= 0]
+        self.distances = functools.lru_cache(maxsize=4096)(self._bfs)
+
+    def _bfs(self, source: int) -> list[int]:
+        dist = [-1] * len(self.states)
+        dist[source] = 0
+        queue = deque([source])
+        while queue:
+            u = queue.popleft()
+            for _, v in self.moves[u]:
+                if dist[v] < 0:
+                    dist[v] = dist[u] + 1
+                    queue.append(v)
+        return dist
+
+
+@functools.cache
+def _graph(n: int) -> _Graph:
+    return _Graph(n)
+
+
+def action_text(action: Action, names: Sequence[str]) -> str:
+    kind, x, y = action
+    if kind == "pick-up":
+        return f"pick up the {names[x]} block"
+    if kind == "put-down":
+        return f"put down the {names[x]} block"
+    if kind == "unstack":
+        return f"unstack the {names[x]} block from on top of the {names[y]} block"
+    return f"stack the {names[x]} block on top of the {names[y]} block"
+
+
+def parse_plan(text: str) -> list[tuple[str, str, str | None]] | None:
+    """Actions of a plan as (kind, block, other block or None), or None if any line is not
+    an action of the grammar."""
+    if len(text) > MAX_PLAN_CHARS:
+        return None
+    actions = []
+    for line in text.splitlines():
+        for piece in line.split(";"):
+            piece = _NUMBERING_RE.sub("", piece).strip().rstrip(".").strip().lower()
+            piece = " ".join(piece.split())
+            if not piece or piece in ("[plan]", "[plan end]"):
+                continue
+            for kind, pattern in _ACTION_RES:
+                match = pattern.fullmatch(piece)
+                if match:
+                    actions.append((kind, match.group(1), match.group(2) if pattern.groups == 2 else None))
+                    break
+            else:
+                return None
+            if len(actions) > MAX_PLAN_ACTIONS:
+                return None
+    return actions
+
+
+def plan_reaches_goal(
+    actions: Sequence[tuple[str, str, str | None]],
+    init_stacks: Sequence[Sequence[str]],
+    init_holding: str,
+    goal_stacks: Sequence[Sequence[str]],
+) -> bool:
+    """Simulate ``actions`` from the initial state; True if each is legal and the goal holds."""
+    below: dict[str, str] = {}  # block -> block under it, or "" for the table
+    for stack in init_stacks:
+        for k, block in enumerate(stack):
+            below[str(block)] = str(stack[k - 1]) if k else ""
+    held = str(init_holding) if init_holding else None
+    blocks = set(below) | ({held} if held else set())
+
+    def clear(block: str) -> bool:
+        return block in below and all(under != block for under in below.values())
+
+    for kind, x, y in actions:
+        if x not in blocks or (y is not None and y not in blocks):
+            return False
+        if kind in ("pick-up", "unstack"):
+            if held is not None or not clear(x) or below[x] != ("" if kind == "pick-up" else y):
+                return False
+            del below[x]
+            held = x
+        elif kind == "put-down":
+            if held != x:
+                return False
+            below[x], held = "", None
+        else:  # stack
+            if held != x or y == x or not clear(y):
+                return False
+            below[x], held = y, None
+    goal: dict[str, str] = {}
+    for stack in goal_stacks:
+        for k, block in enumerate(stack):
+            goal[str(block)] = str(stack[k - 1]) if k else ""
+    return held is None and below == goal
+
+
+def _describe(stacks: Sequence[Sequence[str]], holding: str) -> list[str]:
+    facts = []
+    for stack in stacks:
+        facts.append(f"the {stack[-1]} block is clear")
+    facts.append(f"the hand is holding the {holding} block" if holding else "the hand is empty")
+    facts.extend(_positions(stacks))
+    return facts
+
+
+def _positions(stacks: Sequence[Sequence[str]]) -> list[str]:
+    facts = []
+    for stack in stacks:
+        for k in range(len(stack) - 1, -1, -1):
+            if k:
+                facts.append(f"the {stack[k]} block is on top of the {stack[k - 1]} block")
+            else:
+                facts.append(f"the {stack[k]} block is on the table")
+    return facts
+
+
+class Blocksworld(Task):
+    """Blocksworld planning; see the module docstring."""
+
+    name = "blocksworld"
+    description = "Plan block moves to reach a goal configuration (level = optimal plan length)."
+    available_levels = tuple(range(1, 13))
+    default_levels = (1, 2, 4, 6)
+    default_heldout_levels = (8,)
+    default_format_reward = 1.0
+    default_correctness_reward = 2.0
+    default_user_template = (
+        RULES + "\n\n[STATEMENT]\n{question}\n\nWrite the plan with one action per line, for example "
+        '"unstack the red block from on top of the blue block". Show your work in <think> </think> tags. '
+        "And return the plan in <answer> </answer> tags."
+    )
+    required_columns = ("init_stacks", "init_holding", "goal_stacks")
+
+    @staticmethod
+    def block_counts(level: int) -> tuple[int, ...]:
+        # 3 blocks reach at most 8 actions; 4-5 blocks reach every level up to 12 from most starts.
+        return (3, 4, 5) if level <= 6 else (4, 5)
+
+    def _generate_one(self, rng: random.Random, level: int) -> dict:
+        while True:
+            n = rng.choice(self.block_counts(level))
+            graph = _graph(n)
+            start = rng.choice(graph.holding if level % 2 else graph.empty_hand)
+            dist = graph.distances(start)
+            walk = self._walk(rng, graph, start, dist, level)
+            if walk is not None:
+                break
+        names = rng.sample(COLORS, n)
+        goal = walk[-1][1]
+        plan = [action_text(action, names) for action, _ in walk]
+        init_stacks = [[names[b] for b in stack] for stack in graph.states[start][0]]
+        held = graph.states[start][1]
+        init_holding = names[held] if held >= 0 else ""
+        goal_stacks = [[names[b] for b in stack] for stack in graph.states[goal][0]]
+        rng.shuffle(init_stacks)
+        rng.shuffle(goal_stacks)
+        initial = ", ".join(_describe(init_stacks, init_holding))
+        target = ", ".join(_positions(goal_stacks))
+        question = f"As initial conditions I have that, {initial}.\nMy goal is to have that {target}."
+        solution = "\n".join(plan)
+        return {
+            "question": question,
+            "answer": solution,
+            "solution": solution,
+            "blocks": sorted(names),
+            "init_stacks": init_stacks,
+            "init_holding": init_holding,
+            "goal_stacks": goal_stacks,
+        }
+
+    @staticmethod
+    def _walk(
+        rng: random.Random, graph: _Graph, start: int, dist: list[int], length: int
+    ) -> list[tuple[Action, int]] | None:
+        walk, here = [], start
+        for step in range(length):
+            onward = [(a, v) for a, v in graph.moves[here] if dist[v] == step + 1]
+            if not onward:
+                return None
+            action, here = rng.choice(onward)
+            walk.append((action, here))
+        return walk
+
+    def score(self, answer: str, row: Mapping[str, Any]) -> float:
+        actions = parse_plan(answer)
+        if actions is None:
+            return 0.0
+        ok = plan_reaches_goal(actions, row["init_stacks"], row["init_holding"], row["goal_stacks"])
+        return 1.0 if ok else 0.0

@@ -1,0 +1,169 @@
+"""Countdown: combine the given numbers with + - * / and parentheses to reach a target.
+
+Level = number of operands (E2H trains on 2, 3, 4, 5 and holds out 6). Numbers are drawn
+from 1..100; the target is built by repeatedly combining two random items of the pool
+(like a player would), keeping every intermediate value a positive integer no larger
+than ``max_target``, so the target is reachable and the generating expression is the
+``solution``.
+
+An answer is correct when it is an arithmetic expression that uses exactly the given
+numbers (as a multiset, each once) with binary + - * / and parentheses and equals the
+target (an optional trailing "= target" is allowed). It is evaluated by walking Python's
+``ast`` with exact ``fractions.Fraction`` arithmetic, never ``eval``: names, calls,
+attributes, powers, unary signs, floats, non-decimal numerals (0x3, 1_0) and huge
+literals are rejected. Intermediate
+values may be any rationals; division by zero makes the answer wrong.
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+import re
+from collections.abc import Mapping
+from fractions import Fraction
+from typing import Any
+
+from e2h.tasks.base import Task
+
+MAX_EXPRESSION_CHARS = 500
+MAX_LITERAL = 10**6
+_DECIMAL_RE = re.compile(r"[0-9]+")
+_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+
+
+def evaluate_expression(text: str) -> tuple[Fraction, list[int]]:
+    """Value and the integer literals (in order) of a + - * / expression.
+
+    Raises ValueError for anything else (including text that does not parse) and
+    ZeroDivisionError for a division by zero."""
+    node, literals = parse_expression(text)
+    return _evaluate(node), literals
+
+
+def parse_expression(text: str) -> tuple[ast.AST, list[int]]:
+    """The checked syntax tree and integer literals of an expression (ValueError if not allowed)."""
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise ValueError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+        raise ValueError(f"not an expression: {exc}") from None
+    literals: list[int] = []
+    _collect(tree.body, literals)
+    # Only plain decimal numerals stand for the given numbers (not 0x3, 1_0 or 3e0).
+    for node in ast.walk(tree.body):
+        if isinstance(node, ast.Constant) and not _DECIMAL_RE.fullmatch(
+            ast.get_source_segment(text.strip(), node) or ""
+        ):
+            raise ValueError("numbers must be written as plain decimal numerals")
+    return tree.body, literals
+
+
+def _collect(node: ast.AST, literals: list[int]) -> None:
+    # Check the whole tree before computing anything, so no work is spent on junk.
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        _collect(node.left, literals)
+        _collect(node.right, literals)
+    elif isinstance(node, ast.Constant) and type(node.value) is int and 0 <= node.value <= MAX_LITERAL:
+        literals.append(node.value)
+    else:
+        raise ValueError(f"not allowed in a countdown expression: {ast.dump(node)[:80]}")
+
+
+def _evaluate(node: ast.AST) -> Fraction:
+    if isinstance(node, ast.Constant):
+        return Fraction(node.value)
+    assert isinstance(node, ast.BinOp)
+    left, right = _evaluate(node.left), _evaluate(node.right)
+    op = type(node.op)
+    if op is ast.Add:
+        return left + right
+    if op is ast.Sub:
+        return left - right
+    if op is ast.Mult:
+        return left * right
+    return left / right
+
+
+class Countdown(Task):
+    """Countdown numbers game; see the module docstring."""
+
+    name = "countdown"
+    description = "Reach the target with the given numbers, + - * / and parentheses (level = operands)."
+    available_levels = (2, 3, 4, 5, 6, 7)
+    default_levels = (2, 3, 4, 5)
+    default_heldout_levels = (6,)
+    default_format_reward = 0.1
+    default_correctness_reward = 0.9
+    default_user_template = (
+        "{question} You can use basic arithmetic operations (+, -, *, /) and each number can only "
+        "be used once. Show your work in <think> </think> tags. And return the final answer in "
+        "<answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>."
+    )
+    required_columns = ("numbers", "target")
+
+    def __init__(self, *, min_number: int = 1, max_number: int = 100, max_target: int = 1000, **options: Any):
+        if not (
+            isinstance(min_number, int) and isinstance(max_number, int) and 1 <= min_number <= max_number
+        ):
+            raise ValueError(f"need 1 <= min_number <= max_number, got {min_number!r}, {max_number!r}")
+        if not isinstance(max_target, int) or max_target < max_number:
+            raise ValueError(
+                f"max_target must be an integer >= max_number ({max_number}), got {max_target!r}"
+            )
+        self.min_number, self.max_number, self.max_target = min_number, max_number, max_target
+        super().__init__(**options)
+
+    def _generate_one(self, rng: random.Random, level: int) -> dict:
+        numbers = [rng.randint(self.min_number, self.max_number) for _ in range(level)]
+        # (value, text, is_compound)
+        pool: list[tuple[int, str, bool]] = [(v, str(v), False) for v in numbers]
+        while len(pool) > 1:
+            i, j = rng.sample(range(len(pool)), 2)
+            a, b = pool[i], pool[j]
+            if a[0] < b[0]:
+                a, b = b, a
+            x, y = a[0], b[0]
+            choices = []
+            if x + y <= self.max_target:
+                choices.append((x + y, "+"))
+            if x * y <= self.max_target:
+                choices.append((x * y, "*"))
+            if x != y:
+                choices.append((x - y, "-"))
+            if x % y == 0:
+                choices.append((x // y, "/"))
+            # x != y gives "-", x == y gives "/", so there is always a choice.
+            value, op = rng.choice(choices)
+            text = f"{_wrap(a)} {op} {_wrap(b)}"
+            pool = [item for k, item in enumerate(pool) if k not in (i, j)] + [(value, text, True)]
+        target, expression, _ = pool[0]
+        return {
+            "question": f"Using the numbers {numbers}, create an equation that equals {target}.",
+            "answer": str(target),
+            "solution": expression,
+            "numbers": numbers,
+            "target": target,
+        }
+
+    def question_key(self, row: Mapping) -> str:
+        return f"{sorted(int(n) for n in row['numbers'])}={int(row['target'])}"
+
+    def score(self, answer: str, row: Mapping[str, Any]) -> float:
+        numbers = sorted(int(n) for n in row["numbers"])
+        target = Fraction(int(row["target"]))
+        text = answer.strip()
+        if "=" in text:
+            text, _, rhs = text.partition("=")
+            if "=" in rhs or rhs.strip() != str(int(target)):
+                return 0.0
+        try:
+            node, used = parse_expression(text)
+            return 1.0 if sorted(used) == numbers and _evaluate(node) == target else 0.0
+        except (ValueError, ZeroDivisionError):
+            return 0.0
+
+
+def _wrap(item: tuple[int, str, bool]) -> str:
+    return f"({item[1]})" if item[2] else item[1]

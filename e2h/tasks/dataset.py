@@ -1,0 +1,244 @@
+"""Dataset: train on a user's own data instead of generated problems.
+
+Rows need the columns ``question``, ``answer`` and ``level`` (E2H's format; ``level``
+integer-valued, e.g. 0-4 or 2-6). Sources, by ``path``:
+
+- a local ``.jsonl`` / ``.json`` (JSON lines, or one JSON array), ``.csv`` or ``.parquet`` file;
+- a directory written by ``datasets``' ``save_to_disk`` (a Dataset or a DatasetDict);
+- anything else goes to ``datasets.load_dataset(path, name, split=..., data_files=...)``:
+  a hub name, a local data directory, or a builder such as ``"json"`` with ``data_files``.
+
+Training rows come from ``split``. Test rows come from ``test_split`` when given (its
+questions that also appear in training are dropped), otherwise from the same rows,
+partitioned by question hash. ``levels`` defaults to every level present (minus
+``heldout_levels``); ``max_rows_per_level`` caps each level after a seeded shuffle.
+
+Correctness: with ``scorer`` naming a built-in task (e.g. "countdown"), that task's check
+is used (the rows must carry its columns, e.g. ``numbers`` and ``target``). Otherwise
+the answer must match the ``answer`` column: numerically when both parse as numbers
+(integers, decimals, fractions like 3/4, thousands separators), else as text ignoring
+case, surrounding whitespace/``$``, repeated spaces and a final period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import random
+import re
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from e2h.tasks.base import FORMAT_INSTRUCTIONS, Task
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("question", "answer", "level")
+_NUMBER_RE = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
+
+
+def load_rows(
+    path: str, name: str | None = None, split: str = "train", data_files: Any = None
+) -> list[dict[str, Any]]:
+    """The rows of a dataset as dicts (see the module docstring for accepted sources)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        suffix = p.suffix.lower()
+        if suffix in (".jsonl", ".json"):
+            text = p.read_text(encoding="utf-8")
+            if suffix == ".json" and text.lstrip().startswith("["):
+                return list(json.loads(text))
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        if suffix == ".csv":
+            with p.open(newline="", encoding="utf-8") as f:
+                return list(csv.DictReader(f))
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(p).to_pylist()
+        raise ValueError(f"don't know how to read {p.name!r}: use .jsonl, .json, .csv or .parquet")
+    import datasets
+
+    if p.is_dir() and ((p / "dataset_dict.json").exists() or (p / "state.json").exists()):
+        loaded = datasets.load_from_disk(str(p))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"split {split!r} not in {str(p)!r}; splits: {list(loaded)}")
+            loaded = loaded[split]
+        return loaded.to_list()
+    try:
+        loaded = datasets.load_dataset(path, name, split=split, data_files=data_files)
+    except FileNotFoundError as exc:
+        raise ValueError(
+            f"dataset {path!r} not found (not a local file or directory, nor loadable): {exc}"
+        ) from exc
+    return loaded.to_list()
+
+
+def _parse_number(text: str) -> Fraction | None:
+    text = text.strip().rstrip(".").strip()
+    if not _NUMBER_RE.fullmatch(text) or len(text) > 100:
+        return None
+    text = text.replace(",", "")
+    numerator, _, denominator = text.partition("/")
+    try:
+        value = Fraction(numerator)
+        return value / Fraction(denominator) if denominator else value
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _normalise(text: str) -> str:
+    text = " ".join(text.strip().strip("$").split()).casefold()
+    return text[:-1].rstrip() if text.endswith(".") else text
+
+
+def answers_match(predicted: str, gold: Any) -> bool:
+    """Numeric equality when both sides are numbers, else normalised text equality."""
+    gold_text = str(gold)
+    a, b = _parse_number(predicted), _parse_number(gold_text)
+    if a is not None and b is not None:
+        return a == b
+    return _normalise(predicted) == _normalise(gold_text)
+
+
+def _level_of(value: Any, index: int) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"row {index}: level must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    raise ValueError(f"row {index}: level must be an integer, got {value!r}")
+
+
+class DatasetTask(Task):
+    """A user's dataset with question/answer/level columns; see the module docstring."""
+
+    name = "dataset"
+    description = "Your own data: rows with question, answer and level (local file or datasets path)."
+    default_user_template = "{question} " + FORMAT_INSTRUCTIONS
+    required_columns = ("answer",)
+
+    def __init__(
+        self,
+        *,
+        path: str | None = None,
+        name: str | None = None,
+        split: str = "train",
+        test_split: str | None = None,
+        data_files: Any = None,
+        max_rows_per_level: int | None = None,
+        scorer: str | None = None,
+        seed: int = 0,
+        **options: Any,
+    ):
+        if not path:
+            raise ValueError(
+                "the dataset task needs path=... (a local file, a save_to_disk directory or a hub name)"
+            )
+        if max_rows_per_level is not None and (
+            isinstance(max_rows_per_level, bool)
+            or not isinstance(max_rows_per_level, int)
+            or max_rows_per_level < 1
+        ):
+            raise ValueError(f"max_rows_per_level must be a positive integer, got {max_rows_per_level!r}")
+        self.path, self.split, self.test_split = str(path), split, test_split
+        self.scorer = None
+        if scorer is not None:
+            from e2h.tasks import get_task
+
+            if scorer == self.name:
+                raise ValueError("scorer must name a built-in task, not 'dataset'")
+            self.scorer = get_task(scorer)
+            self.required_columns = ("answer", *self.scorer.required_columns)
+        self.pools: dict[str, dict[int, list[dict]]] = {}
+        for which in (split, test_split):
+            if which is None or which in self.pools:
+                continue
+            rows = load_rows(self.path, name, which, data_files)
+            self.pools[which] = self._by_level(rows, which, max_rows_per_level, seed)
+        self.separate_test_split = test_split is not None and test_split != split
+        self.available_levels = tuple(sorted({lv for pool in self.pools.values() for lv in pool}))
+        heldout = list(options.get("heldout_levels") or [])
+        if options.get("levels") is None:
+            options["levels"] = [lv for lv in sorted(self.pools[split]) if lv not in heldout]
+        super().__init__(**options)
+        for level in self.levels:
+            self._pool(level, split)
+        for level in self.heldout_levels:
+            self._pool(level, test_split or split)
+
+    def _by_level(self, rows: list[dict], which: str, cap: int | None, seed: int) -> dict[int, list[dict]]:
+        if not rows:
+            raise ValueError(f"dataset {self.path!r} split {which!r} has no rows")
+        columns = set(rows[0])
+        for column in REQUIRED_COLUMNS + tuple(c for c in self.required_columns if c not in REQUIRED_COLUMNS):
+            if column not in columns:
+                raise ValueError(
+                    f"dataset {self.path!r} split {which!r} has no {column!r} column; "
+                    f"columns: {sorted(columns)}; need {list(REQUIRED_COLUMNS)}"
+                )
+        pool: dict[int, list[dict]] = {}
+        for i, raw in enumerate(rows):
+            row = dict(raw)
+            row["level"] = _level_of(row["level"], i)
+            row["question"] = str(row["question"])
+            row["answer"] = str(row["answer"])
+            if row.get("solution") is None:
+                row["solution"] = row["answer"]
+            for column in sorted(set(self.required_columns) - set(REQUIRED_COLUMNS)):
+                # CSV cells hold text; list columns such as ``numbers`` arrive as JSON text.
+                if isinstance(row.get(column), str) and row[column].lstrip().startswith(("[", "{")):
+                    with contextlib.suppress(ValueError):
+                        row[column] = json.loads(row[column])
+            pool.setdefault(row["level"], []).append(row)
+        rng = random.Random(f"dataset/{self.path}/{which}/{seed}")
+        for level in sorted(pool):
+            rng.shuffle(pool[level])
+            if cap is not None:
+                del pool[level][cap:]
+        return pool
+
+    def _pool(self, level: int, which: str) -> list[dict]:
+        rows = self.pools[which].get(level)
+        if not rows:
+            raise ValueError(
+                f"dataset {self.path!r} split {which!r} has no rows of level {level}; "
+                f"levels present: {sorted(self.pools[which])}"
+            )
+        return rows
+
+    def generate(self, level: int, n: int, seed: int | str = 0) -> list[dict]:
+        """Up to ``n`` rows of ``level`` from the training split, shuffled by ``seed``."""
+        return self.sample(level, n, seed, "train")
+
+    def sample(self, level: int, n: int, seed: int | str, split: str) -> list[dict]:
+        self.check_level(level)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be an integer >= 0, got {n!r}")
+        which = self.test_split if split == "test" and self.test_split else self.split
+        rows = list(self._pool(level, which))
+        self.rng(level, f"{seed}/{split}").shuffle(rows)
+        return [dict(row) for row in rows[:n]]
+
+    def score(self, answer: str, row: Mapping[str, Any]) -> float:
+        if self.scorer is not None:
+            return self.scorer.score(answer, row)
+        return 1.0 if answers_match(answer, row["answer"]) else 0.0
+
+    def score_batch(self, answers: Sequence[str | None], rows: Sequence[Mapping[str, Any]]) -> list[float]:
+        if self.scorer is not None:
+            return self.scorer.score_batch(answers, rows)
+        return super().score_batch(answers, rows)
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out.update(path=self.path, split=self.split, test_split=self.test_split)
+        return out
