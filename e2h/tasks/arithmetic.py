@@ -6,7 +6,7 @@ digits and operators:
 
     level  operands  digits  operators
       0        2        1      +          e.g. "What is 3+4?"
-      1        2        1      + - *
+      1        2        1        - *      (not +, so no level-0 question reappears)
       2        3        1      + - *
       3        3        2      + - *
       4        4        2      + - *      (training levels: 0-4)
@@ -32,7 +32,7 @@ from e2h.tasks.base import Task
 # level -> (operands, digits, operators)
 LEVELS: dict[int, tuple[int, int, str]] = {
     0: (2, 1, "+"),
-    1: (2, 1, "+-*"),
+    1: (2, 1, "-*"),
     2: (3, 1, "+-*"),
     3: (3, 2, "+-*"),
     4: (4, 2, "+-*"),

@@ -160,7 +160,11 @@ def build_dataset(
             exclude = train_keys if split == "test" else None
             rows = collect(task, level, size, seed, split, side, test_fraction, exclude)
             if not rows:
-                raise ValueError(f"{task.name}: level {level} has no {split} questions left")
+                raise ValueError(
+                    f"{task.name}: level {level} has no {split} questions left (train and test never "
+                    "share a question): give the level more questions, a larger test_fraction or a "
+                    "separate test split"
+                )
             if len(rows) < size:
                 logger.warning(
                     "%s: level %s has only %d unique %s questions (asked for %d)",

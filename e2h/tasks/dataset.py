@@ -61,6 +61,11 @@ def load_rows(
 
             return pq.read_table(p).to_pylist()
         raise ValueError(f"don't know how to read {p.name!r}: use .jsonl, .json, .csv or .parquet")
+    if not p.exists() and (
+        path.startswith(("/", ".", "~")) or p.suffix.lower() in (".jsonl", ".json", ".csv", ".parquet")
+    ):
+        # Looks local: say so now rather than asking the hub for it.
+        raise ValueError(f"dataset file {path!r} does not exist")
     import datasets
 
     if p.is_dir() and ((p / "dataset_dict.json").exists() or (p / "state.json").exists()):
