@@ -33,6 +33,44 @@ def train(
     raise typer.Exit(code)
 
 
+@app.command()
+def server(
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (non-loopback needs E2H_WORKER_TOKEN)"),
+    port: int = typer.Option(8000, "--port"),
+) -> None:
+    """Run the API server (uvicorn, ASGI app server.main:app); migrates the database first."""
+    from server.main import serve
+
+    try:
+        serve(host=host, port=port)
+    except ValueError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def worker(
+    server_url: str = typer.Option("http://127.0.0.1:8000", "--server", help="Server URL"),
+    token: str = typer.Option(None, "--token", envvar="E2H_WORKER_TOKEN", help="Worker bearer token"),
+    burst: bool = typer.Option(False, "--burst", help="Exit when the queue is empty"),
+    max_jobs: int = typer.Option(None, "--max-jobs", help="Exit after this many runs"),
+    labels: str = typer.Option("", "--labels", help="Comma-separated labels"),
+    heartbeat: float = typer.Option(5.0, "--heartbeat", help="Seconds between heartbeats"),
+    work_dir: Path = typer.Option(Path("outputs"), "--work-dir", help="Where run output dirs are created"),
+) -> None:
+    """Claim queued runs and train them in child processes."""
+    from worker.main import main as worker_main
+
+    argv = ["--server", server_url, "--heartbeat", str(heartbeat), "--work-dir", str(work_dir), "--labels", labels]
+    if token:
+        argv += ["--token", token]
+    if burst:
+        argv.append("--burst")
+    if max_jobs is not None:
+        argv += ["--max-jobs", str(max_jobs)]
+    raise typer.Exit(worker_main(argv))
+
+
 @model_app.command("build-tiny")
 def build_tiny(
     output_dir: Path = typer.Option(None, "--output-dir", help="Default: the shipped e2h/assets/tiny"),

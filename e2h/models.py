@@ -107,13 +107,15 @@ def load_model(name_or_path: str, dtype: str = "auto", trust_remote_code: bool =
     )
 
 
-WARMSTART_STEPS = 600
+WARMSTART_STEPS = 400
+TEST_FRACTION = 0.1  # build_dataset's default share of a level's questions kept for testing
 WARMSTART_LEVELS_FRACTION = 0.4  # SFT on the easiest 40% of the arithmetic ladder only
 
 
 def warmstart_rows(tokenizer, n_per_level: int, seed: int) -> list[dict]:
     """SFT pairs on the arithmetic task's easy levels: the task's prompt and a gold completion."""
     from e2h.tasks import get_task
+    from e2h.tasks.data import in_test_partition
 
     task = get_task("arithmetic")
     levels = list(task.levels)
@@ -121,6 +123,8 @@ def warmstart_rows(tokenizer, n_per_level: int, seed: int) -> list[dict]:
     rows = []
     for level in easy:
         for row in task.generate(level, n_per_level, seed=seed + 7919 * level):
+            if in_test_partition(task.question_key(row), TEST_FRACTION):
+                continue  # never train on a question a run may be evaluated on
             reasoning = f"{row['expression']}={row['solution']}"
             rows.append(
                 {

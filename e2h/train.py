@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -179,7 +181,7 @@ def run(
     config: RunConfig,
     output_dir: str | Path,
     reporter: Reporter | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: Callable[[int], bool] | None = None,
     resume: bool = True,
 ) -> dict:
     """Train ``config`` into ``output_dir``; returns the final per-level test results."""
@@ -227,8 +229,7 @@ def run(
     if not trainer.is_world_process_zero():
         return {}
     results = evaluate(trainer.model, tokenizer, task, test_rows, config.algorithm.max_completion_length)
-    results["step"] = trainer.state.global_step
-    reporter.eval({"step": trainer.state.global_step, "final": True, "results": results})
+    reporter.eval({"step": trainer.state.global_step, "name": "test", "results": results})
     (output_dir / TEST_RESULTS_FILE).write_text(json.dumps(results, indent=2))
     return results
 
@@ -246,27 +247,32 @@ class EvalCallback(TrainerCallback):
         if state.is_world_process_zero:
             model = self.trainer.accelerator.unwrap_model(self.trainer.model)
             results = evaluate(model, self.trainer.processing_class, self.task, self.rows, self.max_new_tokens)
-            self.reporter.eval({"step": state.global_step, "final": False, "results": results})
+            self.reporter.eval({"step": state.global_step, "name": "eval", "results": results})
 
 
 class StopCallback(TrainerCallback):
-    """Ends training gracefully (with a checkpoint) when ``should_stop()`` turns true."""
+    """Ends training gracefully (with a checkpoint) when ``should_stop(step)`` turns true."""
 
-    def __init__(self, should_stop: Callable[[], bool]):
+    def __init__(self, should_stop: Callable[[int], bool]):
         self.should_stop = should_stop
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.should_stop():
+        if self.should_stop(state.global_step):
             control.should_save = True
             control.should_training_stop = True
 
 
-def setup_logging(output_dir: Path) -> None:
+def setup_logging(output_dir: Path, to_file: bool = True) -> None:
+    """Log to stderr, and to train.log unless a supervisor already captures stderr there."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(output_dir / LOG_FILE)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if to_file:
+        handlers.append(logging.FileHandler(output_dir / LOG_FILE))
     root = logging.getLogger()
-    root.addHandler(handler)
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
     root.setLevel(logging.INFO)
 
 
@@ -280,12 +286,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="group=preset or dotted.key=value")
     parser.add_argument("--config", help="RunConfig JSON/YAML file")
     parser.add_argument("--output-dir", help="default: outputs/<name from the seed's rule>")
+    parser.add_argument("--stop-file", help="stop gracefully (checkpoint first) once this file exists")
     ns = parser.parse_args(argv)
-    base = load_config_file(ns.config) if ns.config else None
-    config = compose(ns.overrides, base=base)
+    try:
+        base = load_config_file(ns.config) if ns.config else None
+        config = compose(ns.overrides, base=base)
+    except ValueError as e:
+        # One readable line: the worker reports the tail of this output as the run's error.
+        sys.stderr.write(f"error: invalid config: {e}\n")
+        return 2
     output_dir = Path(ns.output_dir or Path("outputs") / config.output_name())
-    setup_logging(output_dir)
-    results = run(config, output_dir)
+    setup_logging(output_dir, to_file=not os.environ.get("E2H_TRAIN_LOG_CAPTURED"))
+    stop_file = Path(ns.stop_file) if ns.stop_file else None
+    results = run(config, output_dir, should_stop=(lambda step: stop_file.exists()) if stop_file else None)
     if results:
         logger.info("test results: %s", json.dumps(results.get("overall", {})))
     return 0

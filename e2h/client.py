@@ -1,0 +1,263 @@
+"""Typed HTTP client for the E2H server (httpx, synchronous). No torch.
+
+Researchers script experiments with it; the worker and the dashboard talk to the server
+only through it. Every non-2xx answer raises an :class:`APIError` subclass carrying the
+server's ``detail`` message.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class APIError(Exception):
+    """The server answered with an error; ``status_code`` and ``detail`` say which."""
+
+    def __init__(self, status_code: int, detail: Any, method: str = "", url: str = ""):
+        self.status_code = status_code
+        self.detail = detail
+        message = detail if isinstance(detail, str) else json.dumps(detail)
+        super().__init__(f"{status_code} {method} {url}: {message}".strip())
+
+
+class Unauthorized(APIError):
+    """401/403: missing or wrong token."""
+
+
+class NotFound(APIError):
+    """404: unknown run."""
+
+
+class Conflict(APIError):
+    """409: wrong state (e.g. cancel a finished run), or a worker that lost its lease."""
+
+
+class PayloadTooLarge(APIError):
+    """413: body or batch over the server's limit."""
+
+
+class ValidationFailed(APIError):
+    """422: invalid input; ``detail`` names the field."""
+
+
+class ServerUnavailable(APIError):
+    """The server could not be reached, or answered 5xx."""
+
+
+_ERRORS = {401: Unauthorized, 403: Unauthorized, 404: NotFound, 409: Conflict, 413: PayloadTooLarge,
+           422: ValidationFailed}
+
+
+class Client:
+    """``Client("http://127.0.0.1:8000", token=...)``; use as a context manager or call close()."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 30.0):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise ServerUnavailable(0, f"cannot reach {self.base_url}: {e}", method, path) from e
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except (ValueError, AttributeError):
+                detail = response.text
+            cls = ServerUnavailable if response.status_code >= 500 else _ERRORS.get(response.status_code, APIError)
+            raise cls(response.status_code, detail, method, path)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        return None if response.status_code == 204 or not response.content else response.json()
+
+    # -- runs -------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        return self._json("GET", "/healthz")
+
+    def submit(self, config: dict | None = None, name: str | None = None, priority: int = 0,
+               tags: list[str] | None = None) -> dict:
+        """Queue a run; ``config`` is a RunConfig dict ({} = the defaults)."""
+        body: dict[str, Any] = {"config": config or {}, "priority": priority, "tags": tags or []}
+        if name is not None:
+            body["name"] = name
+        return self._json("POST", "/runs", json=body)
+
+    def list_runs(self, status: str | None = None, tag: str | None = None, limit: int = 50,
+                  offset: int = 0) -> dict:
+        params = {k: v for k, v in {"status": status, "tag": tag, "limit": limit, "offset": offset}.items()
+                  if v is not None}
+        return self._json("GET", "/runs", params=params)
+
+    def get(self, run_id: int) -> dict:
+        return self._json("GET", f"/runs/{run_id}")
+
+    def cancel(self, run_id: int) -> dict:
+        return self._json("POST", f"/runs/{run_id}/cancel")
+
+    def clone(self, run_id: int, overrides: dict | None = None, **fields: Any) -> dict:
+        return self._json("POST", f"/runs/{run_id}/clone", json={"overrides": overrides or {}, **fields})
+
+    def delete(self, run_id: int) -> None:
+        self._json("DELETE", f"/runs/{run_id}")
+
+    def history(self, run_id: int, after_step: int | None = None, max_points: int = 1000) -> dict:
+        """Columnar, bucketed snapshot history (see ``GET /runs/{id}/snapshots``)."""
+        params: dict[str, Any] = {"max_points": max_points}
+        if after_step is not None:
+            params["after_step"] = after_step
+        return self._json("GET", f"/runs/{run_id}/snapshots", params=params)
+
+    def history_rows(self, run_id: int, after_step: int | None = None, max_points: int = 1000) -> list[dict]:
+        """One row per (step, level): step, level, probability, reward_mean, reward_var, count."""
+        series = self.history(run_id, after_step, max_points)
+        rows = []
+        for lv in series["levels"]:
+            for i, step in enumerate(series["steps"]):
+                row = {"step": step, "level": lv["level"], "probability": lv["probability"][i],
+                       "reward_mean": lv["reward_mean"][i], "reward_var": lv["reward_var"][i],
+                       "count": lv["count"][i]}
+                row.update({name: values[i] for name, values in lv["components"].items()})
+                rows.append(row)
+        return sorted(rows, key=lambda r: (r["step"], r["level"]))
+
+    def history_frame(self, run_id: int, after_step: int | None = None, max_points: int = 1000):
+        """``history_rows`` as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.history_rows(run_id, after_step, max_points))
+
+    def evals(self, run_id: int) -> list[dict]:
+        return self._json("GET", f"/runs/{run_id}/evals")
+
+    def logs(self, run_id: int, after: int = 0, limit: int = 1000) -> dict:
+        return self._json("GET", f"/runs/{run_id}/logs", params={"after": after, "limit": limit})
+
+    def schedulers(self) -> list[dict]:
+        return self._json("GET", "/schedulers")
+
+    def tasks(self) -> list[dict]:
+        return self._json("GET", "/tasks")
+
+    def presets(self) -> dict:
+        return self._json("GET", "/presets")
+
+    def wait(self, run_id: int, timeout: float | None = None, poll: float = 1.0, progress: bool = False) -> dict:
+        """Block until the run finishes; returns it. ``progress`` shows a rich progress bar."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = None
+        if progress:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            bar = Progress(TextColumn("run {task.fields[run_id]} {task.fields[status]}"), BarColumn(),
+                           TextColumn("{task.completed}/{task.total} steps"), TimeRemainingColumn())
+            bar.start()
+        try:
+            task = None
+            while True:
+                run = self.get(run_id)
+                if bar is not None:
+                    if task is None:
+                        task = bar.add_task("run", total=run["max_steps"], run_id=run_id, status=run["status"])
+                    bar.update(task, completed=run["step"], status=run["status"])
+                if run["status"] in TERMINAL_STATUSES:
+                    return run
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"run {run_id} still {run['status']} after {timeout} s")
+                time.sleep(poll)
+        finally:
+            if bar is not None:
+                bar.stop()
+
+    def events(self, run_id: int, last_event_id: str | None = None) -> Iterator[dict]:
+        """Server-Sent Events of a run: dicts with ``event``, ``id`` and parsed ``data``."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        try:
+            with self._http.stream("GET", f"/runs/{run_id}/events", headers=headers, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _ERRORS.get(response.status_code, APIError)(
+                        response.status_code, response.text, "GET", f"/runs/{run_id}/events")
+                event: dict[str, Any] = {}
+                for line in response.iter_lines():
+                    if not line:
+                        if "data" in event:
+                            event["data"] = _parse(event["data"])
+                            yield event
+                        event = {}
+                    elif line.startswith(":"):
+                        continue
+                    else:
+                        field, _, value = line.partition(":")
+                        value = value[1:] if value.startswith(" ") else value
+                        if field == "data" and "data" in event:
+                            event["data"] += "\n" + value
+                        elif field in ("event", "id", "data"):
+                            event[field] = value
+        except httpx.TransportError as e:
+            raise ServerUnavailable(0, f"event stream from {self.base_url} broke: {e}") from e
+
+    # -- worker protocol (bearer E2H_WORKER_TOKEN) ----------------------------------------------
+
+    def claim(self, worker_id: str, labels: list[str] | None = None) -> dict | None:
+        """Claim the next queued run: {run, lease_expires_at}, or None when the queue is empty."""
+        return self._json("POST", "/workers/claim", json={"worker_id": worker_id, "labels": labels or []})
+
+    def heartbeat(self, run_id: int, worker_id: str, attempt: int, step: int | None = None,
+                  output_dir: str | None = None) -> dict:
+        body = {"worker_id": worker_id, "attempt": attempt, "step": step, "output_dir": output_dir}
+        return self._json("POST", f"/runs/{run_id}/heartbeat", json=body)
+
+    def post_snapshots(self, run_id: int, snapshots: list[dict], worker_id: str, attempt: int) -> dict:
+        return self._json("POST", f"/runs/{run_id}/snapshots", json=snapshots,
+                          params={"worker_id": worker_id, "attempt": attempt})
+
+    def post_evals(self, run_id: int, evals: list[dict], worker_id: str, attempt: int) -> dict:
+        return self._json("POST", f"/runs/{run_id}/evals", json=evals,
+                          params={"worker_id": worker_id, "attempt": attempt})
+
+    def post_logs(self, run_id: int, lines: list[str], worker_id: str, attempt: int) -> dict:
+        return self._json("POST", f"/runs/{run_id}/logs", json={"lines": lines},
+                          params={"worker_id": worker_id, "attempt": attempt})
+
+    def release(self, run_id: int, worker_id: str, attempt: int, output_dir: str | None = None) -> dict:
+        """Hand a claimed run back to the queue (the worker is shutting down); it resumes later."""
+        body = {"worker_id": worker_id, "attempt": attempt, "output_dir": output_dir}
+        return self._json("POST", f"/runs/{run_id}/release", json=body)
+
+    def finish(self, run_id: int, worker_id: str, attempt: int, status: str, error: str | None = None,
+               output_dir: str | None = None) -> dict:
+        body = {"worker_id": worker_id, "attempt": attempt, "status": status, "error": error,
+                "output_dir": output_dir}
+        return self._json("POST", f"/runs/{run_id}/finish", json=body)
+
+
+def _parse(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data

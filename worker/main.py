@@ -1,0 +1,250 @@
+"""The worker: claim a run, train it in a child process, report back, repeat.
+
+Training runs in a child (``python -m e2h.train``, or ``accelerate launch`` for several
+processes) in its own process group, so a crash, an out-of-memory kill or a cancel never
+takes the worker down. While it runs, the worker heartbeats (renewing its lease and
+learning of cancels) and ships the child's spool files (see ``worker.shipper``).
+
+Signals: the first SIGTERM/SIGINT asks the child to checkpoint and stop, hands the run
+back to the queue and exits; a second one kills the child at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from e2h.client import APIError, Client, Conflict, ServerUnavailable
+from worker.shipper import LOG_FILE, Shipper
+
+logger = logging.getLogger("e2h.worker")
+
+STOP_FILE = "STOP"
+TEST_RESULTS_FILE = "test_results.json"
+ERROR_TAIL_LINES = 25
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def training_command(config: dict, config_path: Path, output_dir: Path) -> list[str]:
+    """The child's command line: plain Python, or accelerate launch for several processes."""
+    args = ["-m", "e2h.train", "--config", str(config_path), "--output-dir", str(output_dir),
+            "--stop-file", str(output_dir / STOP_FILE)]
+    processes = int(config.get("algorithm", {}).get("num_processes", 1))
+    if processes <= 1:
+        return [sys.executable, *args]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), *args]
+
+
+def error_tail(log_path: Path, lines: int = ERROR_TAIL_LINES) -> str:
+    """The last meaningful lines of the child's output (progress-bar redraws dropped)."""
+    if not log_path.is_file():
+        return ""
+    with open(log_path, "rb") as f:
+        f.seek(max(0, log_path.stat().st_size - 200_000))
+        text = f.read().decode("utf-8", "replace")
+    kept = [line.rsplit("\r", 1)[-1].rstrip() for line in text.splitlines()]
+    kept = [line for line in kept if line and "it/s]" not in line and "s/it]" not in line]
+    return "\n".join(kept[-lines:])
+
+
+@dataclass
+class Worker:
+    server: str
+    token: str | None = None
+    worker_id: str = field(default_factory=default_worker_id)
+    labels: list[str] = field(default_factory=list)
+    work_dir: Path = Path("outputs")
+    heartbeat_s: float = 5.0
+    ship_every_s: float = 0.5
+    poll_max_s: float = 10.0
+    burst: bool = False
+    max_jobs: int | None = None
+
+    def __post_init__(self) -> None:
+        self.client = Client(self.server, token=self.token)
+        self.signals = 0
+        self.child: subprocess.Popen | None = None
+
+    # -- signals ------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signals += 1
+        logger.warning("signal %s (%d): %s", signal.Signals(signum).name, self.signals,
+                       "stopping gracefully" if self.signals == 1 else "killing training now")
+        if self.signals >= 2:
+            self._kill_child()
+
+    def _kill_child(self) -> None:
+        if self.child is not None and self.child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.child.pid, signal.SIGKILL)
+
+    # -- main loop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Claim and train runs until stopped (or, with ``burst``, until the queue is empty)."""
+        done, idle = 0, 0.5
+        logger.info("worker %s serving %s", self.worker_id, self.server)
+        while not self.signals and (self.max_jobs is None or done < self.max_jobs):
+            try:
+                claim = self.client.claim(self.worker_id, self.labels)
+            except (ServerUnavailable, APIError) as e:
+                logger.warning("claim failed: %s", e)
+                claim = None
+                if self.burst and not isinstance(e, ServerUnavailable):
+                    raise
+            if claim is None:
+                if self.burst:
+                    break
+                time.sleep(idle)
+                idle = min(self.poll_max_s, idle * 2)
+                continue
+            idle = 0.5
+            self.process(claim["run"])
+            done += 1
+        self.client.close()
+        return done
+
+    def process(self, run: dict) -> str:
+        """Train one claimed run to its end; returns the status it finished with."""
+        run_id, attempt = run["id"], run["attempt"]
+        output_dir = self._output_dir(run)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / STOP_FILE).unlink(missing_ok=True)
+        config_path = output_dir / "run_config.json"
+        config_path.write_text(json.dumps(run["config"]))
+        shipper = Shipper(self.client, run_id, self.worker_id, attempt, output_dir)
+        logger.info("run %d attempt %d -> %s", run_id, attempt, output_dir)
+        env = dict(os.environ, E2H_TRAIN_LOG_CAPTURED="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        with open(output_dir / LOG_FILE, "ab") as log:
+            self.child = subprocess.Popen(
+                training_command(run["config"], config_path, output_dir),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            )
+        outcome = self._supervise(run_id, attempt, output_dir, shipper)
+        returncode = self.child.wait()
+        self.child = None
+        if outcome == "lost":
+            logger.warning("run %d: lease lost, training killed; another attempt owns it now", run_id)
+            return "lost"
+        self._flush(shipper)
+        if outcome == "cancelled":
+            status, error = "cancelled", None
+        elif outcome == "released":
+            return self._release(run_id, attempt, output_dir)
+        elif returncode == 0 and (output_dir / TEST_RESULTS_FILE).is_file():
+            status, error = "succeeded", None
+        elif returncode < 0:
+            name = signal.Signals(-returncode).name
+            status = "failed"
+            error = f"training process was killed by {name} (out of memory?)\n{error_tail(output_dir / LOG_FILE)}"
+        else:
+            status = "failed"
+            error = f"training exited with code {returncode}:\n{error_tail(output_dir / LOG_FILE)}"
+        self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, status, error, str(output_dir)))
+        logger.info("run %d finished: %s", run_id, status)
+        return status
+
+    def _output_dir(self, run: dict) -> Path:
+        # A requeued run resumes from the previous attempt's checkpoints when they are reachable
+        # here (same machine or a shared directory).
+        previous = run.get("output_dir")
+        if previous and Path(previous).is_dir():
+            return Path(previous)
+        return Path(self.work_dir).resolve() / f"run-{run['id']}"
+
+    def _supervise(self, run_id: int, attempt: int, output_dir: Path, shipper: Shipper) -> str:
+        """Heartbeat and ship while the child runs: "done", "cancelled", "released" or "lost"."""
+        outcome = "done"
+        next_beat = 0.0
+        stop_asked = False
+        while self.child.poll() is None:
+            if self.signals and not stop_asked:
+                (output_dir / STOP_FILE).touch()
+                stop_asked, outcome = True, "released"
+            now = time.monotonic()
+            if now >= next_beat:
+                try:
+                    beat = self.client.heartbeat(run_id, self.worker_id, attempt, shipper.last_step, str(output_dir))
+                    next_beat = now + self.heartbeat_s
+                    if beat["cancel_requested"] and not stop_asked:
+                        (output_dir / STOP_FILE).touch()
+                        stop_asked, outcome = True, "cancelled"
+                except Conflict:
+                    self._kill_child()
+                    return "lost"
+                except (ServerUnavailable, APIError) as e:
+                    logger.warning("heartbeat failed (training goes on): %s", e)
+                    next_beat = now + min(self.heartbeat_s, 2.0)
+            try:
+                shipper.ship()
+            except Conflict:
+                self._kill_child()
+                return "lost"
+            except (ServerUnavailable, APIError) as e:
+                logger.debug("shipping postponed: %s", e)
+            time.sleep(self.ship_every_s)
+        return outcome
+
+    def _flush(self, shipper: Shipper) -> None:
+        self._retry(shipper.ship)
+
+    def _release(self, run_id: int, attempt: int, output_dir: Path) -> str:
+        self._retry(lambda: self.client.release(run_id, self.worker_id, attempt, str(output_dir)))
+        logger.info("run %d handed back to the queue", run_id)
+        return "queued"
+
+    def _retry(self, call, max_wait: float = 30.0):
+        """Call until the server answers; back off exponentially while it is unreachable."""
+        delay = 0.5
+        while True:
+            try:
+                return call()
+            except ServerUnavailable as e:
+                if self.signals >= 2:
+                    raise
+                logger.warning("server unavailable, retrying in %.1f s: %s", delay, e)
+                time.sleep(delay)
+                delay = min(max_wait, delay * 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m worker.main --server URL --token TOKEN``; the CLI's ``e2h worker`` wraps it."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="e2h worker")
+    p.add_argument("--server", default="http://127.0.0.1:8000")
+    p.add_argument("--token", default=os.environ.get("E2H_WORKER_TOKEN"))
+    p.add_argument("--burst", action="store_true")
+    p.add_argument("--max-jobs", type=int)
+    p.add_argument("--labels", default="")
+    p.add_argument("--heartbeat", type=float, default=5.0)
+    p.add_argument("--work-dir", default="outputs")
+    ns = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = Worker(ns.server, ns.token, labels=[x for x in ns.labels.split(",") if x], work_dir=Path(ns.work_dir),
+                    heartbeat_s=ns.heartbeat, burst=ns.burst, max_jobs=ns.max_jobs)
+    worker.install_signal_handlers()
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
