@@ -1,0 +1,45 @@
+"""What the run form needs (schedulers, tasks, presets) and the health check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, status
+from sqlalchemy import text
+
+from e2h import __version__
+from e2h.config import list_presets, load_preset
+from e2h.schedulers import SCHEDULERS
+from e2h.tasks import describe_tasks
+from server.api.deps import SessionDep
+from server.models import Health, SchedulerInfo, TaskInfo
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/schedulers")
+def schedulers() -> list[SchedulerInfo]:
+    return [
+        SchedulerInfo(name=name, description=cls.description, params_schema=cls.params_schema())
+        for name, cls in SCHEDULERS.items()
+    ]
+
+
+@router.get("/tasks")
+def tasks() -> list[TaskInfo]:
+    return describe_tasks()
+
+
+@router.get("/presets")
+def presets() -> dict[str, dict[str, dict[str, Any]]]:
+    """Each group's presets with the partial RunConfig each holds: {group: {name: config}}."""
+    return {group: {name: load_preset(group, name) for name in names} for group, names in list_presets().items()}
+
+
+@router.get("/healthz")
+def healthz(session: SessionDep) -> Health:
+    try:
+        session.exec(text("SELECT 1"))
+    except Exception as e:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"database unavailable: {e}") from e
+    return Health(status="ok", database=session.get_bind().dialect.name, version=__version__)

@@ -1,0 +1,111 @@
+"""Worker protocol (bearer E2H_WORKER_TOKEN): claim, heartbeat, report, finish.
+
+A worker identifies itself on every write: ``worker_id`` (and ``attempt``, from the
+claimed run) in the body, or as query parameters on the snapshot, eval and log posts.
+Writes from a worker that no longer holds the run (its lease expired and the run was
+requeued or handed to another attempt) get 409.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from server import crud
+from server.api.deps import NotifierDep, SessionDep, SettingsDep, WorkerAuth
+from server.models import (
+    ClaimRequest,
+    ClaimResponse,
+    EvalIn,
+    FinishRequest,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    IngestResult,
+    LogLinesIn,
+    RunPublic,
+    SnapshotIn,
+    WorkerPublic,
+)
+
+router = APIRouter(tags=["workers"])
+
+
+def _fence(
+    worker_id: Annotated[str | None, Query(max_length=200, description="The worker that claimed the run.")] = None,
+    attempt: Annotated[int | None, Query(ge=1, description="The attempt it claimed.")] = None,
+) -> crud.Fence:
+    return crud.Fence(worker_id, attempt)
+
+
+FenceDep = Annotated[crud.Fence, Depends(_fence)]
+
+
+@router.post(
+    "/workers/claim",
+    dependencies=[WorkerAuth],
+    responses={204: {"description": "The queue is empty."}},
+)
+def claim(body: ClaimRequest, session: SessionDep, settings: SettingsDep, notifier: NotifierDep) -> ClaimResponse:
+    run = crud.claim_run(session, body.worker_id, body.labels, settings.lease_seconds)
+    if run is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    notifier.notify(run.id)
+    return ClaimResponse(run=run, lease_expires_at=run.lease_expires_at)
+
+
+@router.get("/workers")
+def list_workers(session: SessionDep) -> list[WorkerPublic]:
+    return crud.list_workers(session)
+
+
+@router.post("/runs/{run_id}/heartbeat", dependencies=[WorkerAuth])
+def heartbeat(run_id: int, body: HeartbeatRequest, session: SessionDep, settings: SettingsDep) -> HeartbeatResponse:
+    fence = crud.Fence(body.worker_id, body.attempt)
+    run = crud.heartbeat(session, run_id, fence, settings.lease_seconds, body.step, body.output_dir)
+    return HeartbeatResponse(cancel_requested=run.cancel_requested, lease_expires_at=run.lease_expires_at)
+
+
+@router.post("/runs/{run_id}/snapshots", status_code=status.HTTP_202_ACCEPTED, dependencies=[WorkerAuth])
+def post_snapshots(
+    run_id: int,
+    snapshots: list[SnapshotIn],
+    fence: FenceDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    notifier: NotifierDep,
+) -> IngestResult:
+    accepted, duplicates = crud.add_snapshots(session, run_id, snapshots, fence, settings.max_batch)
+    notifier.notify(run_id)
+    return IngestResult(accepted=accepted, duplicates=duplicates)
+
+
+@router.post("/runs/{run_id}/evals", status_code=status.HTTP_202_ACCEPTED, dependencies=[WorkerAuth])
+def post_evals(
+    run_id: int, evals: EvalIn | list[EvalIn], fence: FenceDep, session: SessionDep, settings: SettingsDep
+) -> IngestResult:
+    batch = evals if isinstance(evals, list) else [evals]
+    accepted, duplicates = crud.add_evals(session, run_id, batch, fence, settings.max_batch)
+    return IngestResult(accepted=accepted, duplicates=duplicates)
+
+
+@router.post("/runs/{run_id}/logs", status_code=status.HTTP_202_ACCEPTED, dependencies=[WorkerAuth])
+def post_logs(
+    run_id: int,
+    body: LogLinesIn,
+    fence: FenceDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    notifier: NotifierDep,
+) -> IngestResult:
+    accepted = crud.add_logs(session, run_id, body.lines, fence, settings.max_batch)
+    notifier.notify(run_id)
+    return IngestResult(accepted=accepted, duplicates=0)
+
+
+@router.post("/runs/{run_id}/finish", dependencies=[WorkerAuth])
+def finish(run_id: int, body: FinishRequest, session: SessionDep, notifier: NotifierDep) -> RunPublic:
+    fence = crud.Fence(body.worker_id, body.attempt)
+    run = crud.finish_run(session, run_id, fence, body.status, body.error, body.output_dir)
+    notifier.notify(run_id)
+    return run

@@ -1,0 +1,47 @@
+"""Server settings: the one place environment variables (prefix ``E2H_``) are read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told from the environment (``E2H_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="E2H_", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Where the default SQLite database lives.")
+    database_url: str | None = Field(
+        None,
+        description="Any SQLAlchemy URL; default sqlite:///<data_dir>/e2h.db. "
+        "Use PostgreSQL (postgresql+psycopg://...) when several machines share the server's data.",
+    )
+    worker_token: SecretStr | None = Field(
+        None, description="Bearer token the worker endpoints require; unset = open, loopback only."
+    )
+    api_token: SecretStr | None = Field(
+        None, description="When set, every other write (POST /runs, cancel, clone, delete) requires it."
+    )
+    lease_seconds: float = Field(60.0, gt=0, description="A claim's lease; each heartbeat extends it.")
+    max_attempts: int = Field(3, ge=1, description="Lease expiries after which a run fails instead of requeueing.")
+    reaper_interval_seconds: float = Field(5.0, gt=0, description="How often expired leases are reaped.")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    max_batch: int = Field(1000, ge=1, description="Most snapshots, evals or log lines per request (413 above).")
+    events_poll_seconds: float = Field(
+        0.5, gt=0, description="SSE re-reads the database this often (writes by other server processes)."
+    )
+
+    @field_validator("worker_token", "api_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        # `E2H_API_TOKEN= e2h server` must not mean "the token is the empty string".
+        return None if v == "" else v
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'e2h.db').resolve()}"

@@ -1,0 +1,67 @@
+"""Errors the state machine raises, and the one JSON shape every 4xx body has: {"detail": ...}.
+
+``crud`` raises these without knowing about HTTP; ``main`` maps them to status codes.
+Validation errors are a list of {type, loc, msg, field}, where ``field`` is the dotted name
+of what is wrong (``config.scheduler.params.min_prob``), also when the check that failed
+spans several fields and names the field in its message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+
+class E2HError(Exception):
+    status_code = 400
+
+    def __init__(self, detail: Any):
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(E2HError):
+    status_code = 404
+
+
+class Conflict(E2HError):
+    """The run is in the wrong state for this, or the caller no longer holds its lease."""
+
+    status_code = 409
+
+
+class TooLarge(E2HError):
+    status_code = 413
+
+
+class Invalid(E2HError):
+    status_code = 422
+
+
+# Cross-field checks raise "Value error, scheduler.params.min_prob: ..." at the model's loc,
+# or "scheduler.params: min_prob=0.3 is infeasible ..." when the parameter is named after it.
+_NAMED_FIELD = re.compile(r"^(?:Value error, )?([A-Za-z_]\w*(?:\.\w+)*): (?:([A-Za-z_]\w*)=)?")
+_LOC_SOURCES = ("body", "query", "path", "header", "cookie")
+
+
+def error_entry(loc: Sequence[Any], msg: str, type_: str = "value_error") -> dict[str, Any]:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in _LOC_SOURCES:
+        parts = parts[1:]
+    if m := _NAMED_FIELD.match(msg):
+        parts.extend(m.group(1).split("."))
+        if m.group(2):
+            parts.append(m.group(2))
+    return {"type": type_, "loc": list(loc), "msg": msg, "field": ".".join(parts)}
+
+
+def format_errors(errors: Iterable[dict[str, Any]], loc_prefix: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """pydantic/FastAPI error dicts -> the API's shape (drops ``input``, which may be huge)."""
+    return [error_entry([*loc_prefix, *e["loc"]], e["msg"], e["type"]) for e in errors]
+
+
+def invalid_from(exc: ValidationError, loc_prefix: Sequence[Any]) -> Invalid:
+    return Invalid(format_errors(exc.errors(include_url=False, include_input=False), loc_prefix))

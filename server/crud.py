@@ -1,0 +1,579 @@
+"""The run state machine and every database read and write the API makes.
+
+States: queued -> running -> succeeded | failed | cancelled. A running run whose lease
+expires goes back to queued with attempt + 1, or fails once it has used max_attempts.
+A worker holds a run while the run is running with its worker_id and attempt: every
+worker write checks that ("fencing"), so a worker whose lease was lost gets 409.
+
+Each write is one transaction (``write_transaction``): any error rolls all of it back.
+Rows a write depends on are read with ``FOR UPDATE`` (PostgreSQL; SQLite's writes are
+serialised by ``BEGIN IMMEDIATE``), and claims skip rows another claim has locked.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import BigInteger, Table, cast, delete, func, or_
+from sqlalchemy import insert as generic_insert
+from sqlmodel import Session, select
+
+from e2h.config import RunConfig
+from server.core.db import write_transaction
+from server.core.errors import Conflict, Invalid, NotFound, TooLarge, error_entry, invalid_from
+from server.models import (
+    TERMINAL,
+    Eval,
+    EvalIn,
+    LogLine,
+    Run,
+    RunClone,
+    RunCreate,
+    RunPublic,
+    RunStatus,
+    RunTag,
+    Snapshot,
+    SnapshotIn,
+    Worker,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Who claims to hold a run: worker writes are refused unless it still does."""
+
+    worker_id: str | None = None
+    attempt: int | None = None
+
+
+# -- runs -------------------------------------------------------------------------------
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id, populate_existing=True)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    return run
+
+
+def _locked_run(session: Session, run_id: int) -> Run:
+    run = session.exec(
+        select(Run).where(Run.id == run_id).with_for_update(), execution_options={"populate_existing": True}
+    ).first()
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    return run
+
+
+def _changed(run: Run, now: datetime) -> None:
+    run.updated_at = now
+    run.state_version += 1
+
+
+def create_run(session: Session, body: RunCreate, now: datetime | None = None) -> Run:
+    return _insert_run(session, body.config, body.name, body.priority, body.tags, now or utcnow())
+
+
+def _insert_run(
+    session: Session, config: RunConfig, name: str | None, priority: int, tags: list[str], now: datetime
+) -> Run:
+    tags = list(dict.fromkeys(tags))
+    run = Run(
+        name=name or config.output_name(),
+        priority=priority,
+        tags=tags,
+        config=config.model_dump(mode="json"),
+        num_levels=config.num_levels,
+        max_steps=config.algorithm.max_steps,
+        created_at=now,
+        updated_at=now,
+    )
+    with write_transaction(session):
+        session.add(run)
+        session.flush()
+        session.add_all(RunTag(run_id=run.id, tag=tag) for tag in tags)
+    return run
+
+
+def list_runs(
+    session: Session, statuses: list[str] | None, tag: str | None, limit: int, offset: int
+) -> tuple[list[Run], int]:
+    conditions = []
+    if statuses:
+        conditions.append(Run.status.in_(statuses))
+    if tag:
+        conditions.append(select(RunTag.run_id).where(RunTag.run_id == Run.id, RunTag.tag == tag).exists())
+    count = session.exec(select(func.count()).select_from(Run).where(*conditions)).one()
+    runs = session.exec(select(Run).where(*conditions).order_by(Run.id.desc()).offset(offset).limit(limit))
+    return list(runs), count
+
+
+def cancel_run(session: Session, run_id: int, now: datetime | None = None) -> Run:
+    """Queued runs are cancelled at once; running ones are asked to stop via the heartbeat."""
+    now = now or utcnow()
+    with write_transaction(session):
+        run = _locked_run(session, run_id)
+        if run.status == RunStatus.queued:
+            run.status = RunStatus.cancelled.value
+            run.finished_at = now
+            _changed(run, now)
+        elif run.status == RunStatus.running:
+            if not run.cancel_requested:
+                run.cancel_requested = True
+                _changed(run, now)
+        else:
+            raise Conflict(f"run {run_id} is already {run.status}; only queued or running runs can be cancelled")
+    return run
+
+
+def delete_run(session: Session, run_id: int) -> None:
+    with write_transaction(session):
+        run = _locked_run(session, run_id)
+        if run.status not in TERMINAL:
+            raise Conflict(f"run {run_id} is {run.status}; cancel it and wait until it has finished to delete it")
+        # The database cascades to snapshots, evals, logs and tags (foreign keys ON DELETE CASCADE).
+        session.exec(delete(Run).where(Run.id == run_id))
+        session.expunge(run)
+
+
+def clone_run(session: Session, run_id: int, body: RunClone, now: datetime | None = None) -> Run:
+    source = get_run(session, run_id)
+    config = merge_overrides(source.config, body.overrides)
+    try:
+        validated = RunConfig.model_validate(config)
+    except ValidationError as e:
+        raise invalid_from(e, ("config",)) from None
+    return _insert_run(
+        session,
+        validated,
+        body.name or f"{source.name} (clone)"[:200],
+        source.priority if body.priority is None else body.priority,
+        source.tags if body.tags is None else body.tags,
+        now or utcnow(),
+    )
+
+
+def merge_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge nested or dotted overrides into a copy of a stored (complete) config.
+
+    A stored config has its task's levels and its scheduler's params filled in; when an
+    override switches the task or the scheduler and does not give those too, they are
+    dropped so the new task's or scheduler's defaults apply.
+    """
+    merged = copy.deepcopy(config)
+    expanded: dict[str, Any] = {}
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = expanded
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    _deep_merge(merged, expanded)
+    for section, switch, dependents in (
+        ("task", "name", ("train_levels", "test_levels")),
+        ("scheduler", "name", ("params",)),
+    ):
+        given = expanded.get(section)
+        if isinstance(given, dict) and switch in given and given[switch] != config.get(section, {}).get(switch):
+            for dep in dependents:
+                if dep not in given:
+                    merged[section].pop(dep, None)
+    return merged
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+
+
+# -- the worker protocol ----------------------------------------------------------------
+
+
+def claim_run(
+    session: Session, worker_id: str, labels: list[str], lease_seconds: float, now: datetime | None = None
+) -> Run | None:
+    """Hand the next queued run (highest priority, then oldest) to ``worker_id``: exactly once."""
+    now = now or utcnow()
+    with write_transaction(session):
+        run = session.exec(
+            select(Run)
+            .where(Run.status == RunStatus.queued)
+            .order_by(Run.priority.desc(), Run.id)
+            .limit(1)
+            .with_for_update(skip_locked=True),
+            execution_options={"populate_existing": True},
+        ).first()
+        if run is not None:
+            run.status = RunStatus.running.value
+            run.worker_id = worker_id
+            run.lease_expires_at = now + timedelta(seconds=lease_seconds)
+            run.started_at = now
+            _changed(run, now)
+        _upsert_worker(session, worker_id, now, run.id if run else None, labels)
+    return run
+
+
+def _check_fence(run: Run, fence: Fence) -> None:
+    if run.status != RunStatus.running:
+        raise Conflict(f"run {run.id} is {run.status}, not running: this worker no longer holds its lease")
+    if fence.worker_id is not None and run.worker_id != fence.worker_id:
+        raise Conflict(f"run {run.id} is leased to worker {run.worker_id!r}, not {fence.worker_id!r}")
+    if fence.attempt is not None and run.attempt != fence.attempt:
+        raise Conflict(f"attempt {fence.attempt} of run {run.id} is stale: the run is on attempt {run.attempt}")
+
+
+def heartbeat(
+    session: Session,
+    run_id: int,
+    fence: Fence,
+    lease_seconds: float,
+    step: int | None = None,
+    output_dir: str | None = None,
+    now: datetime | None = None,
+) -> Run:
+    """Extend the lease; the reply tells the worker whether a cancel was requested."""
+    now = now or utcnow()
+    with write_transaction(session):
+        run = _locked_run(session, run_id)
+        _check_fence(run, fence)
+        run.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        if step is not None:
+            run.step = max(run.step, step)
+        if output_dir is not None:
+            run.output_dir = output_dir
+        run.updated_at = now
+        _upsert_worker(session, run.worker_id, now, run.id)
+    return run
+
+
+def finish_run(
+    session: Session,
+    run_id: int,
+    fence: Fence,
+    status: RunStatus,
+    error: str | None = None,
+    output_dir: str | None = None,
+    now: datetime | None = None,
+) -> Run:
+    now = now or utcnow()
+    with write_transaction(session):
+        run = _locked_run(session, run_id)
+        if (
+            run.status == status
+            and run.worker_id == fence.worker_id
+            and fence.attempt in (None, run.attempt)
+            and run.finished_at is not None
+        ):
+            return run  # a retried finish whose first reply was lost
+        _check_fence(run, fence)
+        run.status = status.value
+        run.error = error
+        if output_dir is not None:
+            run.output_dir = output_dir
+        run.lease_expires_at = None
+        run.finished_at = now
+        _changed(run, now)
+        _upsert_worker(session, run.worker_id, now, None)
+    return run
+
+
+def reap_expired(session: Session, max_attempts: int, now: datetime | None = None) -> list[int]:
+    """Requeue running runs whose lease expired (attempt + 1), or fail them after max_attempts.
+
+    A run whose cancel was requested is cancelled rather than requeued. Returns the ids changed.
+    """
+    now = now or utcnow()
+    with write_transaction(session):
+        expired = session.exec(
+            select(Run)
+            .where(Run.status == RunStatus.running, Run.lease_expires_at < now)
+            .with_for_update(skip_locked=True),
+            execution_options={"populate_existing": True},
+        ).all()
+        changed = []
+        for run in expired:
+            lost = f"worker {run.worker_id!r} stopped heartbeating (lease expired at {run.lease_expires_at})"
+            if run.cancel_requested:
+                run.status = RunStatus.cancelled.value
+                run.finished_at = now
+                run.error = f"cancelled; {lost}"
+            elif run.attempt >= max_attempts:
+                run.status = RunStatus.failed.value
+                run.finished_at = now
+                run.error = f"attempt {run.attempt} of {max_attempts} lost: {lost}"
+            else:
+                run.status = RunStatus.queued.value
+                run.attempt += 1
+                run.worker_id = None
+            run.lease_expires_at = None
+            _changed(run, now)
+            changed.append(run.id)
+    return changed
+
+
+def _insert_ignoring_conflicts(session: Session, table: Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:  # callers already filtered out existing keys under a lock
+        session.exec(generic_insert(table), params=rows)
+        return
+    session.exec(insert(table).on_conflict_do_nothing(index_elements=keys), params=rows)
+
+
+def _upsert_worker(
+    session: Session, worker_id: str, now: datetime, run_id: int | None, labels: list[str] | None = None
+) -> None:
+    worker = session.get(Worker, worker_id, with_for_update=True)
+    if worker is None:
+        # Two first claims by the same new worker id can race on PostgreSQL; one insert wins.
+        row = {"id": worker_id, "labels": labels or [], "run_id": run_id, "first_seen_at": now, "last_seen_at": now}
+        _insert_ignoring_conflicts(session, Worker.__table__, [row], ["id"])
+        return
+    worker.last_seen_at = now
+    worker.run_id = run_id
+    if labels is not None:
+        worker.labels = list(labels)
+
+
+def list_workers(session: Session) -> list[Worker]:
+    return list(session.exec(select(Worker).order_by(Worker.last_seen_at.desc())))
+
+
+# -- snapshots, evals, logs --------------------------------------------------------------
+
+
+def _check_batch_size(n: int, max_batch: int, what: str) -> None:
+    if n > max_batch:
+        raise TooLarge(f"{n} {what} in one request; send at most {max_batch} per request")
+
+
+def add_snapshots(
+    session: Session,
+    run_id: int,
+    snapshots: list[SnapshotIn],
+    fence: Fence,
+    max_batch: int,
+    now: datetime | None = None,
+) -> tuple[int, int]:
+    """Store new steps, skip steps already stored (idempotent on run + step). -> (accepted, duplicates)."""
+    _check_batch_size(len(snapshots), max_batch, "snapshots")
+    now = now or utcnow()
+    with write_transaction(session):
+        run = _locked_run(session, run_id)
+        _check_fence(run, fence)
+        errors = [
+            error_entry(
+                ["body", i, "levels"],
+                f"levels: {len(s.levels)} given, run {run_id} has {run.num_levels} "
+                f"(one per training level, task.train_levels)",
+            )
+            for i, s in enumerate(snapshots)
+            if len(s.levels) != run.num_levels
+        ]
+        if errors:
+            raise Invalid(errors)
+        by_step: dict[int, SnapshotIn] = {}
+        for s in snapshots:
+            by_step.setdefault(s.step, s)
+        existing = set(
+            session.exec(select(Snapshot.step).where(Snapshot.run_id == run_id, Snapshot.step.in_(list(by_step))))
+        )
+        new = [s for step, s in by_step.items() if step not in existing]
+        if new:
+            rows = [{"run_id": run_id, "step": s.step, "data": s.model_dump_json()} for s in new]
+            _insert_ignoring_conflicts(session, Snapshot.__table__, rows, ["run_id", "step"])
+            latest = max(new, key=lambda s: s.step)
+            if latest.step >= run.step or run.probabilities is None:
+                run.probabilities = [lv.probability for lv in latest.levels]
+                run.metrics = dict(latest.metrics)
+                run.step = max(run.step, latest.step)
+            run.updated_at = now
+    return len(new), len(snapshots) - len(new)
+
+
+def snapshot_series(session: Session, run_id: int, after_step: int | None, max_points: int) -> dict[str, Any]:
+    """Columnar history of a run, at most ``max_points`` steps (bucketed; first and last kept).
+
+    Steps are split into ``max_points - 1`` equal ranges of step numbers; each contributes
+    its first stored step, and the last step is always added. Values are those snapshots'
+    own (no averaging), chosen in SQL so only the kept rows are read and parsed.
+    """
+    get_run(session, run_id)
+    where = [Snapshot.run_id == run_id]
+    if after_step is not None:
+        where.append(Snapshot.step > after_step)
+    lo, hi, total = session.exec(
+        select(func.min(Snapshot.step), func.max(Snapshot.step), func.count()).where(*where)
+    ).one()
+    if not total:
+        return {"steps": [], "time": [], "levels": [], "metrics": {}, "total": 0}
+    query = select(Snapshot.step, Snapshot.data).where(*where).order_by(Snapshot.step)
+    if total > max_points:
+        buckets = max_points - 1
+        # Integer division; BigInteger so (step - lo) * buckets cannot overflow 32 bits.
+        bucket = cast(Snapshot.step - lo, BigInteger) * buckets // (hi - lo + 1)
+        firsts = select(func.min(Snapshot.step)).where(*where).group_by(bucket)
+        query = query.where(or_(Snapshot.step.in_(firsts.scalar_subquery()), Snapshot.step == hi))
+    rows = session.exec(query).all()
+    return _columns([step for step, _ in rows], [json.loads(data) for _, data in rows], total)
+
+
+def _columns(steps: list[int], docs: list[dict[str, Any]], total: int) -> dict[str, Any]:
+    metric_names = list(dict.fromkeys(name for d in docs for name in d.get("metrics") or {}))
+    levels = []
+    for j, first in enumerate(docs[0]["levels"]):
+        entries = [d["levels"][j] for d in docs]
+        comp_names = list(dict.fromkeys(name for e in entries for name in e.get("components") or {}))
+        levels.append(
+            {
+                "level": first["level"],
+                "probability": [e["probability"] for e in entries],
+                "reward_mean": [e.get("reward_mean") for e in entries],
+                "reward_var": [e.get("reward_var") for e in entries],
+                "count": [e.get("count") for e in entries],
+                "components": {name: [(e.get("components") or {}).get(name) for e in entries] for name in comp_names},
+            }
+        )
+    return {
+        "steps": steps,
+        "time": [d.get("time") for d in docs],
+        "levels": levels,
+        "metrics": {name: [(d.get("metrics") or {}).get(name) for d in docs] for name in metric_names},
+        "total": total,
+    }
+
+
+def add_evals(
+    session: Session, run_id: int, evals: list[EvalIn], fence: Fence, max_batch: int, now: datetime | None = None
+) -> tuple[int, int]:
+    """Idempotent on (run, name, step). -> (accepted, duplicates)."""
+    _check_batch_size(len(evals), max_batch, "evals")
+    now = now or utcnow()
+    with write_transaction(session):
+        run = _locked_run(session, run_id)
+        _check_fence(run, fence)
+        unique: dict[tuple[str, int], EvalIn] = {}
+        for e in evals:
+            unique.setdefault((e.name, e.step), e)
+        existing = set(
+            session.exec(
+                select(Eval.name, Eval.step).where(Eval.run_id == run_id, Eval.step.in_({k[1] for k in unique}))
+            )
+        )
+        rows = [
+            {"run_id": run_id, "name": e.name, "step": e.step, "results": e.results, "created_at": now}
+            for key, e in unique.items()
+            if key not in existing
+        ]
+        if rows:
+            _insert_ignoring_conflicts(session, Eval.__table__, rows, ["run_id", "name", "step"])
+            run.updated_at = now
+    return len(rows), len(evals) - len(rows)
+
+
+def list_evals(session: Session, run_id: int) -> list[Eval]:
+    get_run(session, run_id)
+    return list(session.exec(select(Eval).where(Eval.run_id == run_id).order_by(Eval.step, Eval.id)))
+
+
+def add_logs(
+    session: Session, run_id: int, lines: list[str], fence: Fence, max_batch: int, now: datetime | None = None
+) -> int:
+    _check_batch_size(len(lines), max_batch, "log lines")
+    now = now or utcnow()
+    with write_transaction(session):
+        run = _locked_run(session, run_id)
+        _check_fence(run, fence)
+        if lines:
+            rows = [{"run_id": run_id, "time": now, "line": line} for line in lines]
+            session.exec(generic_insert(LogLine.__table__), params=rows)
+    return len(lines)
+
+
+def list_logs(session: Session, run_id: int, after: int, limit: int) -> tuple[list[LogLine], int]:
+    get_run(session, run_id)
+    lines = list(
+        session.exec(
+            select(LogLine).where(LogLine.run_id == run_id, LogLine.id > after).order_by(LogLine.id).limit(limit)
+        )
+    )
+    return lines, (lines[-1].id if lines else after)
+
+
+# -- the event stream ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventCursor:
+    """Where a stream stands: last snapshot row id, last log line id, last run state sent.
+
+    Every event's SSE id is the cursor after it, so Last-Event-ID resumes exactly there.
+    """
+
+    snapshot: int = 0
+    log: int = 0
+    version: int = 0
+
+    def encode(self) -> str:
+        return f"{self.snapshot}.{self.log}.{self.version}"
+
+    @classmethod
+    def decode(cls, text: str | None) -> EventCursor | None:
+        try:
+            snapshot, log, version = (int(x) for x in (text or "").split("."))
+        except ValueError:
+            return None
+        return cls(snapshot, log, version)
+
+
+def start_cursor(session: Session, run_id: int) -> EventCursor:
+    """A new stream starts now: the run's state, then snapshots and logs written from here on."""
+    get_run(session, run_id)
+    snapshot = session.exec(select(func.max(Snapshot.id)).where(Snapshot.run_id == run_id)).one()
+    log = session.exec(select(func.max(LogLine.id)).where(LogLine.run_id == run_id)).one()
+    return EventCursor(snapshot or 0, log or 0, 0)
+
+
+def read_events(
+    session: Session, run_id: int, cursor: EventCursor, limit: int = 500
+) -> tuple[list[tuple[str, str, str]], EventCursor, bool]:
+    """Events after ``cursor`` as (event, id, data) -> (events, new cursor, stream finished)."""
+    run = session.get(Run, run_id, populate_existing=True)
+    if run is None:  # deleted while streaming
+        return [], cursor, True
+    snaps = session.exec(
+        select(Snapshot.id, Snapshot.data)
+        .where(Snapshot.run_id == run_id, Snapshot.id > cursor.snapshot)
+        .order_by(Snapshot.id)
+        .limit(limit)
+    ).all()
+    logs = list(
+        session.exec(
+            select(LogLine).where(LogLine.run_id == run_id, LogLine.id > cursor.log).order_by(LogLine.id).limit(limit)
+        )
+    )
+    events = []
+    for snapshot_id, data in snaps:
+        cursor = replace(cursor, snapshot=snapshot_id)
+        events.append(("snapshot", cursor.encode(), data))
+    for line in logs:
+        cursor = replace(cursor, log=line.id)
+        payload = json.dumps({"id": line.id, "time": line.time.isoformat(), "line": line.line})
+        events.append(("log", cursor.encode(), payload))
+    if run.state_version != cursor.version:
+        cursor = replace(cursor, version=run.state_version)
+        events.append(("status", cursor.encode(), RunPublic.model_validate(run).model_dump_json()))
+    done = run.status in TERMINAL and len(snaps) < limit and len(logs) < limit
+    return events, cursor, done

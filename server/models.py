@@ -1,0 +1,386 @@
+"""Database tables (SQLModel) and the API's request/response shapes.
+
+Times are stored as UTC and come back timezone-aware, so the API writes ISO 8601 with Z.
+A snapshot is one row per (run, step) holding the validated snapshot as JSON text: one
+indexed row per step keeps 100,000-step runs cheap to insert, bucket and stream.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+import sqlmodel
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlmodel import SQLModel
+
+from e2h.config import RunConfig
+
+# Named constraints let Alembic's batch mode (SQLite) find and alter them.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+PROBABILITY_TOLERANCE = 1e-6
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes on every backend (SQLite has no time zones: store naive UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class RunStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled})
+
+
+# -- tables ---------------------------------------------------------------------------
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_queue", "status", "priority", "id"),)
+
+    id: int | None = sqlmodel.Field(default=None, primary_key=True)
+    name: str = sqlmodel.Field(sa_type=String(200))
+    status: str = sqlmodel.Field(default=RunStatus.queued.value, sa_type=String(16))
+    priority: int = 0
+    tags: list[str] = sqlmodel.Field(default_factory=list, sa_type=JSON)
+    config: dict[str, Any] = sqlmodel.Field(sa_type=JSON)
+    num_levels: int
+    max_steps: int
+    step: int = 0
+    attempt: int = 1
+    worker_id: str | None = sqlmodel.Field(default=None, sa_type=String(200))
+    lease_expires_at: datetime | None = sqlmodel.Field(default=None, sa_type=UTCDateTime)
+    cancel_requested: bool = False
+    error: str | None = sqlmodel.Field(default=None, sa_type=Text)
+    output_dir: str | None = sqlmodel.Field(default=None, sa_type=Text)
+    probabilities: list[float] | None = sqlmodel.Field(default=None, sa_type=JSON)
+    metrics: dict[str, float | None] | None = sqlmodel.Field(default=None, sa_type=JSON)
+    # Bumped on every state change; the SSE stream sends a status event when it moves.
+    state_version: int = 1
+    created_at: datetime = sqlmodel.Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = sqlmodel.Field(default_factory=utcnow, sa_type=UTCDateTime)
+    started_at: datetime | None = sqlmodel.Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = sqlmodel.Field(default=None, sa_type=UTCDateTime)
+
+
+class RunTag(SQLModel, table=True):
+    __tablename__ = "run_tags"
+
+    run_id: int = sqlmodel.Field(sa_column=Column(Integer, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True))
+    tag: str = sqlmodel.Field(sa_type=String(64), primary_key=True, index=True)
+
+
+class Snapshot(SQLModel, table=True):
+    __tablename__ = "snapshots"
+    __table_args__ = (UniqueConstraint("run_id", "step"),)
+
+    id: int | None = sqlmodel.Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    run_id: int = sqlmodel.Field(sa_column=Column(Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False))
+    step: int
+    data: str = sqlmodel.Field(sa_type=Text)
+
+
+class Eval(SQLModel, table=True):
+    __tablename__ = "evals"
+    __table_args__ = (UniqueConstraint("run_id", "name", "step"),)
+
+    id: int | None = sqlmodel.Field(default=None, primary_key=True)
+    run_id: int = sqlmodel.Field(sa_column=Column(Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False))
+    name: str = sqlmodel.Field(sa_type=String(64))
+    step: int
+    results: dict[str, Any] = sqlmodel.Field(sa_type=JSON)
+    created_at: datetime = sqlmodel.Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class LogLine(SQLModel, table=True):
+    __tablename__ = "log_lines"
+    __table_args__ = (Index("ix_log_lines_run_id_id", "run_id", "id"),)
+
+    id: int | None = sqlmodel.Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    run_id: int = sqlmodel.Field(sa_column=Column(Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False))
+    time: datetime = sqlmodel.Field(default_factory=utcnow, sa_type=UTCDateTime)
+    line: str = sqlmodel.Field(sa_type=Text)
+
+
+class Worker(SQLModel, table=True):
+    __tablename__ = "workers"
+
+    id: str = sqlmodel.Field(sa_type=String(200), primary_key=True)
+    labels: list[str] = sqlmodel.Field(default_factory=list, sa_type=JSON)
+    run_id: int | None = None
+    first_seen_at: datetime = sqlmodel.Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_seen_at: datetime = sqlmodel.Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# -- API shapes -----------------------------------------------------------------------
+
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+WorkerId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200, description="Default: the config's output name.")
+    config: RunConfig = Field(default_factory=RunConfig, description="The run's RunConfig ({} = defaults).")
+    priority: int = Field(0, ge=-1_000_000, le=1_000_000, description="Higher runs first; FIFO within.")
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
+
+
+class RunClone(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Merged into the copied config: nested ({"scheduler": {"name": "cosine"}}) '
+        'or dotted keys ({"scheduler.params.min_prob": 0.05}).',
+    )
+    name: str | None = Field(None, max_length=200, description="Default: the source name + ' (clone)'.")
+    priority: int | None = Field(None, ge=-1_000_000, le=1_000_000, description="Default: the source's.")
+    tags: list[Tag] | None = Field(None, max_length=32, description="Default: the source's.")
+
+
+class RunPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    status: RunStatus
+    priority: int
+    tags: list[str]
+    config: dict[str, Any]
+    num_levels: int
+    max_steps: int
+    step: int
+    attempt: int
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    cancel_requested: bool
+    error: str | None
+    output_dir: str | None
+    probabilities: list[float] | None = Field(description="Latest snapshot's probability per level.")
+    metrics: dict[str, float | None] | None = Field(description="Latest snapshot's metrics.")
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunsPublic(BaseModel):
+    data: list[RunPublic]
+    count: int
+
+
+class ClaimRequest(BaseModel):
+    worker_id: WorkerId
+    labels: list[Tag] = Field(default_factory=list, max_length=32)
+
+
+class ClaimResponse(BaseModel):
+    run: RunPublic
+    lease_expires_at: datetime
+
+
+class HeartbeatRequest(BaseModel):
+    worker_id: WorkerId
+    attempt: int | None = Field(None, ge=1, description="The claimed run's attempt; fences stale workers.")
+    step: int | None = Field(None, ge=0)
+    output_dir: str | None = Field(None, max_length=4096, description="Where this attempt writes (for resume).")
+
+
+class HeartbeatResponse(BaseModel):
+    cancel_requested: bool
+    lease_expires_at: datetime
+
+
+class FinishRequest(BaseModel):
+    worker_id: WorkerId
+    attempt: int | None = Field(None, ge=1)
+    status: RunStatus
+    error: str | None = Field(None, max_length=100_000)
+    output_dir: str | None = Field(None, max_length=4096)
+
+    @model_validator(mode="after")
+    def _terminal(self) -> FinishRequest:
+        if not self.status.terminal:
+            raise ValueError("status: must be succeeded, failed or cancelled")
+        return self
+
+
+def _finite_or_none(value: float | None, where: str) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"{where}: must be a finite number or null")
+
+
+class LevelSnapshot(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    level: int = Field(ge=0)
+    probability: float = Field(ge=0.0, le=1.0)
+    count: int = Field(0, ge=0)
+    reward_mean: float | None = None
+    reward_var: float | None = None
+    components: dict[str, float | None] | None = None
+
+
+class SnapshotIn(BaseModel):
+    """One logged step of the curriculum (DESIGN.md section 7)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    step: int = Field(ge=0)
+    time: float | None = None
+    scheduler: str = Field(max_length=64)
+    levels: list[LevelSnapshot] = Field(min_length=1, max_length=256)
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _probabilities_sum_to_one(self) -> SnapshotIn:
+        total = math.fsum(lv.probability for lv in self.levels)
+        if abs(total - 1.0) > PROBABILITY_TOLERANCE:
+            raise ValueError(f"levels: probabilities sum to {total!r}, expected 1 within {PROBABILITY_TOLERANCE}")
+        if len({lv.level for lv in self.levels}) != len(self.levels):
+            raise ValueError("levels: each level may appear once")
+        return self
+
+
+class IngestResult(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+class EvalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    step: int = Field(ge=0)
+    name: str = Field("eval", min_length=1, max_length=64, description='"eval" (periodic) or "test" (final).')
+    results: dict[str, Any] = Field(
+        description='E2H\'s format: {"overall": {"accuracy", "support"}, "level_0": {...}, ...}'
+    )
+
+
+class EvalPublic(EvalIn):
+    id: int
+    created_at: datetime
+
+
+class LogLinesIn(BaseModel):
+    lines: list[Annotated[str, StringConstraints(max_length=20_000)]]
+
+
+class LogLinePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    time: datetime
+    line: str
+
+
+class LogsPublic(BaseModel):
+    data: list[LogLinePublic]
+    next_after: int = Field(description="Pass as ?after= to get the lines that follow.")
+
+
+class LevelSeries(BaseModel):
+    level: int
+    probability: list[float | None]
+    reward_mean: list[float | None]
+    reward_var: list[float | None]
+    count: list[int | None]
+    components: dict[str, list[float | None]]
+
+
+class SnapshotSeries(BaseModel):
+    steps: list[int]
+    time: list[float | None]
+    levels: list[LevelSeries]
+    metrics: dict[str, list[float | None]]
+    total: int = Field(description="Snapshots after after_step before bucketing.")
+
+
+class WorkerPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    labels: list[str]
+    run_id: int | None
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+class SchedulerInfo(BaseModel):
+    name: str
+    description: str
+    params_schema: dict[str, Any]
+
+
+class TaskInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    description: str
+    levels: list[int] = Field(description="Default training levels, easiest first (scheduler level i).")
+    heldout_levels: list[int] = Field(description="Held-out levels: evaluated, never trained on.")
+    test_levels: list[int]
+    max_reward: float
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+    version: str

@@ -1,0 +1,114 @@
+"""Small builders shared by the server tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER_TOKEN = "test-worker-token"
+WORKER = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+
+
+def snapshot(step: int, k: int = 5, scheduler: str = "variance_regularized", **extra: Any) -> dict[str, Any]:
+    """A valid snapshot for a K-level run (the default config has K=5)."""
+    probs = [1.0 / k] * k
+    levels = [
+        {
+            "level": i,
+            "probability": probs[i],
+            "count": step * (i + 1),
+            "reward_mean": 0.5 if step else None,
+            "reward_var": 0.25 if step else None,
+            "components": {"deficit": 0.1 * i, "score": 0.2} if step else None,
+        }
+        for i in range(k)
+    ]
+    return {
+        "step": step,
+        "time": 1000.0 + step,
+        "scheduler": scheduler,
+        "levels": levels,
+        "metrics": {"loss": 1.0 / (step + 1), "reward": 0.5},
+        **extra,
+    }
+
+
+def submit(client: TestClient, **body: Any) -> dict[str, Any]:
+    r = client.post("/runs", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def claim(client: TestClient, worker_id: str = "w1") -> dict[str, Any] | None:
+    r = client.post("/workers/claim", json={"worker_id": worker_id, "labels": ["cpu"]}, headers=WORKER)
+    if r.status_code == 204:
+        return None
+    assert r.status_code == 200, r.text
+    return r.json()["run"]
+
+
+def post_snapshots(
+    client: TestClient, run_id: int, snaps: list[dict], worker_id: str | None = None, attempt: int | None = None
+):
+    params = {k: v for k, v in {"worker_id": worker_id, "attempt": attempt}.items() if v is not None}
+    return client.post(f"/runs/{run_id}/snapshots", json=snaps, params=params, headers=WORKER)
+
+
+def finish(client: TestClient, run_id: int, worker_id: str = "w1", status: str = "succeeded", **extra: Any):
+    return client.post(
+        f"/runs/{run_id}/finish", json={"worker_id": worker_id, "status": status, **extra}, headers=WORKER
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """A real uvicorn running ``server.main:app`` on 127.0.0.1, ready when /healthz answers."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "server.main:app", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.log_path = log_path
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()

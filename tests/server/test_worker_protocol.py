@@ -1,0 +1,265 @@
+"""Claims, leases, heartbeats, the reaper and fencing of stale workers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from e2h.config import RunConfig
+from server import crud
+from server.core.config import Settings
+from server.core.db import new_session, write_transaction
+from server.main import create_app
+from server.models import Run, RunCreate, RunStatus, utcnow
+from tests.server.helpers import REPO, WORKER, claim, finish, post_snapshots, snapshot, submit
+
+
+def test_claim_takes_the_highest_priority_then_the_oldest(client: TestClient) -> None:
+    low = submit(client, name="low")
+    high1 = submit(client, name="high1", priority=5)
+    high2 = submit(client, name="high2", priority=5)
+    mid = submit(client, name="mid", priority=1)
+    order = [claim(client, f"w{i}")["id"] for i in range(4)]
+    assert order == [high1["id"], high2["id"], mid["id"], low["id"]]
+    assert claim(client) is None  # 204: the queue is empty
+
+    run = client.get(f"/runs/{high1['id']}").json()
+    assert (run["status"], run["worker_id"], run["attempt"]) == ("running", "w0", 1)
+    assert run["started_at"] and run["lease_expires_at"] > run["started_at"]
+    workers = {w["id"]: w for w in client.get("/workers").json()}
+    assert workers["w0"]["labels"] == ["cpu"] and workers["w0"]["run_id"] == high1["id"]
+
+
+def test_claim_response_carries_the_run_and_its_lease(client: TestClient) -> None:
+    submit(client)
+    r = client.post("/workers/claim", json={"worker_id": "w1"}, headers=WORKER)
+    body = r.json()
+    assert r.status_code == 200 and body["lease_expires_at"] == body["run"]["lease_expires_at"]
+    assert body["run"]["config"]["task"]["name"] == "arithmetic"
+    assert client.post("/workers/claim", json={"worker_id": "w1"}, headers=WORKER).status_code == 204
+    assert client.post("/workers/claim", json={}, headers=WORKER).status_code == 422
+
+
+def test_heartbeat_extends_the_lease_and_records_progress(client: TestClient) -> None:
+    run = submit(client)
+    first = claim(client)["lease_expires_at"]
+    r = client.post(
+        f"/runs/{run['id']}/heartbeat",
+        json={"worker_id": "w1", "attempt": 1, "step": 7, "output_dir": "/out/run1"},
+        headers=WORKER,
+    )
+    assert r.status_code == 200 and r.json() == {
+        "cancel_requested": False,
+        "lease_expires_at": r.json()["lease_expires_at"],
+    }
+    assert r.json()["lease_expires_at"] > first
+    got = client.get(f"/runs/{run['id']}").json()
+    assert (got["step"], got["output_dir"]) == (7, "/out/run1")
+
+
+def _queued_runs(engine: Engine, n: int, **fields) -> list[int]:
+    with new_session(engine) as s:
+        return [crud.create_run(s, RunCreate(name=f"r{i}", **fields)).id for i in range(n)]
+
+
+def test_lease_expiry_requeues_then_fails_after_max_attempts(engine: Engine) -> None:
+    (run_id,) = _queued_runs(engine, 1)
+    t0 = utcnow()
+    with new_session(engine) as s:
+        for attempt in (1, 2, 3):
+            now = t0 + timedelta(minutes=10 * attempt)
+            run = crud.claim_run(s, f"w{attempt}", [], lease_seconds=60, now=now)
+            assert (run.id, run.attempt, run.status) == (run_id, attempt, "running")
+            assert crud.reap_expired(s, max_attempts=3, now=now + timedelta(seconds=59)) == []  # still leased
+            assert crud.reap_expired(s, max_attempts=3, now=now + timedelta(seconds=61)) == [run_id]
+            run = crud.get_run(s, run_id)
+            if attempt < 3:
+                assert (run.status, run.attempt, run.worker_id, run.lease_expires_at) == (
+                    "queued",
+                    attempt + 1,
+                    None,
+                    None,
+                )
+        assert run.status == "failed" and run.attempt == 3 and run.finished_at is not None
+        assert "attempt 3 of 3 lost" in run.error and "'w3' stopped heartbeating" in run.error
+        assert crud.claim_run(s, "w4", [], 60) is None
+
+
+def test_an_expired_run_whose_cancel_was_requested_is_cancelled_not_requeued(engine: Engine) -> None:
+    (run_id,) = _queued_runs(engine, 1)
+    with new_session(engine) as s:
+        crud.claim_run(s, "w1", [], 60)
+        crud.cancel_run(s, run_id)
+        assert crud.reap_expired(s, 3, now=utcnow() + timedelta(minutes=5)) == [run_id]
+        assert crud.get_run(s, run_id).status == "cancelled"
+
+
+def test_a_stale_worker_is_fenced_off(client: TestClient, settings: Settings) -> None:
+    """Worker A loses its lease; the run goes back to the queue and B (then A again) claims it.
+    A's old attempt gets 409 on heartbeat, snapshots and finish; the holder is unaffected."""
+    run = submit(client)
+    rid = run["id"]
+    assert claim(client, "A")["attempt"] == 1
+    with new_session(client.app.state.engine) as s:
+        assert crud.reap_expired(s, settings.max_attempts, now=utcnow() + timedelta(hours=1)) == [rid]
+
+    def stale_writes(worker: str, attempt: int) -> list[int]:
+        return [
+            client.post(
+                f"/runs/{rid}/heartbeat", json={"worker_id": worker, "attempt": attempt}, headers=WORKER
+            ).status_code,
+            post_snapshots(client, rid, [snapshot(1)], worker_id=worker, attempt=attempt).status_code,
+            client.post(
+                f"/runs/{rid}/logs", params={"worker_id": worker}, json={"lines": ["x"]}, headers=WORKER
+            ).status_code,
+            client.post(
+                f"/runs/{rid}/finish",
+                json={"worker_id": worker, "attempt": attempt, "status": "succeeded"},
+                headers=WORKER,
+            ).status_code,
+        ]
+
+    assert stale_writes("A", 1) == [409, 409, 409, 409]  # requeued: nobody holds it
+    assert claim(client, "B")["attempt"] == 2
+    assert stale_writes("A", 1) == [409, 409, 409, 409]  # B holds it
+    r = client.post(f"/runs/{rid}/heartbeat", json={"worker_id": "A"}, headers=WORKER)
+    assert "leased to worker 'B'" in r.json()["detail"]
+
+    with new_session(client.app.state.engine) as s:
+        crud.reap_expired(s, settings.max_attempts, now=utcnow() + timedelta(hours=2))
+    assert claim(client, "A")["attempt"] == 3  # A again, a new attempt: the old one stays fenced
+    assert stale_writes("A", 2)[:2] == [409, 409]
+    r = client.post(f"/runs/{rid}/heartbeat", json={"worker_id": "A", "attempt": 1}, headers=WORKER)
+    assert r.status_code == 409 and "attempt 1 of run" in r.json()["detail"] and "stale" in r.json()["detail"]
+
+    assert post_snapshots(client, rid, [snapshot(1)], worker_id="A", attempt=3).status_code == 202
+    assert finish(client, rid, "A", attempt=3).status_code == 200
+    assert client.get(f"/runs/{rid}/snapshots").json()["steps"] == [1]  # nothing from the stale attempts
+
+
+def test_finish_records_the_outcome_and_a_retried_finish_is_idempotent(client: TestClient) -> None:
+    run = submit(client)
+    claim(client)
+    r = client.post(
+        f"/runs/{run['id']}/finish",
+        json={"worker_id": "w1", "attempt": 1, "status": "failed", "error": "CUDA OOM", "output_dir": "/o"},
+        headers=WORKER,
+    )
+    body = r.json()
+    assert r.status_code == 200 and (body["status"], body["error"], body["output_dir"]) == ("failed", "CUDA OOM", "/o")
+    assert body["finished_at"] and body["lease_expires_at"] is None
+    again = client.post(
+        f"/runs/{run['id']}/finish", json={"worker_id": "w1", "attempt": 1, "status": "failed"}, headers=WORKER
+    )
+    assert again.status_code == 200 and again.json()["error"] == "CUDA OOM"
+    assert finish(client, run["id"], status="succeeded").status_code == 409
+    r = finish(client, run["id"], status="running")
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "status"
+
+
+def test_the_reaper_runs_in_the_background(settings: Settings) -> None:
+    settings = settings.model_copy(update={"lease_seconds": 0.3, "reaper_interval_seconds": 0.1})
+    with TestClient(create_app(settings)) as c:
+        run = submit(c)
+        claim(c)
+        deadline = time.monotonic() + 10
+        while (got := c.get(f"/runs/{run['id']}").json())["status"] != "queued":
+            assert time.monotonic() < deadline, got
+            time.sleep(0.05)
+        assert got["attempt"] == 2
+
+
+_CLAIMER = """
+import json, sys, threading, time
+from pathlib import Path
+from server import crud
+from server.core.db import make_engine, new_session
+url, name, threads, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+engine = make_engine(url)
+claimed = {}
+def work(i):
+    worker = f"{name}-{i}"
+    claimed[worker] = []
+    with new_session(engine) as s:
+        while (run := crud.claim_run(s, worker, [], 600)) is not None:
+            claimed[worker].append(run.id)
+print("ready", flush=True)
+deadline = time.monotonic() + 60
+while not go.exists():
+    assert time.monotonic() < deadline
+    time.sleep(0.005)
+ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(json.dumps(claimed))
+"""
+
+
+@pytest.mark.slow
+def test_exactly_once_claim_8_threads_and_2_processes_200_runs(engine: Engine, settings: Settings, tmp_path) -> None:
+    run_ids = set(_queued_runs(engine, 200))
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CLAIMER, settings.resolved_database_url, f"proc{p}", "2", str(go)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for p in range(2)
+    ]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+
+    claimed: dict[str, list[int]] = {}
+    lock = threading.Lock()
+    start = threading.Barrier(9)
+
+    def work(i: int) -> None:
+        mine = []
+        with new_session(engine) as s:
+            start.wait()
+            while (run := crud.claim_run(s, f"thread-{i}", [], 600)) is not None:
+                mine.append(run.id)
+        with lock:
+            claimed[f"thread-{i}"] = mine
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    go.touch()
+    start.wait()
+    for t in threads:
+        t.join(timeout=120)
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0
+        claimed.update(json.loads(out))
+
+    everything = [rid for ids in claimed.values() for rid in ids]
+    counts = {w: len(ids) for w, ids in claimed.items()}
+    assert len(everything) == len(set(everything)) == 200, counts  # nobody got a run twice
+    assert set(everything) == run_ids
+    assert sum(n for w, n in counts.items() if w.startswith("proc")) > 0, counts  # the processes took part
+    with new_session(engine) as s:
+        holders = {r.id: r.worker_id for r in s.exec(select(Run))}
+        assert all(r.status == RunStatus.running for r in s.exec(select(Run)))
+    assert holders == {rid: w for w, ids in claimed.items() for rid in ids}
+
+
+def test_a_failed_write_leaves_nothing_behind(engine: Engine) -> None:
+    with new_session(engine) as s:
+        with pytest.raises(RuntimeError), write_transaction(s):
+            s.add(Run(name="half", config=RunConfig().model_dump(mode="json"), num_levels=5, max_steps=1))
+            s.flush()
+            raise RuntimeError("boom")
+        assert s.exec(select(Run)).all() == []
