@@ -5,7 +5,7 @@ integer-valued, e.g. 0-4 or 2-6). Sources, by ``path``:
 
 - a local ``.jsonl`` / ``.json`` (JSON lines, or one JSON array), ``.csv`` or ``.parquet`` file;
 - a directory written by ``datasets``' ``save_to_disk`` (a Dataset or a DatasetDict);
-- anything else goes to ``datasets.load_dataset(path, name, split=..., data_files=...)``:
+- anything else goes to ``datasets.load_dataset(path, config_name, split=..., data_files=...)``:
   a hub name, a local data directory, or a builder such as ``"json"`` with ``data_files``.
 
 Training rows come from ``split``. Test rows come from ``test_split`` when given (its
@@ -42,7 +42,7 @@ _NUMBER_RE = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
 
 
 def load_rows(
-    path: str, name: str | None = None, split: str = "train", data_files: Any = None
+    path: str, config_name: str | None = None, split: str = "train", data_files: Any = None
 ) -> list[dict[str, Any]]:
     """The rows of a dataset as dicts (see the module docstring for accepted sources)."""
     p = Path(path).expanduser()
@@ -76,7 +76,7 @@ def load_rows(
             loaded = loaded[split]
         return loaded.to_list()
     try:
-        loaded = datasets.load_dataset(path, name, split=split, data_files=data_files)
+        loaded = datasets.load_dataset(path, config_name, split=split, data_files=data_files)
     except FileNotFoundError as exc:
         raise ValueError(
             f"dataset {path!r} not found (not a local file or directory, nor loadable): {exc}"
@@ -135,7 +135,7 @@ class DatasetTask(Task):
         self,
         *,
         path: str | None = None,
-        name: str | None = None,
+        config_name: str | None = None,
         split: str = "train",
         test_split: str | None = None,
         data_files: Any = None,
@@ -167,7 +167,7 @@ class DatasetTask(Task):
         for which in (split, test_split):
             if which is None or which in self.pools:
                 continue
-            rows = load_rows(self.path, name, which, data_files)
+            rows = load_rows(self.path, config_name, which, data_files)
             self.pools[which] = self._by_level(rows, which, max_rows_per_level, seed)
         self.separate_test_split = test_split is not None and test_split != split
         self.available_levels = tuple(sorted({lv for pool in self.pools.values() for lv in pool}))

@@ -65,6 +65,9 @@ class SandboxLimits:
     cpu_s: int | None = None  # default: ceil(timeout_s) + 1
     file_size_mb: int = 1
     open_files: int = 64
+    # RLIMIT_NPROC; 0 = no new process or thread (for a non-root user). None keeps the
+    # inherited limit (tests use it to let a child fork and check the group is killed).
+    max_processes: int | None = 0
     max_code_chars: int = 50_000
     network_namespace: str = "auto"
     audit_hook: bool = True
@@ -202,16 +205,18 @@ def _limits_for(limits: SandboxLimits) -> dict[str, int]:
 
     mb = 1024 * 1024
     cpu = limits.cpu_s if limits.cpu_s is not None else math.ceil(limits.timeout_s) + 1
-    wanted = {
+    wanted: dict[str, int | None] = {
         "RLIMIT_AS": limits.memory_mb * mb,
         "RLIMIT_CPU": cpu,
-        "RLIMIT_NPROC": 0,
+        "RLIMIT_NPROC": limits.max_processes,
         "RLIMIT_FSIZE": limits.file_size_mb * mb,
         "RLIMIT_NOFILE": limits.open_files,
         "RLIMIT_CORE": 0,
     }
     out = {}
     for name, value in wanted.items():
+        if value is None:
+            continue
         _, hard = resource.getrlimit(getattr(resource, name))
         # A non-root child cannot go above the hard limit it inherits.
         out[name] = value if hard == resource.RLIM_INFINITY else min(value, hard)
