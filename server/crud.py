@@ -1,7 +1,8 @@
 """The run state machine and every database read and write the API makes.
 
 States: queued -> running -> succeeded | failed | cancelled. A running run whose lease
-expires goes back to queued with attempt + 1, or fails once it has used max_attempts.
+expires goes back to queued with attempt + 1, or fails once max_attempts leases were
+lost. A worker that shuts down releases its run: back to queued, attempt + 1, no penalty.
 A worker holds a run while the run is running with its worker_id and attempt: every
 worker write checks that ("fencing"), so a worker whose lease was lost gets 409.
 
@@ -286,8 +287,36 @@ def finish_run(
     return run
 
 
+def release_run(
+    session: Session, run_id: int, fence: Fence, output_dir: str | None = None, now: datetime | None = None
+) -> Run:
+    """A worker hands its run back (it is shutting down): queued again, resuming from output_dir.
+
+    A new attempt, so the releasing worker's leftovers are fenced off; a run whose cancel
+    was requested is cancelled instead.
+    """
+    now = now or utcnow()
+    with write_transaction(session):
+        run = _locked_run(session, run_id)
+        _check_fence(run, fence)
+        holder = run.worker_id
+        if output_dir is not None:
+            run.output_dir = output_dir
+        if run.cancel_requested:
+            run.status = RunStatus.cancelled.value
+            run.finished_at = now
+        else:
+            run.status = RunStatus.queued.value
+            run.attempt += 1
+            run.worker_id = None
+        run.lease_expires_at = None
+        _changed(run, now)
+        _upsert_worker(session, holder, now, None)
+    return run
+
+
 def reap_expired(session: Session, max_attempts: int, now: datetime | None = None) -> list[int]:
-    """Requeue running runs whose lease expired (attempt + 1), or fail them after max_attempts.
+    """Requeue running runs whose lease expired (attempt + 1); the max_attempts-th loss fails the run.
 
     A run whose cancel was requested is cancelled rather than requeued. Returns the ids changed.
     """
@@ -302,14 +331,15 @@ def reap_expired(session: Session, max_attempts: int, now: datetime | None = Non
         changed = []
         for run in expired:
             lost = f"worker {run.worker_id!r} stopped heartbeating (lease expired at {run.lease_expires_at})"
+            run.leases_lost += 1
             if run.cancel_requested:
                 run.status = RunStatus.cancelled.value
                 run.finished_at = now
                 run.error = f"cancelled; {lost}"
-            elif run.attempt >= max_attempts:
+            elif run.leases_lost >= max_attempts:
                 run.status = RunStatus.failed.value
                 run.finished_at = now
-                run.error = f"attempt {run.attempt} of {max_attempts} lost: {lost}"
+                run.error = f"lease lost {run.leases_lost} times (max_attempts={max_attempts}); last: {lost}"
             else:
                 run.status = RunStatus.queued.value
                 run.attempt += 1

@@ -103,6 +103,9 @@ class Run(SQLModel, table=True):
     max_steps: int
     step: int = 0
     attempt: int = 1
+    # Lease expiries so far: the run fails when this reaches max_attempts. A release
+    # (graceful hand-back) starts a new attempt without counting here.
+    leases_lost: int = 0
     worker_id: str | None = sqlmodel.Field(default=None, sa_type=String(200))
     lease_expires_at: datetime | None = sqlmodel.Field(default=None, sa_type=UTCDateTime)
     cancel_requested: bool = False
@@ -208,6 +211,7 @@ class RunPublic(BaseModel):
     max_steps: int
     step: int
     attempt: int
+    leases_lost: int
     worker_id: str | None
     lease_expires_at: datetime | None
     cancel_requested: bool
@@ -246,6 +250,12 @@ class HeartbeatRequest(BaseModel):
 class HeartbeatResponse(BaseModel):
     cancel_requested: bool
     lease_expires_at: datetime
+
+
+class ReleaseRequest(BaseModel):
+    worker_id: WorkerId
+    attempt: int | None = Field(None, ge=1)
+    output_dir: str | None = Field(None, max_length=4096, description="Where the next attempt resumes from.")
 
 
 class FinishRequest(BaseModel):

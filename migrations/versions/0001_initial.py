@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("max_steps", sa.Integer(), nullable=False),
         sa.Column("step", sa.Integer(), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("leases_lost", sa.Integer(), nullable=False),
         sa.Column("worker_id", sa.String(length=200), nullable=True),
         sa.Column("lease_expires_at", UTC_DATETIME, nullable=True),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),

@@ -90,7 +90,7 @@ def test_lease_expiry_requeues_then_fails_after_max_attempts(engine: Engine) -> 
                     None,
                 )
         assert run.status == "failed" and run.attempt == 3 and run.finished_at is not None
-        assert "attempt 3 of 3 lost" in run.error and "'w3' stopped heartbeating" in run.error
+        assert "lease lost 3 times (max_attempts=3)" in run.error and "'w3' stopped heartbeating" in run.error
         assert crud.claim_run(s, "w4", [], 60) is None
 
 
@@ -263,3 +263,23 @@ def test_a_failed_write_leaves_nothing_behind(engine: Engine) -> None:
             s.flush()
             raise RuntimeError("boom")
         assert s.exec(select(Run)).all() == []
+
+
+def test_release_requeues_as_a_new_attempt_without_counting_as_a_lost_lease(client: TestClient, settings) -> None:
+    run = submit(client)
+    rid = run["id"]
+    for attempt in range(1, 6):  # more releases than max_attempts: a graceful hand-back never fails a run
+        assert claim(client, "A")["attempt"] == attempt
+        r = client.post(
+            f"/runs/{rid}/release", json={"worker_id": "A", "attempt": attempt, "output_dir": "/o/1"}, headers=WORKER
+        )
+        assert r.status_code == 200 and r.json()["status"] == "queued", r.text
+        assert (r.json()["attempt"], r.json()["leases_lost"], r.json()["output_dir"]) == (attempt + 1, 0, "/o/1")
+        # The released attempt is fenced off, even for the same worker.
+        assert post_snapshots(client, rid, [snapshot(1)], worker_id="A", attempt=attempt).status_code == 409
+    assert client.post(f"/runs/{rid}/release", json={"worker_id": "A"}, headers=WORKER).status_code == 409
+
+    claim(client, "B")
+    client.post(f"/runs/{rid}/cancel")
+    r = client.post(f"/runs/{rid}/release", json={"worker_id": "B"}, headers=WORKER)
+    assert r.json()["status"] == "cancelled"  # asked to stop: no point requeueing

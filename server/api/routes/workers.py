@@ -23,6 +23,7 @@ from server.models import (
     HeartbeatResponse,
     IngestResult,
     LogLinesIn,
+    ReleaseRequest,
     RunPublic,
     SnapshotIn,
     WorkerPublic,
@@ -101,6 +102,14 @@ def post_logs(
     accepted = crud.add_logs(session, run_id, body.lines, fence, settings.max_batch)
     notifier.notify(run_id)
     return IngestResult(accepted=accepted, duplicates=0)
+
+
+@router.post("/runs/{run_id}/release", dependencies=[WorkerAuth])
+def release(run_id: int, body: ReleaseRequest, session: SessionDep, notifier: NotifierDep) -> RunPublic:
+    """Hand the run back to the queue (graceful shutdown); the next attempt resumes from output_dir."""
+    run = crud.release_run(session, run_id, crud.Fence(body.worker_id, body.attempt), body.output_dir)
+    notifier.notify(run_id)
+    return run
 
 
 @router.post("/runs/{run_id}/finish", dependencies=[WorkerAuth])
