@@ -141,7 +141,8 @@ class Task:
         levels: training level values in difficulty order (easiest first); level value
             ``levels[i]`` is scheduler level ``i`` (see ``level_values`` / ``level_index``).
         heldout_levels: out-of-distribution levels never trained on, evaluated only
-            (E2H: countdown trains on 2-5 and tests on 6).
+            (E2H: countdown trains on 2-5 and tests on 6). Default: the task's held-out
+            levels that are not training levels.
         test_levels: the levels a test split covers by default: ``levels + heldout_levels``.
         format_reward / correctness_reward: the weights of the two reward parts;
             ``max_reward`` is their sum (what the gold ``solution`` earns).
@@ -178,9 +179,10 @@ class Task:
         self.levels: list[int] = self._check_levels(
             "levels", self.default_levels if levels is None else levels, allow_empty=False
         )
-        self.heldout_levels: list[int] = self._check_levels(
-            "heldout_levels", self.default_heldout_levels if heldout_levels is None else heldout_levels
-        )
+        if heldout_levels is None:
+            # Training on a default held-out level simply removes it from the held-out set.
+            heldout_levels = [v for v in self.default_heldout_levels if v not in self.levels]
+        self.heldout_levels: list[int] = self._check_levels("heldout_levels", heldout_levels)
         both = sorted(set(self.levels) & set(self.heldout_levels))
         if both:
             raise ValueError(

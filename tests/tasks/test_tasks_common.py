@@ -124,6 +124,11 @@ def test_defaults_match_e2h(name, levels, heldout, format_reward, correctness_re
     assert [task.level_index(v) for v in levels] == list(range(len(levels)))
 
 
+def test_training_on_the_default_held_out_level_removes_it_from_held_out():
+    task = get_task("countdown", levels=[2, 3, 4, 5, 6])
+    assert task.heldout_levels == [] and task.test_levels == [2, 3, 4, 5, 6]
+
+
 def test_weights_and_levels_are_options():
     task = get_task("countdown", levels=[5, 3], heldout_levels=[7], format_reward=0.5, correctness_reward=2.0)
     assert task.levels == [3, 5] and task.heldout_levels == [7] and task.max_reward == 2.5
@@ -144,7 +149,7 @@ def test_weights_and_levels_are_options():
         (lambda: get_task("countdown", levels=[]), "levels must not be empty"),
         (lambda: get_task("countdown", levels=[2, 2]), "duplicates"),
         (
-            lambda: get_task("countdown", levels=[2, 6]),
+            lambda: get_task("countdown", levels=[2, 6], heldout_levels=[6]),
             "level 6 is both a training level and a held-out level",
         ),
         (lambda: get_task("countdown", format_reward=-1), "format_reward must be a finite number >= 0"),
