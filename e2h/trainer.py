@@ -55,6 +55,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         self.curriculum_sampler: TaskSampler | None = None
         self.trained_level_counts: list[list[int]] = []
         self._pending_sampler_state: dict | None = None
+        self._rng_checkpoint: str | None = None
         super().__init__(*args, **kwargs)
         if "level" not in self.train_dataset.column_names:
             raise ValueError("the training dataset needs a 'level' column for the curriculum")
@@ -131,7 +132,16 @@ class CurriculumGRPOTrainer(GRPOTrainer):
     def train(self, resume_from_checkpoint: str | None = None, **kwargs: Any):
         if resume_from_checkpoint:
             self.load_curriculum_state(resume_from_checkpoint)
+            self._rng_checkpoint = resume_from_checkpoint
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self._rng_checkpoint is not None:
+            # With ignore_data_skip the Trainer does not restore the RNG state on resume; restore it
+            # right before the first generation so sampling continues exactly as without the stop.
+            self._load_rng_state(self._rng_checkpoint)
+            self._rng_checkpoint = None
+        return super().training_step(model, inputs, num_items_in_batch)
 
 
 class CurriculumSnapshotCallback(TrainerCallback):
@@ -152,18 +162,17 @@ class CurriculumSnapshotCallback(TrainerCallback):
         }
         metrics["curriculum/dropped_rewards"] = float(self.trainer.scheduler.dropped_rewards)
         snap["metrics"] = metrics
-        if state.is_world_process_zero:
-            if self.sink is not None:
-                self.sink(snap)
-        else:
-            # Other ranks keep their own record so identical curricula across ranks can be checked.
-            rank = self.trainer.accelerator.process_index
-            with open(Path(args.output_dir) / f"snapshots.rank{rank}.jsonl", "a") as f:
-                f.write(json.dumps(_without_time(snap)) + "\n")
+        if state.is_world_process_zero and self.sink is not None:
+            self.sink(snap)
 
-
-def _without_time(snap: dict) -> dict:
-    return {k: v for k, v in snap.items() if k != "time"}
+    def on_step_end(self, args, state, control, **kwargs):
+        # Only the main process logs; the others keep their own record of the curriculum so that
+        # identical curricula across ranks can be checked.
+        if state.is_world_process_zero or state.global_step % args.logging_steps:
+            return
+        rank = self.trainer.accelerator.process_index
+        with open(Path(args.output_dir) / f"snapshots.rank{rank}.jsonl", "a") as f:
+            f.write(json.dumps(self.trainer.scheduler.snapshot(state.global_step)) + "\n")
 
 
 class CurriculumCheckpointCallback(TrainerCallback):

@@ -32,6 +32,10 @@ logger = logging.getLogger("e2h.worker")
 STOP_FILE = "STOP"
 TEST_RESULTS_FILE = "test_results.json"
 ERROR_TAIL_LINES = 25
+# --multi_gpu launches through torchrun; without GPUs the processes join over gloo on the CPU
+# (accelerate's --cpu flag would start a single process).
+ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
+                     "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
 def default_worker_id() -> str:
@@ -45,7 +49,7 @@ def training_command(config: dict, config_path: Path, output_dir: Path) -> list[
     processes = int(config.get("algorithm", {}).get("num_processes", 1))
     if processes <= 1:
         return [sys.executable, *args]
-    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), *args]
+    return [*ACCELERATE_LAUNCH, "--num_processes", str(processes), *args]
 
 
 def error_tail(log_path: Path, lines: int = ERROR_TAIL_LINES) -> str:

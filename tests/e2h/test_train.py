@@ -101,9 +101,12 @@ def test_resume_gives_the_same_future_probabilities(tmp_path):
 
 def test_two_processes_record_identical_curricula(tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "e2h.train", *FAST, "scheduler=sec", "algorithm.max_steps=3", "algorithm.num_processes=2",
+    # accelerate's --cpu flag uses its single-process launcher (several CPU processes need MPI);
+    # --multi_gpu runs torchrun, and with no GPU the Accelerator joins the processes over gloo.
+    from worker.main import ACCELERATE_LAUNCH
+
+    cmd = [*ACCELERATE_LAUNCH, "--num_processes", "2", "-m", "e2h.train", *FAST, "scheduler=sec",
+           "algorithm.max_steps=3", "algorithm.num_processes=2",
            "algorithm.per_device_train_batch_size=4", "algorithm.eval_steps=100", "algorithm.save_steps=100",
            "--output-dir", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
