@@ -52,6 +52,19 @@ def training_command(config: dict, config_path: Path, output_dir: Path) -> list[
     return [*ACCELERATE_LAUNCH, "--num_processes", str(processes), *args]
 
 
+def _die_with_parent(signum: int):
+    """preexec_fn: the kernel sends ``signum`` to the child when the worker dies, even by SIGKILL,
+    so an orphaned training process never keeps writing into a run another worker resumes."""
+
+    def set_pdeathsig() -> None:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
+
+    return set_pdeathsig if sys.platform.startswith("linux") else None
+
+
 def error_tail(log_path: Path, lines: int = ERROR_TAIL_LINES) -> str:
     """The last meaningful lines of the child's output (progress-bar redraws dropped)."""
     if not log_path.is_file():
@@ -137,10 +150,13 @@ class Worker:
         shipper = Shipper(self.client, run_id, self.worker_id, attempt, output_dir)
         logger.info("run %d attempt %d -> %s", run_id, attempt, output_dir)
         env = dict(os.environ, E2H_TRAIN_LOG_CAPTURED="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        command = training_command(run["config"], config_path, output_dir)
+        # torchrun (several processes) stops its workers on SIGTERM; a plain child is simply killed.
+        death_signal = signal.SIGTERM if "accelerate.commands.launch" in command else signal.SIGKILL
         with open(output_dir / LOG_FILE, "ab") as log:
             self.child = subprocess.Popen(
-                training_command(run["config"], config_path, output_dir),
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True, preexec_fn=_die_with_parent(death_signal),
             )
         outcome = self._supervise(run_id, attempt, output_dir, shipper)
         returncode = self.child.wait()
