@@ -6,9 +6,12 @@ from pathlib import Path
 
 import typer
 
+from e2h.runs_cli import app as runs_app
+
 app = typer.Typer(help="E2H Curriculum Studio: easy-to-hard curriculum GRPO training.", no_args_is_help=True)
 model_app = typer.Typer(help="The built-in tiny model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+app.add_typer(runs_app, name="runs")
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -63,12 +66,46 @@ def worker(
 
     argv = ["--server", server_url, "--heartbeat", str(heartbeat), "--work-dir", str(work_dir), "--labels", labels]
     if token:
-        argv += ["--token", token]
+        argv.append(f"--token={token}")  # a generated token may start with "-"
     if burst:
         argv.append("--burst")
     if max_jobs is not None:
         argv += ["--max-jobs", str(max_jobs)]
     raise typer.Exit(worker_main(argv))
+
+
+@app.command()
+def dashboard(
+    server_url: str = typer.Option("http://127.0.0.1:8000", "--server", help="Server URL"),
+    port: int = typer.Option(8501, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    token: str = typer.Option(None, "--token", envvar="E2H_API_TOKEN", help="API token, when the server sets one"),
+) -> None:
+    """Serve the Streamlit dashboard."""
+    from dashboard.launch import run
+
+    raise typer.Exit(run(server_url, port, host, token))
+
+
+@app.command()
+def up(
+    demo: bool = typer.Option(False, "--demo", help="Queue the built-in tiny run so the dashboard moves at once"),
+    data_dir: Path = typer.Option(Path("data"), "--data-dir", envvar="E2H_DATA_DIR", help="Database, runs, logs"),
+    server_port: int = typer.Option(8000, "--server-port"),
+    dashboard_port: int = typer.Option(8501, "--dashboard-port"),
+    no_dashboard: bool = typer.Option(False, "--no-dashboard"),
+) -> None:
+    """Start the server, one worker and the dashboard on loopback; Ctrl-C stops all three."""
+    import logging
+
+    from e2h.stack import Stack
+    from e2h.stack import up as run_stack
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    stack = Stack(data_dir=data_dir, server_port=server_port, dashboard_port=dashboard_port,
+                  with_dashboard=not no_dashboard)
+    raise typer.Exit(run_stack(stack, demo=demo, echo=typer.echo))
 
 
 @model_app.command("build-tiny")

@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work-dir", default="outputs")
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the worker's own
     worker = Worker(ns.server, ns.token, labels=[x for x in ns.labels.split(",") if x], work_dir=Path(ns.work_dir),
                     heartbeat_s=ns.heartbeat, burst=ns.burst, max_jobs=ns.max_jobs)
     worker.install_signal_handlers()
