@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import BigInteger, Table, cast, delete, func, or_
+from pydantic_core import from_json
+from sqlalchemy import BigInteger, Table, bindparam, cast, delete, func, update
 from sqlalchemy import insert as generic_insert
 from sqlmodel import Session, select
 
@@ -28,6 +29,7 @@ from e2h.config import RunConfig
 from server.core.db import write_transaction
 from server.core.errors import Conflict, Invalid, NotFound, TooLarge, error_entry, invalid_from
 from server.models import (
+    SNAPSHOT,
     TERMINAL,
     Eval,
     EvalIn,
@@ -362,6 +364,30 @@ def _insert_ignoring_conflicts(session: Session, table: Table, rows: list[dict[s
     session.exec(insert(table).on_conflict_do_nothing(index_elements=keys), params=rows)
 
 
+def _insert_new(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert snapshot rows whose (run_id, step) is new; -> the steps inserted.
+
+    One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING step, so duplicates cost no
+    separate lookup. Other databases: look up existing steps first (the run row is locked).
+    """
+    table = Snapshot.__table__
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        stmt = insert(table).on_conflict_do_nothing(index_elements=["run_id", "step"]).returning(table.c.step)
+        return list(session.exec(stmt, params=rows).scalars())
+    run_id = rows[0]["run_id"]
+    steps = [r["step"] for r in rows]
+    existing = set(session.exec(select(Snapshot.step).where(Snapshot.run_id == run_id, Snapshot.step.in_(steps))))
+    fresh = [r for r in rows if r["step"] not in existing]
+    if fresh:
+        session.exec(generic_insert(table), params=fresh)
+    return [r["step"] for r in fresh]
+
+
 def _upsert_worker(
     session: Session, worker_id: str, now: datetime, run_id: int | None, labels: list[str] | None = None
 ) -> None:
@@ -401,35 +427,41 @@ def add_snapshots(
     _check_batch_size(len(snapshots), max_batch, "snapshots")
     now = now or utcnow()
     with write_transaction(session):
-        run = _locked_run(session, run_id)
+        # Only the columns needed, without the ORM: this path runs a hundred times a second.
+        run = session.exec(
+            select(Run.id, Run.status, Run.worker_id, Run.attempt, Run.num_levels, Run.step, Run.probabilities)
+            .where(Run.id == run_id)
+            .with_for_update()
+        ).first()
+        if run is None:
+            raise NotFound(f"run {run_id} not found")
         _check_fence(run, fence)
         errors = [
             error_entry(
                 ["body", i, "levels"],
-                f"levels: {len(s.levels)} given, run {run_id} has {run.num_levels} "
+                f"levels: {len(s['levels'])} given, run {run_id} has {run.num_levels} "
                 f"(one per training level, task.train_levels)",
             )
             for i, s in enumerate(snapshots)
-            if len(s.levels) != run.num_levels
+            if len(s["levels"]) != run.num_levels
         ]
         if errors:
             raise Invalid(errors)
         by_step: dict[int, SnapshotIn] = {}
         for s in snapshots:
-            by_step.setdefault(s.step, s)
-        existing = set(
-            session.exec(select(Snapshot.step).where(Snapshot.run_id == run_id, Snapshot.step.in_(list(by_step))))
-        )
-        new = [s for step, s in by_step.items() if step not in existing]
+            by_step.setdefault(s["step"], s)
+        dump = SNAPSHOT.dump_json
+        rows = [{"run_id": run_id, "step": step, "data": dump(s).decode()} for step, s in by_step.items()]
+        inserted = _insert_new(session, rows)
+        new = [by_step[step] for step in inserted]
         if new:
-            rows = [{"run_id": run_id, "step": s.step, "data": s.model_dump_json()} for s in new]
-            _insert_ignoring_conflicts(session, Snapshot.__table__, rows, ["run_id", "step"])
-            latest = max(new, key=lambda s: s.step)
-            if latest.step >= run.step or run.probabilities is None:
-                run.probabilities = [lv.probability for lv in latest.levels]
-                run.metrics = dict(latest.metrics)
-                run.step = max(run.step, latest.step)
-            run.updated_at = now
+            latest = max(new, key=lambda s: s["step"])
+            values: dict[str, Any] = {"updated_at": now, "snapshot_count": Run.snapshot_count + len(new)}
+            if latest["step"] >= run.step or run.probabilities is None:
+                values["probabilities"] = [lv["probability"] for lv in latest["levels"]]
+                values["metrics"] = dict(latest.get("metrics", {}))
+                values["step"] = max(run.step, latest["step"])
+            session.exec(update(Run).where(Run.id == run_id).values(**values))
     return len(new), len(snapshots) - len(new)
 
 
@@ -440,24 +472,40 @@ def snapshot_series(session: Session, run_id: int, after_step: int | None, max_p
     its first stored step, and the last step is always added. Values are those snapshots'
     own (no averaging), chosen in SQL so only the kept rows are read and parsed.
     """
-    get_run(session, run_id)
+    run = get_run(session, run_id)
     where = [Snapshot.run_id == run_id]
-    if after_step is not None:
+    if after_step is None:
+        total = run.snapshot_count
+    else:
         where.append(Snapshot.step > after_step)
-    lo, hi, total = session.exec(
-        select(func.min(Snapshot.step), func.max(Snapshot.step), func.count()).where(*where)
-    ).one()
+        total = session.exec(select(func.count()).select_from(Snapshot).where(*where)).one()
     if not total:
         return {"steps": [], "time": [], "levels": [], "metrics": {}, "total": 0}
-    query = select(Snapshot.step, Snapshot.data).where(*where).order_by(Snapshot.step)
-    if total > max_points:
-        buckets = max_points - 1
-        # Integer division; BigInteger so (step - lo) * buckets cannot overflow 32 bits.
-        bucket = cast(Snapshot.step - lo, BigInteger) * buckets // (hi - lo + 1)
-        firsts = select(func.min(Snapshot.step)).where(*where).group_by(bucket)
-        query = query.where(or_(Snapshot.step.in_(firsts.scalar_subquery()), Snapshot.step == hi))
-    rows = session.exec(query).all()
-    return _columns([step for step, _ in rows], [json.loads(data) for _, data in rows], total)
+    query = select(Snapshot.step, Snapshot.data).order_by(Snapshot.step)
+    if total <= max_points:
+        rows = session.exec(query.where(*where)).all()
+    else:
+        # Separate queries: alone, each is one index lookup.
+        lo = session.exec(select(func.min(Snapshot.step)).where(*where)).one()
+        hi = session.exec(select(func.max(Snapshot.step)).where(*where)).one()
+        kept = _bucket_firsts(session, where, lo, hi, total, max_points - 1) | {hi}
+        rows = session.exec(
+            query.where(Snapshot.run_id == run_id, Snapshot.step.in_(bindparam("kept", expanding=True))),
+            params={"kept": sorted(kept)},
+        ).all()
+    return _columns([step for step, _ in rows], [from_json(data) for _, data in rows], total)
+
+
+def _bucket_firsts(session: Session, where: list, lo: int, hi: int, total: int, buckets: int) -> set[int]:
+    """The first stored step of each of ``buckets`` equal ranges of [lo, hi]."""
+    span = hi - lo + 1
+    if total == span:
+        # Every step is there (logging every step, the usual case): bucket b starts at the
+        # first step s with (s - lo) * buckets >= b * span, so no scan is needed.
+        return {lo - (-b * span // buckets) for b in range(buckets)}
+    # Integer division; BigInteger so (step - lo) * buckets cannot overflow 32 bits.
+    bucket = cast(Snapshot.step - lo, BigInteger) * buckets // span
+    return set(session.exec(select(func.min(Snapshot.step)).where(*where).group_by(bucket)))
 
 
 def _columns(steps: list[int], docs: list[dict[str, Any]], total: int) -> dict[str, Any]:
@@ -580,9 +628,10 @@ def read_events(
     session: Session, run_id: int, cursor: EventCursor, limit: int = 500
 ) -> tuple[list[tuple[str, str, str]], EventCursor, bool]:
     """Events after ``cursor`` as (event, id, data) -> (events, new cursor, stream finished)."""
-    run = session.get(Run, run_id, populate_existing=True)
-    if run is None:  # deleted while streaming
+    state = session.exec(select(Run.state_version, Run.status).where(Run.id == run_id)).first()
+    if state is None:  # deleted while streaming
         return [], cursor, True
+    version, status = state
     snaps = session.exec(
         select(Snapshot.id, Snapshot.data)
         .where(Snapshot.run_id == run_id, Snapshot.id > cursor.snapshot)
@@ -594,16 +643,18 @@ def read_events(
             select(LogLine).where(LogLine.run_id == run_id, LogLine.id > cursor.log).order_by(LogLine.id).limit(limit)
         )
     )
-    events = []
-    for snapshot_id, data in snaps:
-        cursor = replace(cursor, snapshot=snapshot_id)
-        events.append(("snapshot", cursor.encode(), data))
+    tail = f".{cursor.log}.{cursor.version}"
+    events = [("snapshot", f"{snapshot_id}{tail}", data) for snapshot_id, data in snaps]
+    if snaps:
+        cursor = replace(cursor, snapshot=snaps[-1][0])
     for line in logs:
         cursor = replace(cursor, log=line.id)
         payload = json.dumps({"id": line.id, "time": line.time.isoformat(), "line": line.line})
         events.append(("log", cursor.encode(), payload))
-    if run.state_version != cursor.version:
+    if version != cursor.version:
+        run = get_run(session, run_id)
         cursor = replace(cursor, version=run.state_version)
         events.append(("status", cursor.encode(), RunPublic.model_validate(run).model_dump_json()))
-    done = run.status in TERMINAL and len(snaps) < limit and len(logs) < limit
+        status = run.status
+    done = status in TERMINAL and len(snaps) < limit and len(logs) < limit
     return events, cursor, done

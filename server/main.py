@@ -165,6 +165,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(workers.router)
     app.include_router(meta.router)
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        schema = default_openapi()
+        schema["components"]["schemas"].update(workers.SNAPSHOT_SCHEMA_DEFS)
+        return schema
+
+    app.openapi = openapi
     return app
 
 

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("num_levels", sa.Integer(), nullable=False),
         sa.Column("max_steps", sa.Integer(), nullable=False),
         sa.Column("step", sa.Integer(), nullable=False),
+        sa.Column("snapshot_count", sa.Integer(), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("leases_lost", sa.Integer(), nullable=False),
         sa.Column("worker_id", sa.String(length=200), nullable=True),
@@ -76,6 +77,8 @@ def upgrade() -> None:
         # Idempotent ingestion, and the index every history and bucketing query uses.
         sa.UniqueConstraint("run_id", "step", name="uq_snapshots_run_id_step"),
     )
+    # The event stream reads a run's snapshots in insertion (id) order.
+    op.create_index("ix_snapshots_run_id_id", "snapshots", ["run_id", "id"])
 
     op.create_table(
         "evals",
@@ -117,6 +120,7 @@ def downgrade() -> None:
     op.drop_index("ix_log_lines_run_id_id", table_name="log_lines")
     op.drop_table("log_lines")
     op.drop_table("evals")
+    op.drop_index("ix_snapshots_run_id_id", table_name="snapshots")
     op.drop_table("snapshots")
     op.drop_index("ix_run_tags_tag", table_name="run_tags")
     op.drop_table("run_tags")

@@ -1,9 +1,14 @@
-"""Dependencies: the database session, settings, the event notifier and the two bearer tokens."""
+"""Dependencies: the database session, settings, the event notifier and the two bearer tokens.
+
+They are ``async def`` although nothing in them waits: FastAPI runs a plain ``def``
+dependency in the thread pool, a thread hop per dependency per request, which the
+snapshot ingestion path cannot afford. The session does no I/O until a route uses it.
+"""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -17,21 +22,24 @@ from server.core.db import new_session
 from server.core.events import Notifier
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_notifier(request: Request) -> Notifier:
+async def get_notifier(request: Request) -> Notifier:
     return request.app.state.notifier
 
 
-def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
-    with new_session(engine) as session:
+async def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> AsyncIterator[Session]:
+    session = new_session(engine)
+    try:
         yield session
+    finally:
+        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -55,13 +63,13 @@ def _check_token(expected: SecretStr | None, given: HTTPAuthorizationCredentials
         )
 
 
-def require_worker_token(
+async def require_worker_token(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_worker_bearer)]
 ) -> None:
     _check_token(settings.worker_token, credentials, "E2H_WORKER_TOKEN")
 
 
-def require_api_token(
+async def require_api_token(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_bearer)]
 ) -> None:
     _check_token(settings.api_token, credentials, "E2H_API_TOKEN")

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from server import crud
 from server.core.db import new_session
-from server.models import RunCreate, SnapshotIn
+from server.models import SNAPSHOT_LIST, RunCreate, Snapshot
 from tests.server.helpers import WORKER, claim, post_snapshots, snapshot, submit
 
 
@@ -31,13 +31,15 @@ def test_snapshots_are_stored_once_per_step(client: TestClient, run_id: int) -> 
     assert series["steps"] == list(range(12)) and series["total"] == 12
 
     run = client.get(f"/runs/{run_id}").json()
-    assert run["step"] == 11 and run["probabilities"] == [0.2] * 5
+    assert (run["step"], run["snapshot_count"]) == (11, 12) and run["probabilities"] == [0.2] * 5
     assert run["metrics"] == {"loss": 1 / 12, "reward": 0.5}
-    # An older step arriving late does not replace the latest probabilities.
-    late = snapshot(100)
-    late["step"] = 5
-    post_snapshots(client, run_id, [snapshot(50, scheduler="x"), {**snapshot(3), "step": 40}])
-    assert client.get(f"/runs/{run_id}").json()["step"] == 50
+    # A step arriving late (a retried old batch) does not replace the latest values.
+    latest = snapshot(50)
+    latest["levels"][0]["probability"], latest["levels"][1]["probability"] = 0.4, 0.0
+    assert post_snapshots(client, run_id, [latest]).status_code == 202
+    assert post_snapshots(client, run_id, [snapshot(40)]).status_code == 202
+    run = client.get(f"/runs/{run_id}").json()
+    assert (run["step"], run["snapshot_count"]) == (50, 14) and run["probabilities"] == [0.4, 0.0, 0.2, 0.2, 0.2]
 
 
 def _bad(mutate) -> dict:
@@ -102,7 +104,7 @@ def _fill(engine: Engine, steps: list[int]) -> int:
     with new_session(engine) as s:
         run_id = crud.create_run(s, RunCreate()).id
         crud.claim_run(s, "w", [], 600)
-        snaps = [SnapshotIn.model_validate(snapshot(step)) for step in steps]
+        snaps = SNAPSHOT_LIST.validate_python([snapshot(step) for step in steps])
         for i in range(0, len(snaps), 1000):
             crud.add_snapshots(s, run_id, snaps[i : i + 1000], crud.Fence(), 1000)
     return run_id
@@ -134,6 +136,12 @@ def test_history_is_bucketed_keeping_first_and_last(engine: Engine, steps: list[
     for level in got["levels"]:
         assert len(level["probability"]) == len(level["count"]) == len(kept)
         assert level["count"] == [step * (level["level"] + 1) for step in kept]  # the snapshots' own values
+    with new_session(engine) as s:  # the arithmetic shortcut for dense runs agrees with SQL's grouping
+        where = [Snapshot.run_id == run_id]
+        lo, hi, buckets = steps[0], steps[-1], max_points - 1
+        assert crud._bucket_firsts(s, where, lo, hi, len(steps), buckets) == crud._bucket_firsts(
+            s, where, lo, hi, None, buckets
+        )
 
 
 def test_history_is_columnar_and_incremental(client: TestClient, run_id: int) -> None:
@@ -161,6 +169,7 @@ def test_history_is_columnar_and_incremental(client: TestClient, run_id: int) ->
     assert newer["steps"] == [2, 3] and newer["total"] == 2
     assert client.get(f"/runs/{run_id}/snapshots", params={"after_step": 3}).json()["steps"] == []
     assert client.get(f"/runs/{run_id}/snapshots", params={"max_points": 1}).status_code == 422
+    assert client.get(f"/runs/{run_id}/snapshots", params={"max_points": 10_001}).status_code == 422
 
 
 def test_evals_are_idempotent_per_name_and_step(client: TestClient, run_id: int) -> None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from server import crud
 from server.api.deps import NotifierDep, SessionDep, SettingsDep, WorkerAuth
 from server.models import (
+    SNAPSHOT_LIST,
     ClaimRequest,
     ClaimResponse,
     EvalIn,
@@ -31,8 +34,21 @@ from server.models import (
 
 router = APIRouter(tags=["workers"])
 
+# The snapshot body's schema for OpenAPI; main adds its $defs to the document's components.
+SNAPSHOTS_SCHEMA = SNAPSHOT_LIST.json_schema(ref_template="#/components/schemas/{model}")
+SNAPSHOT_SCHEMA_DEFS = SNAPSHOTS_SCHEMA.pop("$defs")
 
-def _fence(
+
+def parse_snapshots(body: bytes) -> list[SnapshotIn]:
+    """Validate a JSON array of snapshots; errors are located like FastAPI's (``body``, index, ...)."""
+    try:
+        return SNAPSHOT_LIST.validate_json(body)
+    except ValidationError as e:
+        errors = [{**err, "loc": ("body", *err["loc"])} for err in e.errors(include_url=False, include_input=False)]
+        raise RequestValidationError(errors) from None
+
+
+async def _fence(
     worker_id: Annotated[str | None, Query(max_length=200, description="The worker that claimed the run.")] = None,
     attempt: Annotated[int | None, Query(ge=1, description="The attempt it claimed.")] = None,
 ) -> crud.Fence:
@@ -67,15 +83,28 @@ def heartbeat(run_id: int, body: HeartbeatRequest, session: SessionDep, settings
     return HeartbeatResponse(cancel_requested=run.cancel_requested, lease_expires_at=run.lease_expires_at)
 
 
-@router.post("/runs/{run_id}/snapshots", status_code=status.HTTP_202_ACCEPTED, dependencies=[WorkerAuth])
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+@router.post(
+    "/runs/{run_id}/snapshots",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[WorkerAuth],
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": SNAPSHOTS_SCHEMA}}}},
+)
 def post_snapshots(
     run_id: int,
-    snapshots: list[SnapshotIn],
+    body: Annotated[bytes, Depends(_raw_body)],
     fence: FenceDep,
     session: SessionDep,
     settings: SettingsDep,
     notifier: NotifierDep,
 ) -> IngestResult:
+    """A JSON array of snapshots (DESIGN.md section 7), at most 1,000; idempotent on step."""
+    # Parsed and validated straight from the bytes by pydantic: half the cost of
+    # json.loads followed by validation, on the path that carries thousands per second.
+    snapshots = parse_snapshots(body)
     accepted, duplicates = crud.add_snapshots(session, run_id, snapshots, fence, settings.max_batch)
     notifier.notify(run_id)
     return IngestResult(accepted=accepted, duplicates=duplicates)
