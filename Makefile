@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench clean
+.PHONY: install test lint bench up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest
+
+up: install
+	$(BIN)/e2h up $(UP_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/bench_schedulers.py

@@ -73,7 +73,7 @@ class AlgorithmConfig(_Section):
     learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate.")
     per_device_train_batch_size: int = Field(16, ge=1, description="Completions per device per step.")
     num_generations: int = Field(8, ge=2, description="Completions per prompt (GRPO group size).")
-    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     beta: float = Field(0.0, ge=0, description="KL coefficient (0 skips the reference model).")
     max_prompt_length: int | None = Field(128, ge=1, description="Prompt tokens kept (left-truncated).")
     max_completion_length: int = Field(48, ge=1, description="Tokens generated per completion.")
@@ -86,7 +86,7 @@ class AlgorithmConfig(_Section):
     use_vllm: bool = Field(False, description="Generate with vLLM (GPU only).")
     vllm_mode: Literal["server", "colocate"] = Field("colocate", description="vLLM server or colocated.")
     bf16: bool = Field(False, description="bfloat16 mixed precision (GPU).")
-    gradient_checkpointing: bool = Field(False)
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models).")
     grpo_kwargs: dict[str, Any] = Field({}, description="Other trl.GRPOConfig fields, passed through.")
 
     @property
