@@ -42,7 +42,7 @@ def is_loopback(host: str) -> bool:
 def check_listen_address(host: str, settings: Settings) -> None:
     """Refuse to serve beyond this machine while anyone reaching the port could act as a worker."""
     if not is_loopback(host) and settings.worker_token is None:
-        raise RuntimeError(
+        raise ValueError(
             f"refusing to listen on {host!r} without E2H_WORKER_TOKEN: set E2H_WORKER_TOKEN "
             "(and E2H_API_TOKEN to protect the other writes) or listen on 127.0.0.1"
         )

@@ -111,7 +111,7 @@ def test_no_listening_beyond_loopback_without_a_worker_token(tmp_path: Path) -> 
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         check_listen_address(host, open_settings)
     for host in ("0.0.0.0", "::", "192.168.1.10", "example.org"):
-        with pytest.raises(RuntimeError, match="E2H_WORKER_TOKEN"):
+        with pytest.raises(ValueError, match="E2H_WORKER_TOKEN"):
             check_listen_address(host, open_settings)
     check_listen_address("0.0.0.0", Settings(data_dir=tmp_path, worker_token="t"))
 
