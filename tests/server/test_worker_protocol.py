@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import timedelta
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -20,7 +21,7 @@ from server.core.config import Settings
 from server.core.db import new_session, write_transaction
 from server.main import create_app
 from server.models import Run, RunCreate, RunStatus, utcnow
-from tests.server.helpers import REPO, WORKER, claim, finish, post_snapshots, snapshot, submit
+from tests.server.helpers import REPO, WORKER, LiveServer, claim, finish, post_snapshots, snapshot, submit
 
 
 def test_claim_takes_the_highest_priority_then_the_oldest(client: TestClient) -> None:
@@ -205,7 +206,11 @@ print(json.dumps(claimed))
 
 
 @pytest.mark.slow
-def test_exactly_once_claim_8_threads_and_2_processes_200_runs(engine: Engine, settings: Settings, tmp_path) -> None:
+def test_exactly_once_claim_8_threads_and_2_processes_200_runs(
+    engine: Engine, settings: Settings, live_server: LiveServer, tmp_path
+) -> None:
+    """8 threads claim over HTTP from a real server; 2 other processes (standing in for a
+    second server on the same database) claim at the same time. Each run goes to one."""
     run_ids = set(_queued_runs(engine, 200))
     go = tmp_path / "go"
     procs = [
@@ -226,10 +231,11 @@ def test_exactly_once_claim_8_threads_and_2_processes_200_runs(engine: Engine, s
 
     def work(i: int) -> None:
         mine = []
-        with new_session(engine) as s:
+        with httpx.Client(base_url=live_server.url, headers=WORKER, timeout=60) as http:
             start.wait()
-            while (run := crud.claim_run(s, f"thread-{i}", [], 600)) is not None:
-                mine.append(run.id)
+            while (r := http.post("/workers/claim", json={"worker_id": f"thread-{i}"})).status_code == 200:
+                mine.append(r.json()["run"]["id"])
+            assert r.status_code == 204, r.text
         with lock:
             claimed[f"thread-{i}"] = mine
 
@@ -249,7 +255,8 @@ def test_exactly_once_claim_8_threads_and_2_processes_200_runs(engine: Engine, s
     counts = {w: len(ids) for w, ids in claimed.items()}
     assert len(everything) == len(set(everything)) == 200, counts  # nobody got a run twice
     assert set(everything) == run_ids
-    assert sum(n for w, n in counts.items() if w.startswith("proc")) > 0, counts  # the processes took part
+    assert sum(n for w, n in counts.items() if w.startswith("proc")) > 0, counts  # both sides took part
+    assert sum(n for w, n in counts.items() if w.startswith("thread")) > 0, counts
     with new_session(engine) as s:
         holders = {r.id: r.worker_id for r in s.exec(select(Run))}
         assert all(r.status == RunStatus.running for r in s.exec(select(Run)))
