@@ -1,0 +1,80 @@
+"""Run: one run's curriculum, live (incremental after_step polling), with its actions."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import nav, panels, state
+
+REFRESH_SECONDS = 2
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+state.show_flash()
+url = state.server_url()
+with state.server_errors():
+    recent = state.runs(url)["data"]
+
+wanted = st.query_params.get("run")
+run_id = int(wanted) if wanted and wanted.isdigit() else None
+if run_id is None:
+    st.title("Run")
+    if not recent:
+        st.info("No runs yet. Launch one from the **Launch** page.", icon=":material/inbox:")
+        st.stop()
+    run_id = recent[0]["id"]
+    st.query_params["run"] = str(run_id)
+
+with state.server_errors():
+    run = state.client().get(run_id)
+
+options = [r["id"] for r in recent]
+if run_id not in options:
+    options.insert(0, run_id)
+names = {r["id"]: r["name"] for r in recent} | {run_id: run["name"]}
+picked = st.selectbox("Run", options, index=options.index(run_id), format_func=lambda i: f"#{i} {names[i]}",
+                      key=f"run.pick.{run_id}", label_visibility="collapsed")
+if picked != run_id:
+    nav.open_run(picked)
+st.title(f"Run #{run['id']}")
+st.caption(run["name"])
+
+cols = st.columns([1, 1, 1.3, 1, 4])
+finished = run["status"] in FINISHED
+if cols[0].button("Cancel", icon=":material/stop_circle:", key="run.cancel", disabled=finished):
+    ok, result = state.action("Cancel", state.client().cancel, run_id)
+    if ok:
+        state.flash(f"Run #{run_id} {'cancel requested' if result['status'] == 'running' else result['status']}.")
+        st.rerun()
+if cols[1].button("Clone", icon=":material/content_copy:", key="run.clone"):
+    ok, result = state.action("Clone", state.client().clone, run_id)
+    if ok:
+        state.flash(f"Cloned as #{result['id']} {result['name']}.")
+        nav.open_run(result["id"])
+if cols[2].button("Clone and edit", icon=":material/edit:", key="run.clone_edit"):
+    nav.clone_and_edit(run)
+if cols[3].button("Delete", icon=":material/delete:", key="run.delete", disabled=not finished,
+                  help="Finished runs only."):
+    st.session_state["run.confirm_delete"] = run_id
+if st.session_state.get("run.confirm_delete") == run_id:
+    st.warning(f"Delete run #{run_id} and all its history?")
+    yes, no, _ = st.columns([1, 1, 6])
+    if yes.button("Yes, delete", type="primary", key="run.delete.yes"):
+        st.session_state.pop("run.confirm_delete", None)
+        ok, _ = state.action("Delete", state.client().delete, run_id)
+        if ok:
+            state.flash(f"Run #{run_id} deleted.")
+            st.switch_page(nav.RUNS)
+    if no.button("Keep it", key="run.delete.no"):
+        st.session_state.pop("run.confirm_delete", None)
+        st.rerun()
+
+
+@st.fragment(run_every=None if finished else REFRESH_SECONDS)
+def live() -> None:
+    current = panels.render_live(run_id)
+    # Once it finishes, rerun the whole page: the actions change and polling stops.
+    if not finished and current["status"] in FINISHED:
+        st.rerun(scope="app")
+
+
+live()

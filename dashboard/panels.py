@@ -1,0 +1,140 @@
+"""The Run page's panels: a run's header and its live charts (Streamlit; figures from charts.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, state
+from dashboard import series as S
+
+STATUS_COLORS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange"}
+DEFAULT_METRICS = ("loss", "kl", "reward")
+
+
+def _chart(fig, key: str) -> None:
+    st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
+def header(run: dict) -> None:
+    """Status, progress and where/when the run ran."""
+    config = run.get("config") or {}
+    st.badge(run["status"] + (" · cancel requested" if run.get("cancel_requested") and run["status"] == "running"
+                              else ""), color=STATUS_COLORS.get(run["status"], "gray"))
+    st.progress(S.progress(run), text=f"step {run['step']} / {run['max_steps']}")
+    eta = S.format_duration(S.eta_seconds(run))
+    facts = [("Task", config.get("task", {}).get("name", "?")),
+             ("Scheduler", config.get("scheduler", {}).get("name", "?")),
+             ("Model", config.get("model", {}).get("name_or_path", "?")), ("Attempt", run.get("attempt", 1)),
+             ("Worker", run.get("worker_id") or "—"), ("ETA", eta or "—")]
+    st.markdown(" &nbsp;·&nbsp; ".join(f"**{label}** `{value}`" for label, value in facts))
+    times = [f"{label} {S.parse_time(run.get(field)):%Y-%m-%d %H:%M:%S} UTC" for label, field in (
+        ("created", "created_at"), ("started", "started_at"), ("finished", "finished_at")) if run.get(field)]
+    tags = " ".join(f"`{t}`" for t in run.get("tags") or [])
+    st.caption(" · ".join(times) + (f" · tags {tags}" if tags else ""))
+    if run["status"] == "failed" and run.get("error"):
+        st.error("The run failed:", icon=":material/error:")
+        st.code(run["error"], language=None, wrap_lines=True)
+
+
+def curriculum(run: dict, series: dict, labels: list[str]) -> None:
+    rid = run["id"]
+    st.subheader("Curriculum")
+    if not series["steps"]:
+        st.info("No snapshots yet: the charts fill in as soon as the worker reports its first logged step.",
+                icon=":material/hourglass_empty:")
+        return
+    left, right = st.columns(2)
+    with left:
+        _chart(charts.probability_area(series, labels), f"prob.area.{rid}")
+    with right:
+        _chart(charts.probability_heatmap(series, labels), f"prob.heat.{rid}")
+    left, right = st.columns(2)
+    with left:
+        _chart(charts.level_lines(series, labels, "reward_mean", "Mean reward per level", "mean reward"),
+               f"reward.mean.{rid}")
+    with right:
+        _chart(charts.level_lines(series, labels, "reward_var", "Reward variance per level", "variance"),
+               f"reward.var.{rid}")
+
+
+def breakdown(run: dict, series: dict, labels: list[str]) -> None:
+    """The adaptive scheduler's score breakdown; nothing for fixed schedules."""
+    if not S.has_components(series):
+        return
+    rid = run["id"]
+    st.subheader("Why the scheduler chose this: score breakdown")
+    indices = S.component_steps(series)
+    if not indices:
+        return
+    steps = [series["steps"][i] for i in indices]
+    left, right = st.columns([1, 3])
+    latest = left.toggle("Follow the latest step", value=True, key=f"bd.latest.{rid}")
+    if latest or len(steps) < 2:
+        index = indices[-1]
+    else:
+        picked = right.slider("Step", min_value=steps[0], max_value=steps[-1], value=steps[-1],
+                              key=f"bd.step.{rid}")
+        index = indices[S.nearest_index(steps, picked)]
+    st.caption("Bars: each component normalised to sum 1 across levels (hover for the raw value); "
+               "line: the combined score; diamonds: the sampling probability it led to.")
+    left, right = st.columns([2, 3])
+    with left:
+        _chart(charts.breakdown_bars(series, labels, index), f"bd.bars.{rid}")
+    with right:
+        _chart(charts.component_evolution(series, labels), f"bd.evo.{rid}")
+
+
+def training(run: dict, series: dict, labels: list[str], evals: list[dict]) -> None:
+    rid = run["id"]
+    st.subheader("Training and evaluation")
+    left, right = st.columns(2)
+    with left:
+        available = list(series["metrics"])
+        default = [m for m in DEFAULT_METRICS if m in available] or available[:3]
+        chosen = st.multiselect("Metrics", available, default=default, key=f"metrics.pick.{rid}")
+        _chart(charts.metrics_figure(series, chosen), f"chart.metrics.{rid}")
+    with right:
+        heldout = S.heldout_levels(run)
+        _chart(charts.eval_accuracy(evals, heldout), f"evals.{rid}")
+        if heldout:
+            st.caption(f"Held out (never trained on): {', '.join(f'level {h}' for h in heldout)}, dashed red.")
+        test = S.latest_eval(evals, "test")
+        if test:
+            rows = [{"level": k, **v} for k, v in test["results"].items() if isinstance(v, dict)]
+            st.markdown(f"**Final test results** (step {test['step']})")
+            st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"test.{rid}")
+
+
+def details(run: dict, series: dict, labels: list[str], logs: list[str]) -> None:
+    left, right = st.columns(2)
+    with left:
+        _chart(charts.level_lines(series, labels, "count", "Samples per level (cumulative)", "samples"),
+               f"counts.{run['id']}")
+    with right:
+        st.markdown("**Last log lines** (newest first)")
+        if logs:
+            st.code("\n".join(reversed(logs)), language=None, height=330)
+        else:
+            st.caption("No log lines yet.")
+    with st.expander("Config", expanded=False):
+        st.code(json.dumps(run.get("config") or {}, indent=2), language="json")
+
+
+def render_live(run_id: int) -> dict:
+    """Everything that changes while the run trains; returns the run as just fetched."""
+    url = state.server_url()
+    with state.server_errors(retry=False):
+        run = state.client().get(run_id)
+        series = state.live_series(run_id)
+        evals = state.evals(url, run_id)
+        logs = state.live_logs(run_id)
+    labels = S.level_labels(run, series)
+    header(run)
+    curriculum(run, series, labels)
+    breakdown(run, series, labels)
+    training(run, series, labels, evals)
+    details(run, series, labels, logs)
+    return run

@@ -1,0 +1,235 @@
+"""The server's columnar snapshot series and run records, reshaped for the pages (no Streamlit).
+
+A series is what ``GET /runs/{id}/snapshots`` returns: ``steps``, ``time``, ``levels`` (one
+entry per scheduler level with ``probability``, ``reward_mean``, ``reward_var``, ``count`` and
+``components``) and ``metrics``, all lists aligned with ``steps``. The pages poll with
+``after_step`` and append what comes back with :func:`merge`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+LEVEL_FIELDS = ("probability", "reward_mean", "reward_var", "count")
+RAW_SUFFIX = "_raw"
+# Shown in this order when present; other names follow alphabetically.
+COMPONENT_ORDER = ("deficit", "variance", "exploration", "groupdro", "vrex", "learning_progress", "q_value")
+COMBINED = ("score", "pi")
+
+
+def empty() -> dict[str, Any]:
+    return {"steps": [], "time": [], "levels": [], "metrics": {}, "total": 0}
+
+
+def _pad(values: list | None, n: int) -> list:
+    values = list(values or [])
+    return values + [None] * (n - len(values))
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` followed by the steps of ``new`` that come after it.
+
+    Components and metrics that appear only later (an adaptive scheduler's components
+    start after its warmup) are padded with None before they appear, and vice versa.
+    """
+    last = old["steps"][-1] if old["steps"] else None
+    keep = [i for i, s in enumerate(new["steps"]) if last is None or s > last]
+    n_old, n_new = len(old["steps"]), len(keep)
+
+    def pick(values: list | None) -> list:
+        values = _pad(values, len(new["steps"]))
+        return [values[i] for i in keep]
+
+    merged: dict[str, Any] = {
+        "steps": old["steps"] + [new["steps"][i] for i in keep],
+        "time": _pad(old.get("time"), n_old) + pick(new.get("time")),
+        "total": old.get("total", 0) + n_new,
+    }
+    names = list(old.get("metrics", {})) + [m for m in new.get("metrics", {}) if m not in old.get("metrics", {})]
+    merged["metrics"] = {
+        m: _pad(old.get("metrics", {}).get(m), n_old) + pick(new.get("metrics", {}).get(m)) for m in names
+    }
+    old_levels = {lv["level"]: lv for lv in old.get("levels", [])}
+    new_levels = {lv["level"]: lv for lv in new.get("levels", [])}
+    levels = []
+    for level in sorted(old_levels.keys() | new_levels.keys()):
+        a, b = old_levels.get(level, {}), new_levels.get(level, {})
+        entry: dict[str, Any] = {"level": level}
+        for field in LEVEL_FIELDS:
+            entry[field] = _pad(a.get(field), n_old) + pick(b.get(field))
+        comps_a, comps_b = a.get("components") or {}, b.get("components") or {}
+        entry["components"] = {
+            c: _pad(comps_a.get(c), n_old) + pick(comps_b.get(c)) for c in list(comps_a) + [
+                c for c in comps_b if c not in comps_a]
+        }
+        levels.append(entry)
+    merged["levels"] = levels
+    return merged
+
+
+def last_step(series: dict[str, Any]) -> int | None:
+    return series["steps"][-1] if series["steps"] else None
+
+
+# -- levels -------------------------------------------------------------------------------
+
+
+def train_levels(run: dict[str, Any]) -> list[int]:
+    """The task's level values, scheduler level i first; falls back to 0..K-1."""
+    levels = (run.get("config") or {}).get("task", {}).get("train_levels")
+    return list(levels) if levels else list(range(run.get("num_levels") or 0))
+
+
+def heldout_levels(run: dict[str, Any]) -> list[int]:
+    """Levels evaluated but never trained on (test_levels minus train_levels)."""
+    task = (run.get("config") or {}).get("task", {})
+    train = set(task.get("train_levels") or [])
+    return sorted(set(task.get("test_levels") or []) - train)
+
+
+def level_labels(run: dict[str, Any], series: dict[str, Any] | None = None) -> list[str]:
+    """A label per scheduler level in the series ("level 3"), in the series' order."""
+    values = train_levels(run)
+    indices = [lv["level"] for lv in series["levels"]] if series else list(range(len(values)))
+    return [f"level {values[i]}" if i < len(values) else f"level #{i}" for i in indices]
+
+
+# -- components -----------------------------------------------------------------------------
+
+
+def component_names(series: dict[str, Any]) -> list[str]:
+    """Normalised component names the scheduler reported (raw ``*_raw`` and combined ones excluded)."""
+    seen: set[str] = set()
+    for lv in series["levels"]:
+        for name, values in (lv.get("components") or {}).items():
+            if any(v is not None for v in values):
+                seen.add(name)
+    names = {n for n in seen if not n.endswith(RAW_SUFFIX) and n not in COMBINED}
+    return [n for n in COMPONENT_ORDER if n in names] + sorted(names - set(COMPONENT_ORDER))
+
+
+def combined_names(series: dict[str, Any]) -> list[str]:
+    """The combined score names present (``score`` and/or ``pi``), in that order."""
+    present = {n for lv in series["levels"] for n, v in (lv.get("components") or {}).items() if any(
+        x is not None for x in v)}
+    return [n for n in COMBINED if n in present]
+
+
+def has_components(series: dict[str, Any]) -> bool:
+    return bool(component_names(series) or combined_names(series))
+
+
+def component_steps(series: dict[str, Any]) -> list[int]:
+    """Indices of the steps at which the scheduler reported components (past its warmup)."""
+    out = []
+    for i in range(len(series["steps"])):
+        if any(v[i] is not None for lv in series["levels"] for v in (lv.get("components") or {}).values()
+               if i < len(v)):
+            out.append(i)
+    return out
+
+
+def nearest_index(steps: list[int], step: int) -> int:
+    """Index of the last step <= ``step`` (the first one if none is)."""
+    best = 0
+    for i, s in enumerate(steps):
+        if s <= step:
+            best = i
+        else:
+            break
+    return best
+
+
+# -- evals ----------------------------------------------------------------------------------
+
+
+def eval_accuracy(evals: list[dict[str, Any]], name: str = "eval") -> dict[int, tuple[list[int], list[float]]]:
+    """Per level value: (steps, accuracy) from the evaluations called ``name``, by step."""
+    out: dict[int, tuple[list[int], list[float]]] = {}
+    for ev in sorted((e for e in evals if e.get("name") == name), key=lambda e: e["step"]):
+        for key, result in (ev.get("results") or {}).items():
+            if not key.startswith("level_") or not isinstance(result, dict):
+                continue
+            try:
+                level = int(key.removeprefix("level_"))
+            except ValueError:
+                continue
+            accuracy = result.get("accuracy")
+            if accuracy is None:
+                continue
+            steps, values = out.setdefault(level, ([], []))
+            steps.append(ev["step"])
+            values.append(float(accuracy))
+    return dict(sorted(out.items()))
+
+
+def latest_eval(evals: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    chosen = [e for e in evals if e.get("name") == name]
+    return max(chosen, key=lambda e: e["step"]) if chosen else None
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def eta_seconds(run: dict[str, Any], now: datetime | None = None) -> float | None:
+    """Seconds left at the average pace since the run started; None when unknown."""
+    if run.get("status") != "running":
+        return None
+    started = parse_time(run.get("started_at"))
+    step, max_steps = run.get("step") or 0, run.get("max_steps") or 0
+    if started is None or step <= 0 or max_steps <= step:
+        return None
+    elapsed = ((now or datetime.now(UTC)) - started).total_seconds()
+    if elapsed <= 0:
+        return None
+    return (max_steps - step) * elapsed / step
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    return f"{hours // 24} d {hours % 24} h"
+
+
+def progress(run: dict[str, Any]) -> float:
+    max_steps = run.get("max_steps") or 0
+    return min(1.0, (run.get("step") or 0) / max_steps) if max_steps else 0.0
+
+
+def run_row(run: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """One row of the runs table."""
+    config = run.get("config") or {}
+    return {
+        "id": run["id"],
+        "name": run["name"],
+        "status": run["status"] + (" (cancel requested)" if run.get("cancel_requested") and run[
+            "status"] == "running" else ""),
+        "progress": progress(run),
+        "step": f"{run.get('step', 0)} / {run.get('max_steps', 0)}",
+        "eta": format_duration(eta_seconds(run, now)),
+        "task": config.get("task", {}).get("name", ""),
+        "scheduler": config.get("scheduler", {}).get("name", ""),
+        "model": config.get("model", {}).get("name_or_path", ""),
+        "attempt": run.get("attempt"),
+        "worker": run.get("worker_id") or "",
+        "tags": ", ".join(run.get("tags") or []),
+        "created": parse_time(run.get("created_at")),
+        "started": parse_time(run.get("started_at")),
+    }

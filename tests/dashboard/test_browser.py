@@ -1,0 +1,176 @@
+"""End to end in a real browser: Debian's chromium, headless, driven by Playwright.
+
+The dashboard starts before the API server (it must say so and recover by itself), then:
+submit the launch form, see the run in the table, open it, and watch the probability chart
+render and move as a worker reports steps. Screenshots of every page with the run in
+progress go to $E2H_SCREENSHOT_DIR (default: the test's tmp dir).
+
+Needs ``scripts/install_browser.sh`` (chromium + the playwright package). Skipped without
+them, except in CI (CI=true) or with E2H_REQUIRE_BROWSER=1, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from e2h.client import Client
+from tests.dashboard.helpers import WORKER_TOKEN, ApiServer, Dashboard, free_port
+from tests.dashboard.simulate import FakeWorker, Simulation, started_run
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("E2H_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 30_000
+WIDTH = 1440
+
+
+def _require_browser():
+    required = os.environ.get("CI") == "true" or os.environ.get("E2H_REQUIRE_BROWSER") == "1"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = "the playwright package is not installed (scripts/install_browser.sh installs it)"
+    else:
+        if Path(CHROMIUM).is_file():
+            return sync_playwright
+        reason = f"no chromium at {CHROMIUM} (scripts/install_browser.sh installs Debian's)"
+    if required:
+        pytest.fail(f"browser test required here but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def browser_page(tmp_path: Path) -> Iterator:
+    sync_playwright = _require_browser()
+    profile = tmp_path / "chromium-profile"  # fresh user data dir every time
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": WIDTH, "height": 1000})
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    out = Path(os.environ.get("E2H_SCREENSHOT_DIR") or tmp_path / "screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def screenshot(page, path: Path) -> None:
+    """The whole page: Streamlit scrolls inside its main container, so grow the viewport to fit it."""
+    page.wait_for_timeout(300)  # let plotly finish its transition frame
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": WIDTH, "height": max(800, min(int(height) + 40, 8000))})
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(path))
+    page.set_viewport_size({"width": WIDTH, "height": 1000})
+
+
+def wait_idle(page) -> None:
+    """Until Streamlit has finished running the script (its status widget gone)."""
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+
+
+def chart(page, title: str):
+    return page.locator(".js-plotly-plot").filter(has=page.locator(".gtitle", has_text=title))
+
+
+def number(page, label: str, value: str) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(value)
+    field.press("Tab")
+
+
+def test_launch_watch_and_compare_in_a_browser(tmp_path: Path, browser_page, shots: Path) -> None:
+    page = browser_page
+    api_port = free_port()
+    dashboard = Dashboard(tmp_path, f"http://127.0.0.1:{api_port}")
+    server = None
+    try:
+        # The server is not up yet: a clear message, no traceback.
+        page.goto(f"{dashboard.url}/launch")
+        page.get_by_text("Cannot reach the server at").wait_for()
+        assert page.locator("[data-testid='stException']").count() == 0
+
+        (tmp_path / "api").mkdir()
+        server = ApiServer(tmp_path / "api", port=api_port)
+        api, worker = Client(server.url), FakeWorker(server.url, WORKER_TOKEN)
+        baseline, _ = started_run(api, worker, {"algorithm": {"max_steps": 200}, "scheduler": {"name": "cosine"},
+                                                "task": {"test_levels": [0, 1, 2, 3, 4, 5]}},
+                                  steps=200, name="cosine baseline", tags=["e2e"])
+        worker.finish(baseline)
+
+        # ... and the page recovers by itself once it answers.
+        submit = page.get_by_role("button", name="Submit run")
+        submit.wait_for()
+        page.get_by_label("Run name", exact=True).fill("e2e vrex run")
+        page.get_by_label("Tags", exact=True).fill("e2e")
+        number(page, "Warmup Steps", "20")
+        number(page, "Update Interval", "5")
+        submit.click()
+        page.get_by_text("queued.").wait_for()
+        run = api.list_runs(tag="e2e")["data"][0]
+        assert run["name"] == "e2e vrex run" and run["status"] == "queued"
+        assert run["config"]["scheduler"]["params"] == {"warmup_steps": 20, "update_interval": 5}
+        screenshot(page, shots / "launch.png")
+
+        # A worker picks it up and reports 120 steps.
+        claimed = worker.claim()
+        assert claimed["id"] == run["id"]
+        sim = Simulation("variance_regularized", claimed["num_levels"], claimed["max_steps"],
+                         claimed["config"]["scheduler"]["params"], seed=1)
+        worker.report(claimed, sim, 120)
+
+        # The table lists it; open it.
+        page.locator("[data-testid='stSidebarNav'] a", has_text="Runs").click()
+        page.locator("td[role='gridcell']", has_text="e2e vrex run").wait_for(state="attached")
+        page.locator("td[role='gridcell']", has_text="120 / 200").wait_for(state="attached")
+        wait_idle(page)
+        screenshot(page, shots / "runs.png")
+        page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Run", exact=True)).click()
+        page.get_by_role("option", name=f"#{run['id']} e2e vrex run (running)").click()
+        page.locator("[data-testid='stButton'] button").filter(has_text="Open").click()
+        page.wait_for_url(f"**/run?run={run['id']}")
+
+        # The probability chart renders: one filled area per level.
+        area = chart(page, "Task probabilities per level")
+        area.wait_for()
+        assert area.locator(".scatterlayer .trace").count() == 5
+        assert area.locator(".legendtext", has_text="level 4").count() == 1
+        chart(page, "Score breakdown per level at step 120").wait_for()
+        # Live: the worker reports more, the page follows without a reload.
+        worker.report(claimed, sim, 40)
+        page.get_by_text("step 160 / 200").wait_for()
+        chart(page, "Score breakdown per level at step 160").wait_for()
+        assert page.locator("[data-testid='stException']").count() == 0
+        wait_idle(page)
+        screenshot(page, shots / "run.png")
+
+        page.goto(f"{dashboard.url}/compare?runs={run['id']},{baseline['id']}")
+        chart(page, "Probability evolution per run").wait_for()
+        chart(page, "Held-out level: accuracy").wait_for()
+        wait_idle(page)
+        screenshot(page, shots / "compare.png")
+        assert page.locator("[data-testid='stException']").count() == 0
+        worker.close()
+        api.close()
+    finally:
+        if server is not None:
+            server.stop()
+        dashboard.stop()
+    for name in ("launch", "runs", "run", "compare"):
+        assert (shots / f"{name}.png").stat().st_size > 10_000
+    if os.environ.get("E2H_KEEP_LOGS"):
+        shutil.copy(dashboard.log, shots / "streamlit.log")
