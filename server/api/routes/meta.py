@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
@@ -17,7 +18,12 @@ from server.models import Health, SchedulerInfo, TaskInfo
 router = APIRouter(tags=["meta"])
 
 
+# What these describe ships with the code, so it is computed once per process (building
+# JSON schemas and reading preset files costs milliseconds, and the form asks often).
+
+
 @router.get("/schedulers")
+@cache
 def schedulers() -> list[SchedulerInfo]:
     return [
         SchedulerInfo(name=name, description=cls.description, params_schema=cls.params_schema())
@@ -26,11 +32,13 @@ def schedulers() -> list[SchedulerInfo]:
 
 
 @router.get("/tasks")
+@cache
 def tasks() -> list[TaskInfo]:
-    return describe_tasks()
+    return [TaskInfo.model_validate(t) for t in describe_tasks()]
 
 
 @router.get("/presets")
+@cache
 def presets() -> dict[str, dict[str, dict[str, Any]]]:
     """Each group's presets with the partial RunConfig each holds: {group: {name: config}}."""
     return {group: {name: load_preset(group, name) for name in names} for group, names in list_presets().items()}

@@ -30,6 +30,7 @@ from server.models import (
     RunPublic,
     SnapshotIn,
     WorkerPublic,
+    snapshot_errors,
 )
 
 router = APIRouter(tags=["workers"])
@@ -42,10 +43,13 @@ SNAPSHOT_SCHEMA_DEFS = SNAPSHOTS_SCHEMA.pop("$defs")
 def parse_snapshots(body: bytes) -> list[SnapshotIn]:
     """Validate a JSON array of snapshots; errors are located like FastAPI's (``body``, index, ...)."""
     try:
-        return SNAPSHOT_LIST.validate_json(body)
+        snapshots = SNAPSHOT_LIST.validate_json(body)
+        errors = snapshot_errors(snapshots)
     except ValidationError as e:
-        errors = [{**err, "loc": ("body", *err["loc"])} for err in e.errors(include_url=False, include_input=False)]
-        raise RequestValidationError(errors) from None
+        errors = e.errors(include_url=False, include_input=False)
+    if errors:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in errors])
+    return snapshots
 
 
 async def _fence(
