@@ -482,7 +482,7 @@ def add_snapshots(
             by_step.setdefault(s["step"], s)
         dump = SNAPSHOT.dump_json
         rows = [{"run_id": run_id, "step": step, "data": dump(s).decode()} for step, s in by_step.items()]
-        new = [by_step[step] for step in _insert_new(conn, rows)]
+        new = [by_step[step] for step in _insert_new(conn, rows)] if rows else []
         if new:
             latest = max(new, key=lambda s: s["step"])
             params = {"run_id": run_id, "b_added": len(new), "b_now": now}

@@ -27,6 +27,7 @@ def test_snapshots_are_stored_once_per_step(client: TestClient, run_id: int) -> 
     # A retried batch overlapping the last one, with a repeat inside the batch itself.
     r = post_snapshots(client, run_id, [snapshot(s) for s in (8, 9, 10, 11, 11)])
     assert r.json() == {"accepted": 2, "duplicates": 3}
+    assert post_snapshots(client, run_id, []).json() == {"accepted": 0, "duplicates": 0}
     series = client.get(f"/runs/{run_id}/snapshots").json()
     assert series["steps"] == list(range(12)) and series["total"] == 12
 
