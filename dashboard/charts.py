@@ -62,7 +62,7 @@ def probability_area(series: dict, labels: Sequence[str], title: str = "Task pro
     colors = level_colors(len(series["levels"]))
     for lv, label, color in zip(series["levels"], labels, colors, strict=False):
         fig.add_trace(go.Scatter(
-            x=series["steps"], y=lv["probability"], name=label, mode="lines", stackgroup="p",
+            x=series["steps"], y=_v(lv["probability"]), name=label, mode="lines", stackgroup="p",
             line={"width": 0.5, "color": color}, fillcolor=color,
             hovertemplate="%{y:.3f}",
         ))
@@ -74,7 +74,7 @@ def probability_area(series: dict, labels: Sequence[str], title: str = "Task pro
 def probability_heatmap(series: dict, labels: Sequence[str], title: str = "Task probabilities (heatmap)") -> go.Figure:
     if not series["steps"]:
         return _empty(title)
-    z = [lv["probability"] for lv in series["levels"]]
+    z = [_v(lv["probability"]) for lv in series["levels"]]
     top = max((v for row in z for v in row if v is not None), default=1.0)
     fig = go.Figure(go.Heatmap(
         x=series["steps"], y=list(labels), z=z, colorscale="Viridis", zmin=0, zmax=top, zauto=False,
@@ -91,7 +91,7 @@ def level_lines(series: dict, labels: Sequence[str], field: str, title: str, yax
         return _empty(title)
     fig = go.Figure()
     for lv, label, color in zip(series["levels"], labels, level_colors(len(series["levels"])), strict=False):
-        fig.add_trace(go.Scatter(x=series["steps"], y=lv[field], name=label, mode="lines",
+        fig.add_trace(go.Scatter(x=series["steps"], y=_v(lv[field]), name=label, mode="lines",
                                  line={"color": color}, connectgaps=False, hovertemplate="%{y:.4g}"))
     fig.update_xaxes(title="step")
     fig.update_yaxes(title=yaxis)
@@ -139,7 +139,7 @@ def component_evolution(series: dict, labels: Sequence[str], title: str = "Compo
     names = S.component_names(series) + S.combined_names(series)
     if not names or not series["steps"]:
         return _empty(title, "This scheduler reports no components")
-    cols = min(4, len(names))
+    cols = min(4, len(names))  # drawn full width: 4 panels a row keep each readable
     rows = math.ceil(len(names) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, shared_xaxes=True,
                         vertical_spacing=0.16 if rows > 1 else 0.1, horizontal_spacing=0.05)
@@ -147,13 +147,11 @@ def component_evolution(series: dict, labels: Sequence[str], title: str = "Compo
     for n, name in enumerate(names):
         row, col = n // cols + 1, n % cols + 1
         for lv, label, color in zip(series["levels"], labels, colors, strict=False):
-            raw = lv["components"].get(name + S.RAW_SUFFIX)
+            # Raw values are on the breakdown's hover; here they would double what each poll sends.
             fig.add_trace(go.Scatter(
-                x=series["steps"], y=lv["components"].get(name), name=label, legendgroup=label,
+                x=series["steps"], y=_v(lv["components"].get(name)), name=label, legendgroup=label,
                 showlegend=n == 0, mode="lines", line={"color": color, "width": 1.5},
-                customdata=[[_fmt(r)] for r in raw] if raw else None,
-                hovertemplate=f"{label} {name}: %{{y:.4f}}" + (" (raw %{customdata[0]})" if raw else "")
-                + "<extra></extra>",
+                hovertemplate=f"{label} {name}: %{{y:.4f}}<extra></extra>",
             ), row=row, col=col)
     return _layout(fig, title, height=230 * rows + 100, hovermode="closest")
 
@@ -165,7 +163,7 @@ def metrics_figure(series: dict, names: Sequence[str], title: str = "Training me
         return _empty(title, "No training metrics yet")
     fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, subplot_titles=names, vertical_spacing=0.08)
     for i, name in enumerate(names):
-        fig.add_trace(go.Scatter(x=series["steps"], y=series["metrics"][name], name=name, mode="lines",
+        fig.add_trace(go.Scatter(x=series["steps"], y=_v(series["metrics"][name]), name=name, mode="lines",
                                  line={"color": RUN_COLORS[i % len(RUN_COLORS)]}, showlegend=False,
                                  hovertemplate=f"{name}: %{{y:.4g}}<extra></extra>"), row=i + 1, col=1)
     fig.update_xaxes(title="step", row=len(names), col=1)
@@ -204,7 +202,7 @@ def overlay(items: Sequence[dict[str, Any]], title: str, yaxis: str,
         return _empty(title)
     fig = go.Figure()
     for i, it in enumerate(items):
-        fig.add_trace(go.Scatter(x=it["x"], y=it["y"], name=it["label"], mode="lines+markers" if len(
+        fig.add_trace(go.Scatter(x=it["x"], y=_v(it["y"]), name=it["label"], mode="lines+markers" if len(
             it["x"]) < 30 else "lines", line={"color": RUN_COLORS[i % len(RUN_COLORS)]}, hovertemplate="%{y:.4g}"))
     fig.update_xaxes(title="step")
     fig.update_yaxes(title=yaxis)
@@ -228,12 +226,20 @@ def probability_small_multiples(items: Sequence[dict[str, Any]], title: str = "P
         s = it["series"]
         for lv, label, color in zip(s["levels"], it["levels"], level_colors(len(s["levels"])), strict=False):
             fig.add_trace(go.Scatter(
-                x=s["steps"], y=lv["probability"], name=label, legendgroup=label, showlegend=n == 0,
+                x=s["steps"], y=_v(lv["probability"]), name=label, legendgroup=label, showlegend=n == 0,
                 mode="lines", stackgroup=f"run{n}", line={"width": 0.5, "color": color}, fillcolor=color,
                 hovertemplate=f"{label}: %{{y:.3f}}<extra></extra>",
             ), row=row, col=col)
         fig.update_yaxes(range=[0, 1], row=row, col=col)
     return _layout(fig, title, height=300 * rows + 60, hovermode="closest")
+
+
+def _v(values: Sequence | None) -> list | None:
+    """Values as sent to the browser: 6 significant digits. A display rounding only (a 100,000-step
+    run's charts are several MB a poll at full float precision); the data itself is not touched."""
+    if values is None:
+        return None
+    return [v if v is None or not isinstance(v, float) else float(f"{v:.6g}") for v in values]
 
 
 def _at(values: list | None, index: int) -> Any:

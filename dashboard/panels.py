@@ -80,11 +80,15 @@ def breakdown(run: dict, series: dict, labels: list[str]) -> None:
         index = indices[S.nearest_index(steps, picked)]
     st.caption("Bars: each component normalised to sum 1 across levels (hover for the raw value); "
                "line: the combined score; diamonds: the sampling probability it led to.")
-    left, right = st.columns([2, 3])
+    left, right = st.columns(2)
     with left:
         _chart(charts.breakdown_bars(series, labels, index), f"bd.bars.{rid}")
     with right:
-        _chart(charts.component_evolution(series, labels), f"bd.evo.{rid}")
+        st.markdown(f"**Values at step {series['steps'][index]}**")
+        frame = pd.DataFrame(S.breakdown_rows(series, labels, index))
+        st.dataframe(frame, hide_index=True, key=f"bd.table.{rid}",
+                     column_config={c: st.column_config.NumberColumn(c, format="%.4g") for c in frame.columns[1:]})
+    _chart(charts.component_evolution(series, labels), f"bd.evo.{rid}")
 
 
 def training(run: dict, series: dict, labels: list[str], evals: list[dict]) -> None:

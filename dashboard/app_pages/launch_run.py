@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard import forms, nav, state, widgets
 from dashboard.forms import FieldSpec
-from e2h.client import ServerUnavailable, ValidationFailed
+from e2h.client import APIError, ServerUnavailable, ValidationFailed
 from e2h.config import RunConfig
 
 DEFAULT_PRESETS = {"model": "tiny", "task": "arithmetic", "algorithm": "grpo", "scheduler": "variance_regularized"}
@@ -165,6 +165,8 @@ if submitted and not problems:
     except ServerUnavailable as e:
         st.error(f"Not submitted: {state.describe(e)} Your edits are kept; submit again when it is back.",
                  icon=":material/cloud_off:")
+    except APIError as e:  # e.g. 401: the server wants E2H_API_TOKEN for writes
+        st.error(f"Not submitted ({e.status_code}): {e.detail}", icon=":material/error:")
     else:
         st.session_state.pop(ERRORS_KEY, None)
         st.session_state.pop(nav.CLONE_KEY, None)

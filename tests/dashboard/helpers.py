@@ -65,14 +65,14 @@ class Process:
 class ApiServer(Process):
     """``uvicorn server.main:app`` on 127.0.0.1 with its own SQLite database."""
 
-    def __init__(self, tmp: Path, port: int | None = None):
+    def __init__(self, tmp: Path, port: int | None = None, api_token: str = ""):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             "E2H_DATA_DIR": str(tmp),
             "E2H_DATABASE_URL": f"sqlite:///{tmp / 'e2h.db'}",
             "E2H_WORKER_TOKEN": WORKER_TOKEN,
-            "E2H_API_TOKEN": "",
+            "E2H_API_TOKEN": api_token,
         }
         super().__init__([sys.executable, "-m", "uvicorn", "server.main:app", "--host", "127.0.0.1",
                           "--port", str(self.port)], env, tmp / "server.log")

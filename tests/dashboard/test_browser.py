@@ -68,12 +68,18 @@ def shots(tmp_path: Path) -> Path:
     return out
 
 
+# A live fragment may be rerunning at the moment of the shot; Streamlit then dims the elements
+# it is about to replace. Shown undimmed, the picture is what the page shows between polls.
+UNDIM = "[data-stale='true'], .stale-element { opacity: 1 !important; transition: none !important; }"
+
+
 def screenshot(page, path: Path) -> None:
     """The whole page: Streamlit scrolls inside its main container, so grow the viewport to fit it."""
-    page.wait_for_timeout(300)  # let plotly finish its transition frame
+    page.add_style_tag(content=UNDIM)
     height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
     page.set_viewport_size({"width": WIDTH, "height": max(800, min(int(height) + 40, 8000))})
-    page.wait_for_timeout(500)
+    page.wait_for_timeout(800)  # plotly redraws at the new size
+    wait_idle(page)
     page.screenshot(path=str(path))
     page.set_viewport_size({"width": WIDTH, "height": 1000})
 

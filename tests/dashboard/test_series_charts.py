@@ -150,3 +150,15 @@ def test_figures_from_a_fixed_schedule_and_empty_series(cosine: dict) -> None:
     overlay = charts.overlay([{"label": "x", "x": [1, 2], "y": [0.1, 0.2]}, {"label": "y", "x": [], "y": []}],
                              "t", "y")
     assert [t.name for t in overlay.data] == ["x"]
+
+
+def test_breakdown_rows_hold_normalised_and_raw_values(vrex: dict) -> None:
+    index = S.component_steps(vrex)[-1]
+    rows = S.breakdown_rows(vrex, ["a", "b", "c", "d"], index)
+    assert [r["level"] for r in rows] == ["a", "b", "c", "d"]
+    first = vrex["levels"][0]
+    assert rows[0]["probability"] == first["probability"][index]
+    assert rows[0]["deficit"] == first["components"]["deficit"][index]
+    assert rows[0]["deficit (raw)"] == first["components"]["deficit_raw"][index]
+    assert list(rows[0])[:4] == ["level", "probability", "score", "pi"]
+    assert sum(r["variance"] for r in rows) == pytest.approx(1.0)

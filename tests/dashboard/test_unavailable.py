@@ -1,4 +1,4 @@
-"""A server that is down or slow: every page says so and offers no traceback."""
+"""A server that is down, slow or refusing: every page says so and offers no traceback."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import streamlit as st
 
 from dashboard import nav
-from tests.dashboard.apptest import open_page
-from tests.dashboard.helpers import free_port
+from tests.dashboard.apptest import assert_clean, button, open_page
+from tests.dashboard.helpers import ApiServer, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -50,3 +50,19 @@ def test_server_slow(point_at, silent_server: str, monkeypatch: pytest.MonkeyPat
     point_at(silent_server)
     at = open_page(nav.LAUNCH)
     assert "is not answering (no reply within 0.5 s)" in at.warning[0].value
+
+
+def test_api_token_is_needed_for_writes(point_at, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = ApiServer(tmp_path, api_token="secret-api-token")
+    try:
+        point_at(server.url)
+        at = open_page(nav.LAUNCH)
+        button(at, "Submit run").click().run()
+        assert_clean(at)
+        assert at.error[0].value.startswith("Not submitted (401)")
+        monkeypatch.setenv("E2H_API_TOKEN", "secret-api-token")
+        st.cache_resource.clear()
+        button(at, "Submit run").click().run()
+        assert "queued" in at.success[0].value
+    finally:
+        server.stop()
