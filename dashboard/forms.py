@@ -14,6 +14,10 @@ from typing import Any
 
 import yaml
 
+from e2h.config import SchedulerConfig, TaskConfig
+
+DEFAULT_TASK = TaskConfig.model_fields["name"].default
+DEFAULT_SCHEDULER = SchedulerConfig.model_fields["name"].default
 PRESET_ORDER = ("model", "task", "algorithm", "scheduler")
 # Fields the form shows with a widget of their own, not from the generic schema walk.
 STRUCTURAL = ("task.name", "scheduler.name", "scheduler.params", "task.train_levels", "task.test_levels")
@@ -160,9 +164,9 @@ def effective_base(base: dict, task_name: str, scheduler_name: str) -> dict:
     """``base`` with its task and scheduler sections dropped when the form picked another one:
     a preset's levels or parameters belong to the task or scheduler they were written for."""
     out = copy.deepcopy(base)
-    if get_path(out, "task.name", "arithmetic") != task_name:
+    if get_path(out, "task.name", DEFAULT_TASK) != task_name:
         out["task"] = {}
-    if get_path(out, "scheduler.name", "variance_regularized") != scheduler_name:
+    if get_path(out, "scheduler.name", DEFAULT_SCHEDULER) != scheduler_name:
         out["scheduler"] = {}
     set_path(out, "task.name", task_name)
     set_path(out, "scheduler.name", scheduler_name)

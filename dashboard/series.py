@@ -42,31 +42,26 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         values = _pad(values, len(new["steps"]))
         return [values[i] for i in keep]
 
-    merged: dict[str, Any] = {
-        "steps": old["steps"] + [new["steps"][i] for i in keep],
-        "time": _pad(old.get("time"), n_old) + pick(new.get("time")),
-        "total": old.get("total", 0) + n_new,
-    }
-    names = list(old.get("metrics", {})) + [m for m in new.get("metrics", {}) if m not in old.get("metrics", {})]
-    merged["metrics"] = {
-        m: _pad(old.get("metrics", {}).get(m), n_old) + pick(new.get("metrics", {}).get(m)) for m in names
-    }
+    def join(a: dict, b: dict) -> dict[str, list]:
+        """Name by name (a's first, then b's new ones): a's values padded, then b's kept ones."""
+        return {name: _pad(a.get(name), n_old) + pick(b.get(name)) for name in a | b}
+
     old_levels = {lv["level"]: lv for lv in old.get("levels", [])}
     new_levels = {lv["level"]: lv for lv in new.get("levels", [])}
     levels = []
     for level in sorted(old_levels.keys() | new_levels.keys()):
         a, b = old_levels.get(level, {}), new_levels.get(level, {})
         entry: dict[str, Any] = {"level": level}
-        for field in LEVEL_FIELDS:
-            entry[field] = _pad(a.get(field), n_old) + pick(b.get(field))
-        comps_a, comps_b = a.get("components") or {}, b.get("components") or {}
-        entry["components"] = {
-            c: _pad(comps_a.get(c), n_old) + pick(comps_b.get(c)) for c in list(comps_a) + [
-                c for c in comps_b if c not in comps_a]
-        }
+        entry.update(join({f: a.get(f) for f in LEVEL_FIELDS}, {f: b.get(f) for f in LEVEL_FIELDS}))
+        entry["components"] = join(a.get("components") or {}, b.get("components") or {})
         levels.append(entry)
-    merged["levels"] = levels
-    return merged
+    return {
+        "steps": old["steps"] + [new["steps"][i] for i in keep],
+        "time": _pad(old.get("time"), n_old) + pick(new.get("time")),
+        "levels": levels,
+        "metrics": join(old.get("metrics") or {}, new.get("metrics") or {}),
+        "total": old.get("total", 0) + n_new,
+    }
 
 
 def last_step(series: dict[str, Any]) -> int | None:

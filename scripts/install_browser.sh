@@ -24,6 +24,7 @@ fi
 chromium --headless --no-sandbox --disable-gpu --version >/dev/null 2>&1 || chromium --version >/dev/null \
   || { echo "error: chromium is installed but does not start" >&2; exit 1; }
 
+command -v "$PYTHON" >/dev/null || { echo "error: $PYTHON not found: create the venv first (make install)" >&2; exit 1; }
 if ! "$PYTHON" -c "import playwright.sync_api" >/dev/null 2>&1; then
   echo "installing $PLAYWRIGHT_SPEC (pip) for the dashboard's browser test" >&2
   "$PYTHON" -m pip install --quiet "$PLAYWRIGHT_SPEC"

@@ -87,12 +87,12 @@ else:
 
 left, right = st.columns(2)
 task_names = list(tasks)
-base_task = forms.get_path(base, "task.name", "arithmetic")
+base_task = forms.get_path(base, "task.name", forms.DEFAULT_TASK)
 task_name = left.selectbox("Task", task_names, index=task_names.index(base_task) if base_task in task_names else 0,
                            key=f"{base_id}:task.name", help="What the model is trained on (GET /tasks).")
 left.caption(tasks[task_name]["description"])
 sched_names = list(schedulers)
-base_sched = forms.get_path(base, "scheduler.name", "variance_regularized")
+base_sched = forms.get_path(base, "scheduler.name", forms.DEFAULT_SCHEDULER)
 scheduler_name = right.selectbox(
     "Scheduler", sched_names, index=sched_names.index(base_sched) if base_sched in sched_names else 0,
     key=f"{base_id}:scheduler.name", help="How the curriculum samples levels (GET /schedulers).")
@@ -158,9 +158,9 @@ if submitted and not problems:
         run = state.client().submit(config, name=name, priority=int(values.get("run.priority") or 0),
                                     tags=forms.split_tags(values.get("run.tags") or ""))
     except ValidationFailed as e:
-        paths = [s.path for s in specs] + ["task.name", "scheduler.name"]
-        st.session_state[ERRORS_KEY] = {"form": form_id,
-                                         "placed": forms.place_errors(forms.error_messages(e.detail), paths)}
+        # Errors naming no field of the form (task.name, an unknown parameter) go above it.
+        placed = forms.place_errors(forms.error_messages(e.detail), [s.path for s in specs])
+        st.session_state[ERRORS_KEY] = {"form": form_id, "placed": placed}
         st.rerun()
     except ServerUnavailable as e:
         st.error(f"Not submitted: {state.describe(e)} Your edits are kept; submit again when it is back.",

@@ -38,7 +38,7 @@ if picked != run_id:
 st.title(f"Run #{run['id']}")
 st.caption(run["name"])
 
-cols = st.columns([1, 1, 1.3, 1, 4])
+cols = st.columns([1, 1, 1.3, 1, 1.1, 3])
 finished = run["status"] in FINISHED
 if cols[0].button("Cancel", icon=":material/stop_circle:", key="run.cancel", disabled=finished):
     ok, result = state.action("Cancel", state.client().cancel, run_id)
@@ -55,6 +55,9 @@ if cols[2].button("Clone and edit", icon=":material/edit:", key="run.clone_edit"
 if cols[3].button("Delete", icon=":material/delete:", key="run.delete", disabled=not finished,
                   help="Finished runs only."):
     st.session_state["run.confirm_delete"] = run_id
+if cols[4].button("Compare", icon=":material/compare_arrows:", key="run.compare",
+                  help="Open this run on the Compare page, to add others."):
+    nav.compare([run_id])
 if st.session_state.get("run.confirm_delete") == run_id:
     st.warning(f"Delete run #{run_id} and all its history?")
     yes, no, _ = st.columns([1, 1, 6])

@@ -83,6 +83,14 @@ def test_a_422_is_shown_next_to_the_field_it_names(dashboard_env: str, api) -> N
     assert "not valid JSON or YAML" in next_sibling(at, widget(at.text_input, "task.options")).value
     assert api.list_runs()["count"] == before
 
+    # A cross-field check: the dataset task has no default levels (its levels field is free text).
+    widget(at.selectbox, "task.name").select("dataset").run()
+    button(at, "Submit run").click().run()
+    assert_clean(at)
+    levels = widget(at.text_input, "task.train_levels")
+    assert "the dataset task needs the list of training levels" in next_sibling(at, levels).value
+    assert api.list_runs()["count"] == before
+
 
 def test_clone_and_edit_starts_from_the_runs_config(dashboard_env: str, api, worker) -> None:
     source, _ = started_run(api, worker, {"algorithm": {"max_steps": 120}, "task": {"train_levels": [0, 1, 2]},

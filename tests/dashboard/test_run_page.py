@@ -109,6 +109,9 @@ def test_fixed_schedule_has_no_breakdown(dashboard_env: str, api, worker) -> Non
     assert not [t for t in figs if t.startswith("Score breakdown") or t == "Components over steps"]
     assert not at.toggle
     assert [b.label for b in at.button if b.disabled] == ["Cancel"]
+    [compare] = [b for b in at.button if b.label == "Compare"]
+    compare.click().run()
+    assert at.title[0].value == "Compare runs" and at.multiselect(key="compare.runs").value == [run["id"]]
 
 
 def test_failed_run_shows_its_error(dashboard_env: str, api, worker) -> None:
