@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import from_json
-from sqlalchemy import BigInteger, Connection, Table, bindparam, cast, delete, func, update
+from sqlalchemy import BigInteger, Connection, Table, bindparam, cast, delete, func, or_, update
 from sqlalchemy import insert as generic_insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
@@ -519,12 +519,30 @@ def snapshot_series(session: Session, run_id: int, after_step: int | None, max_p
         # Separate queries: alone, each is one index lookup.
         lo = session.exec(select(func.min(Snapshot.step)).where(*where)).one()
         hi = session.exec(select(func.max(Snapshot.step)).where(*where)).one()
-        kept = _bucket_firsts(session, where, lo, hi, total, max_points - 1) | {hi}
-        rows = session.exec(
-            query.where(Snapshot.run_id == run_id, Snapshot.step.in_(bindparam("kept", expanding=True))),
-            params={"kept": sorted(kept)},
-        ).all()
+        buckets = max_points - 1
+        if max_points <= MAX_LISTED_STEPS:
+            kept = sorted(_bucket_firsts(session, where, lo, hi, total, buckets) | {hi})
+            rows = session.exec(
+                query.where(Snapshot.run_id == run_id, Snapshot.step.in_(bindparam("kept", expanding=True))),
+                params={"kept": kept},
+            ).all()
+        else:  # too many steps to list as parameters (SQLite allows 32,766): let SQL pick them
+            firsts = select(func.min(Snapshot.step)).where(*where).group_by(_bucket(lo, hi, buckets))
+            rows = session.exec(
+                query.where(or_(Snapshot.step.in_(firsts.scalar_subquery()), Snapshot.step == hi)).where(
+                    Snapshot.run_id == run_id
+                )
+            ).all()
     return _columns([step for step, _ in rows], [from_json(data) for _, data in rows], total)
+
+
+# Above this many points the kept steps are chosen inside one SQL statement instead.
+MAX_LISTED_STEPS = 10_000
+
+
+def _bucket(lo: int, hi: int, buckets: int):
+    # Integer division; BigInteger so (step - lo) * buckets cannot overflow 32 bits.
+    return cast(Snapshot.step - lo, BigInteger) * buckets // (hi - lo + 1)
 
 
 def _bucket_firsts(session: Session, where: list, lo: int, hi: int, total: int, buckets: int) -> set[int]:
@@ -534,9 +552,7 @@ def _bucket_firsts(session: Session, where: list, lo: int, hi: int, total: int, 
         # Every step is there (logging every step, the usual case): bucket b starts at the
         # first step s with (s - lo) * buckets >= b * span, so no scan is needed.
         return {lo - (-b * span // buckets) for b in range(buckets)}
-    # Integer division; BigInteger so (step - lo) * buckets cannot overflow 32 bits.
-    bucket = cast(Snapshot.step - lo, BigInteger) * buckets // span
-    return set(session.exec(select(func.min(Snapshot.step)).where(*where).group_by(bucket)))
+    return set(session.exec(select(func.min(Snapshot.step)).where(*where).group_by(_bucket(lo, hi, buckets))))
 
 
 def _columns(steps: list[int], docs: list[dict[str, Any]], total: int) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def get_snapshots(
     run_id: int,
     session: SessionDep,
     after_step: Annotated[int | None, Query(description="Only steps after this one (incremental polling).")] = None,
-    max_points: Annotated[int, Query(ge=2, le=10_000, description="Most steps returned (bucketed).")] = 1000,
+    max_points: Annotated[int, Query(ge=2, le=100_000, description="Most steps returned (bucketed).")] = 1000,
 ) -> Response:
     series = crud.snapshot_series(session, run_id, after_step, max_points)
     # Serialised directly: validating a megabyte of lists against the response model
