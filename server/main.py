@@ -113,6 +113,9 @@ def _reap_once(engine: Engine, max_attempts: int) -> list[int]:
 
 async def _reap_forever(app: FastAPI) -> None:
     settings: Settings = app.state.settings
+    # While the server was down no worker could heartbeat, so leases that ran out then say
+    # nothing about the workers: give them one lease period to check in before reaping.
+    await asyncio.sleep(max(settings.lease_seconds - settings.reaper_interval_seconds, 0.0))
     while True:
         await asyncio.sleep(settings.reaper_interval_seconds)
         try:

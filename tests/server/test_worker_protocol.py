@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -290,3 +290,22 @@ def test_release_requeues_as_a_new_attempt_without_counting_as_a_lost_lease(clie
     client.post(f"/runs/{rid}/cancel")
     r = client.post(f"/runs/{rid}/release", json={"worker_id": "B"}, headers=WORKER)
     assert r.json()["status"] == "cancelled"  # asked to stop: no point requeueing
+
+
+def test_a_restarted_server_gives_workers_a_lease_period_before_reaping(settings: Settings) -> None:
+    """Nobody could heartbeat while the server was down: expired leases are not reaped at once."""
+    settings = settings.model_copy(update={"lease_seconds": 1.0, "reaper_interval_seconds": 0.05})
+    with TestClient(create_app(settings)) as c:
+        run = submit(c)
+        lease = datetime.fromisoformat(claim(c)["lease_expires_at"])
+    deadline = time.monotonic() + 10  # the outage: until the lease has run out
+    while utcnow() <= lease:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with TestClient(create_app(settings)) as c:
+        r = c.post(f"/runs/{run['id']}/heartbeat", json={"worker_id": "w1", "attempt": 1}, headers=WORKER)
+        assert r.status_code == 200, r.text  # the worker checks in after the restart: it keeps its run
+        deadline = time.monotonic() + 10  # then stops: one lease later the run goes back to the queue
+        while (got := c.get(f"/runs/{run['id']}").json())["status"] != "queued":
+            assert time.monotonic() < deadline, got
+            time.sleep(0.05)
