@@ -436,7 +436,12 @@ class VarianceRegularizedScheduler(Scheduler):
 
 class SECParams(_Params):
     alpha: float = Field(0.5, gt=0, le=1, description="Step size of the learning-progress estimate Q.")
-    temperature: float = Field(1.0, gt=0, description="Softmax temperature over Q.")
+    temperature: float = Field(0.1, gt=0, description="Softmax temperature over the difficulty-weighted Q.")
+    hardness: float = Field(
+        2.0,
+        ge=0,
+        description="Easy-to-hard weight: level i's Q counts (1 + hardness * i/(K-1)) times; 0 = plain SEC.",
+    )
     beta: float = Field(0.1, ge=0, le=1, description="Share of the uniform distribution mixed in.")
     min_prob: float = Field(0.02, ge=0, lt=1, description="Exact floor on every level's probability.")
     reward_max: float = Field(1.0, gt=0, description="Largest reward of the task (scales advantages).")
@@ -448,6 +453,11 @@ class SECScheduler(Scheduler):
     A level's learning progress is the mean absolute GRPO advantage |r - mean(group)| of
     its groups in the batch (scaled by reward_max): groups that all succeed or all fail
     teach GRPO nothing. Q_i <- alpha r_i + (1 - alpha) Q_i for levels seen in the batch.
+    Sampling: p ∝ exp(Q_i (1 + hardness * i/(K-1)) / temperature), blended with uniform and
+    floored. The hardness weight prefers the harder of two levels that teach equally (the
+    easy-to-hard prior); a level that teaches nothing (Q = 0) gains nothing from it.
+    Defaults (temperature 0.1, hardness 2) come from docs/benchmarks.md; temperature 1.0
+    with hardness 0 is the earlier plain SEC.
     """
 
     name = "sec"
@@ -490,16 +500,21 @@ class SECScheduler(Scheduler):
 
     def _distribution(self) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
-        logits = self._q / p.temperature
+        logits = self._weighted_q() / p.temperature
         pi = np.exp(logits - logits.max())
         pi = pi / pi.sum()
         blended = (1.0 - p.beta) * pi + p.beta / self.num_levels
         return floor_probs(blended, p.min_prob), pi
 
+    def _weighted_q(self) -> np.ndarray:
+        k = self.num_levels
+        return self._q * (1.0 + self.params.hardness * np.arange(k) / max(k - 1, 1))
+
     def _components(self) -> dict[str, np.ndarray]:
         return {
             "learning_progress": np.nan_to_num(self._progress_last, nan=0.0),
             "q_value": self._q.copy(),
+            "score": self._weighted_q(),
             "pi": self._distribution()[1],
         }
 

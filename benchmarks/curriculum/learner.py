@@ -1,0 +1,163 @@
+"""A simulated GRPO learner on a difficulty ladder: seconds per run, no model.
+
+Levels 0..K-1 are trained; level K is held out (never sampled, only evaluated). Each
+level j has a latent skill s_j and succeeds with probability sigmoid(s_j - d_j), where
+the difficulty d_j = d_0 + gap * j grows along the ladder ("steep" = large gap).
+
+One step, exactly as the trainer does it:
+
+1. ``p = scheduler.probs(step)``; each of the ``prompts`` slots draws its level i.i.d.
+   from ``p`` (as ``TaskSampler.draw_batch``).
+2. Each prompt gets ``G`` completions, reward 1 with the level's success probability.
+3. ``scheduler.update(step, levels, rewards)`` with levels/rewards in TRL order
+   (consecutive blocks of G entries are one prompt's group).
+4. Learning: GRPO's advantage is (r - mean)/std within a group, so a group whose G
+   rewards are all equal contributes nothing. For a binary reward and a success logit z,
+   sum_k A_k d log pi(r_k)/dz = G * std(group) with that normalisation, so a group on
+   level i moves skill by ``lr * std(group) / prompts`` (the loss is averaged over the
+   batch, so zero-advantage groups dilute the step). Transfer: the same update reaches
+   level j scaled by ``transfer ** |i - j|`` (the held-out level K only learns this way).
+5. Forgetting: every skill relaxes toward its initial value,
+   ``s <- s0 + (1 - forgetting) (s - s0)``, so what is not trained (directly or by
+   transfer) decays.
+
+Each seed is its own task instance: the difficulties get N(0, difficulty_jitter) noise (then
+sorted, so the ladder still runs easy to hard and the held-out level stays the hardest) and the
+learning rate a log-normal factor exp(N(0, lr_jitter)). The same seed gives every schedule the
+same task, so schedules can be compared seed by seed (paired).
+
+Evaluation uses each level's exact success probability (an infinite test set), so the
+spread across seeds is training noise only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from e2h.schedulers import Scheduler, make_scheduler
+
+__all__ = ["Setting", "SETTINGS", "RunResult", "simulate", "group_signal", "success_probs"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One simulated task. ``num_levels`` counts training levels; the held-out level is one more."""
+
+    name: str
+    transfer: float
+    forgetting: float
+    gap: float
+    num_levels: int = 4
+    d0: float = -1.0
+    lr: float = 0.07
+    prompts: int = 16
+    generations: int = 8
+    total_steps: int = 400
+    threshold: float = 0.5
+    difficulty_jitter: float = 0.3
+    lr_jitter: float = 0.25
+
+    @property
+    def difficulty(self) -> np.ndarray:
+        return self.d0 + self.gap * np.arange(self.num_levels + 1)
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+TRANSFER = {"weak": 0.3, "strong": 0.7}
+FORGETTING = {"noforget": 0.0, "forget": 0.005}
+GAP = {"steep": 1.25, "flat": 0.6}
+
+
+def _settings() -> dict[str, Setting]:
+    out = {}
+    for tname, transfer in TRANSFER.items():
+        for fname, forgetting in FORGETTING.items():
+            for dname, gap in GAP.items():
+                name = f"{tname}-{fname}-{dname}"
+                out[name] = Setting(name=name, transfer=transfer, forgetting=forgetting, gap=gap)
+    return out
+
+
+#: The eight benchmark settings: weak/strong transfer x with/without forgetting x steep/flat difficulty.
+SETTINGS: dict[str, Setting] = _settings()
+
+
+def success_probs(skill: np.ndarray, difficulty: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(skill - difficulty)))
+
+
+def group_signal(rewards: np.ndarray) -> np.ndarray:
+    """Learning signal per group (rows of ``rewards``): the group's reward std; 0 when all rewards are equal."""
+    return rewards.std(axis=1)
+
+
+@dataclass
+class RunResult:
+    setting: str
+    schedule: str
+    seed: int
+    accuracy: np.ndarray  # (total_steps + 1, K + 1): success probability per level before each step and at the end
+    level_share: np.ndarray  # (total_steps, K): fraction of each step's prompts on each level
+    learning_groups: int = 0  # groups with differing rewards (the ones GRPO learns from)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def heldout_final(self) -> float:
+        return float(self.accuracy[-1, -1])
+
+    def steps_to(self, level: int, threshold: float) -> int | None:
+        """First step after which ``level`` succeeds with probability >= threshold (None: never)."""
+        hit = np.nonzero(self.accuracy[:, level] >= threshold)[0]
+        return int(hit[0]) if hit.size else None
+
+
+SchedulerFactory = Callable[[Setting], Scheduler]
+
+
+def factory(name: str, **params) -> SchedulerFactory:
+    """A factory building ``make_scheduler(name, ...)`` for a setting."""
+
+    def build(setting: Setting) -> Scheduler:
+        return make_scheduler(name, setting.num_levels, setting.total_steps, setting.generations, **params)
+
+    return build
+
+
+def simulate(setting: Setting, make: SchedulerFactory, seed: int, schedule: str = "") -> RunResult:
+    """Train the simulated learner for ``setting.total_steps`` steps under the scheduler ``make`` builds."""
+    k, g, b = setting.num_levels, setting.generations, setting.prompts
+    # Separate streams for level draws, rewards and the task instance: every schedule gets the
+    # same task for a seed (so differences can be paired) and comparable luck.
+    level_rng, reward_rng, task_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    difficulty = np.sort(setting.difficulty + task_rng.normal(0.0, setting.difficulty_jitter, k + 1))
+    lr = setting.lr * float(np.exp(task_rng.normal(0.0, setting.lr_jitter)))
+    scheduler = make(setting)
+    skill0 = np.zeros(k + 1)
+    skill = skill0.copy()
+    idx = np.arange(k + 1)
+    kernel = setting.transfer ** np.abs(np.arange(k)[:, None] - idx[None, :])  # (K, K+1)
+    accuracy = np.empty((setting.total_steps + 1, k + 1))
+    share = np.empty((setting.total_steps, k))
+    learning_groups = 0
+    for step in range(setting.total_steps):
+        acc = success_probs(skill, difficulty)
+        accuracy[step] = acc
+        p = scheduler.probs(step)
+        levels = level_rng.choice(k, size=b, p=p)
+        rewards = (reward_rng.random((b, g)) < acc[levels][:, None]).astype(float)
+        scheduler.update(step, np.repeat(levels, g).tolist(), rewards.reshape(-1).tolist())
+        signal = group_signal(rewards)
+        learning_groups += int((signal > 0).sum())
+        per_level = np.bincount(levels, weights=signal, minlength=k) / b
+        skill = skill + lr * per_level @ kernel
+        if setting.forgetting:
+            skill = skill0 + (1.0 - setting.forgetting) * (skill - skill0)
+        share[step] = np.bincount(levels, minlength=k) / b
+    accuracy[-1] = success_probs(skill, difficulty)
+    extra = {"difficulty": difficulty.tolist(), "lr": lr}
+    return RunResult(setting.name, schedule, seed, accuracy, share, learning_groups, extra)
