@@ -226,12 +226,22 @@ def run(
         for name in (SNAPSHOTS_FILE, EVALS_FILE):
             truncate_after_step(output_dir / name, step)
     trainer.train(resume_from_checkpoint=checkpoint)
-    if not trainer.is_world_process_zero():
-        return {}
-    results = evaluate(trainer.model, tokenizer, task, test_rows, config.algorithm.max_completion_length)
-    reporter.eval({"step": trainer.state.global_step, "name": "test", "results": results})
-    (output_dir / TEST_RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    results: dict = {}
+    if trainer.is_world_process_zero():
+        results = evaluate(trainer.model, tokenizer, task, test_rows, config.algorithm.max_completion_length)
+        reporter.eval({"step": trainer.state.global_step, "name": "test", "results": results})
+        (output_dir / TEST_RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    _shut_down_processes(trainer)
     return results
+
+
+def _shut_down_processes(trainer) -> None:
+    """Let every rank leave together: a rank that exits while another still evaluates aborts in gloo."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        trainer.accelerator.wait_for_everyone()
+        dist.destroy_process_group()
 
 
 class EvalCallback(TrainerCallback):
