@@ -16,6 +16,7 @@ import tempfile
 import time
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from e2h.config import compose
@@ -56,6 +57,7 @@ def one_run(curriculum: bool, steps: int) -> float:
                                             level_values=list(config.task.train_levels), on_snapshot=lambda s: None)
         else:
             trainer = GRPOTrainer(**common)
+        trainer.remove_callback(PrinterCallback)  # keep the output to the figures
         timer = StepTimer()
         trainer.add_callback(timer)
         trainer.train()
