@@ -194,6 +194,11 @@ def run(
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if not torch.cuda.is_available():
+        # Small models on a CPU run fastest on one thread per process, and a second process (another
+        # rank, another run) then does not oversubscribe the cores: measured 0.4 s/step with one thread
+        # against 15-25 s/step with torch's default when two trainings share two cores.
+        torch.set_num_threads(int(os.environ.get("E2H_CPU_THREADS", "1")))
     reporter = reporter or FileReporter(output_dir)
     (output_dir / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
     task = build_task(config)
