@@ -30,6 +30,9 @@ up: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_schedulers.py
+	$(BIN)/python benchmarks/bench_tasks.py
+	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_trainer_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
