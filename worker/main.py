@@ -164,7 +164,22 @@ class Worker:
         if outcome == "lost":
             logger.warning("run %d: lease lost, training killed; another attempt owns it now", run_id)
             return "lost"
-        self._flush(shipper)
+        try:
+            return self._report_end(run_id, attempt, output_dir, shipper, outcome, returncode)
+        except Conflict:
+            logger.warning("run %d: lease lost while reporting the end; another attempt owns it now", run_id)
+            return "lost"
+
+    def _report_end(self, run_id: int, attempt: int, output_dir: Path, shipper: Shipper, outcome: str,
+                    returncode: int) -> str:
+        """Ship what is left of the spool, then finish (or release) the run."""
+
+        def beat_and_ship() -> None:
+            # Keep the lease while the server is coming back: a flush can outlast it.
+            self.client.heartbeat(run_id, self.worker_id, attempt, shipper.last_step, str(output_dir))
+            shipper.ship()
+
+        self._retry(beat_and_ship)
         if outcome == "cancelled":
             status, error = "cancelled", None
         elif outcome == "released":
@@ -223,16 +238,15 @@ class Worker:
             time.sleep(self.ship_every_s)
         return outcome
 
-    def _flush(self, shipper: Shipper) -> None:
-        self._retry(shipper.ship)
-
     def _release(self, run_id: int, attempt: int, output_dir: Path) -> str:
         self._retry(lambda: self.client.release(run_id, self.worker_id, attempt, str(output_dir)))
         logger.info("run %d handed back to the queue", run_id)
         return "queued"
 
-    def _retry(self, call, max_wait: float = 30.0):
-        """Call until the server answers; back off exponentially while it is unreachable."""
+    def _retry(self, call):
+        """Call until the server answers; back off exponentially (up to two heartbeat periods, so a
+        returning server hears from this worker before its lease runs out) while it is unreachable."""
+        max_wait = max(1.0, 2 * self.heartbeat_s)
         delay = 0.5
         while True:
             try:

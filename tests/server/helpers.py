@@ -76,20 +76,28 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """A real uvicorn running ``server.main:app`` on 127.0.0.1, ready when /healthz answers."""
+    """A real uvicorn running ``server.main:app`` on 127.0.0.1, ready when /healthz answers.
+
+    ``stop()`` then ``start()`` restarts it on the same port and database (outage tests)."""
 
     def __init__(self, env: dict[str, str], log_path: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log_path.open("wb")
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.start(wait=False)
+
+    def start(self, wait: bool = True) -> None:
+        self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "server.main:app", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=REPO,
-            env={**os.environ, **env},
+            env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self.log_path = log_path
+        if wait:
+            self.wait_ready()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -105,10 +113,11 @@ class LiveServer:
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self._log.close()
