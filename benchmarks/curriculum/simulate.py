@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.curriculum.doc import rewrite_section
 from benchmarks.curriculum.learner import SETTINGS, Setting, factory, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -390,12 +391,7 @@ def write_csv(cells: dict, rcells: dict, path: Path) -> None:
 
 
 def rewrite_doc(body: str) -> None:
-    text = DOC.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{DOC} lacks the markers {BEGIN} / {END}")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
+    rewrite_section(BEGIN, END, body, DOC)
 
 
 def main(argv: list[str] | None = None) -> None:

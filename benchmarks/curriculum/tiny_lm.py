@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.curriculum.doc import rewrite_section
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "benchmarks.md"
 FIGURE = ROOT / "docs" / "figures" / "tiny_lm.png"
@@ -305,12 +307,7 @@ def figure(rows: list[dict], path: Path) -> None:
 
 
 def rewrite_doc(body: str) -> None:
-    text = DOC.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{DOC} lacks the markers {BEGIN} / {END}")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
+    rewrite_section(BEGIN, END, body, DOC)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,16 @@
+"""Rewrite a generated section of docs/benchmarks.md, between its begin/end markers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+
+
+def rewrite_section(begin: str, end: str, body: str, doc: Path = DOC) -> None:
+    text = doc.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{doc} lacks the markers {begin} / {end}")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{begin}\n{body}\n{end}{tail}")
