@@ -65,6 +65,20 @@ def _die_with_parent(signum: int):
     return set_pdeathsig if sys.platform.startswith("linux") else None
 
 
+def killed_by(signum: int) -> str:
+    """The first line of a run's error when a signal ended its training process."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    text = f"training process was killed by {name} (signal {signum})"
+    if signum == signal.SIGKILL:
+        # Nobody in the worker sends SIGKILL to a child it still reports on: the usual sender
+        # is the kernel's out-of-memory killer (or an operator).
+        text += "; out of memory? The kernel's OOM killer sends SIGKILL (see dmesg)"
+    return text
+
+
 def error_tail(log_path: Path, lines: int = ERROR_TAIL_LINES) -> str:
     """The last meaningful lines of the child's output (progress-bar redraws dropped)."""
     if not log_path.is_file():
@@ -122,11 +136,18 @@ class Worker:
         while not self.signals and (self.max_jobs is None or done < self.max_jobs):
             try:
                 claim = self.client.claim(self.worker_id, self.labels)
-            except (ServerUnavailable, APIError) as e:
+            except ServerUnavailable as e:
+                # An unreachable server says nothing about the queue: even a burst worker waits
+                # for it to come back instead of leaving queued runs behind.
+                logger.warning("claim failed, server unavailable (retrying in %.1f s): %s", idle, e)
+                time.sleep(idle)
+                idle = min(self.poll_max_s, idle * 2)
+                continue
+            except APIError as e:
                 logger.warning("claim failed: %s", e)
-                claim = None
-                if self.burst and not isinstance(e, ServerUnavailable):
+                if self.burst:
                     raise
+                claim = None
             if claim is None:
                 if self.burst:
                     break
@@ -187,9 +208,8 @@ class Worker:
         elif returncode == 0 and (output_dir / TEST_RESULTS_FILE).is_file():
             status, error = "succeeded", None
         elif returncode < 0:
-            name = signal.Signals(-returncode).name
             status = "failed"
-            error = f"training process was killed by {name} (out of memory?)\n{error_tail(output_dir / LOG_FILE)}"
+            error = f"{killed_by(-returncode)}\n{error_tail(output_dir / LOG_FILE)}"
         else:
             status = "failed"
             error = f"training exited with code {returncode}:\n{error_tail(output_dir / LOG_FILE)}"
