@@ -3,7 +3,7 @@
 ``python -m e2h.train --config FILE --output-dir DIR`` (what the worker spawns) or
 ``e2h train group=preset key=value ...``. The output dir receives ``config.json``,
 ``snapshots.jsonl``, ``evals.jsonl``, ``test_results.json``, ``checkpoint-*/`` and
-``train.log``. A job whose output dir holds a checkpoint resumes from the latest one.
+``train.log``. A job whose output dir holds a checkpoint resumes from the latest complete one.
 """
 
 from __future__ import annotations
@@ -186,11 +186,10 @@ def run(
 ) -> dict:
     """Train ``config`` into ``output_dir``; returns the final per-level test results."""
     import torch
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig
 
     from e2h.models import load_model, load_tokenizer
-    from e2h.trainer import CurriculumGRPOTrainer
+    from e2h.trainer import CurriculumGRPOTrainer, last_complete_checkpoint
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +223,7 @@ def run(
     )
     if should_stop is not None:
         trainer.add_callback(StopCallback(should_stop))
-    checkpoint = get_last_checkpoint(str(output_dir)) if resume and output_dir.is_dir() else None
+    checkpoint = last_complete_checkpoint(output_dir) if resume and output_dir.is_dir() else None
     if checkpoint:
         step = int(Path(checkpoint).name.split("-")[-1])
         logger.info("resuming from %s (step %d)", checkpoint, step)

@@ -12,6 +12,7 @@ Two overrides and two callbacks, nothing re-implemented:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -22,10 +23,13 @@ import numpy as np
 import torch
 from accelerate.utils import gather_object
 from transformers import TrainerCallback
+from transformers.trainer import TRAINER_STATE_NAME
 from trl import GRPOTrainer
 
 from e2h.sampler import TaskSampler
 from e2h.schedulers import Scheduler
+
+logger = logging.getLogger(__name__)
 
 CURRICULUM_STATE_FILE = "curriculum_state.json"
 
@@ -185,4 +189,26 @@ class CurriculumCheckpointCallback(TrainerCallback):
         if state.is_world_process_zero:
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             ckpt.mkdir(parents=True, exist_ok=True)
-            (ckpt / CURRICULUM_STATE_FILE).write_text(json.dumps(self.trainer.curriculum_state()))
+            # Written last and renamed into place: its presence marks the checkpoint complete.
+            tmp = ckpt / f"{CURRICULUM_STATE_FILE}.tmp"
+            tmp.write_text(json.dumps(self.trainer.curriculum_state()))
+            tmp.replace(ckpt / CURRICULUM_STATE_FILE)
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` that was saved to the end, or None.
+
+    A process killed while saving (OOM killer, a SIGKILLed worker) leaves a torn checkpoint:
+    weights but no trainer or curriculum state. Resuming from it fails on every later attempt,
+    so it is skipped; the curriculum state is written last (``CurriculumCheckpointCallback``).
+    """
+    found = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        suffix = path.name.removeprefix("checkpoint-")
+        if suffix.isdigit() and path.is_dir():
+            found.append((int(suffix), path))
+    for _, path in sorted(found, reverse=True):
+        if (path / TRAINER_STATE_NAME).is_file() and (path / CURRICULUM_STATE_FILE).is_file():
+            return str(path)
+        logger.warning("skipping %s: incomplete, its process was stopped while saving it", path)
+    return None
