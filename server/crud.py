@@ -30,6 +30,7 @@ from e2h.config import RunConfig
 from server.core.db import write_transaction
 from server.core.errors import Conflict, Invalid, NotFound, TooLarge, error_entry, invalid_from
 from server.models import (
+    INT64_MAX,
     SNAPSHOT,
     TERMINAL,
     Eval,
@@ -672,6 +673,9 @@ class EventCursor:
         try:
             snapshot, log, version = (int(x) for x in (text or "").split("."))
         except ValueError:
+            return None
+        # Row ids are compared in SQL: a value no column holds would overflow there.
+        if not all(0 <= x <= INT64_MAX for x in (snapshot, log, version)):
             return None
         return cls(snapshot, log, version)
 

@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from e2h import __version__
@@ -24,7 +26,7 @@ from server import crud
 from server.api.routes import meta, runs, workers
 from server.core.config import Settings
 from server.core.db import make_engine, migrate, new_session
-from server.core.errors import E2HError, format_errors
+from server.core.errors import E2HError, error_entry, format_errors
 from server.core.events import Notifier
 
 logger = logging.getLogger(__name__)
@@ -164,6 +166,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": format_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        # FastAPI answers a body that is not UTF-8 with a bare 400; it is invalid JSON like
+        # any other, so it gets the same 422 as a JSON syntax error.
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            entry = error_entry(["body"], f"JSON decode error: the body is not UTF-8 ({exc.__cause__.reason})")
+            return JSONResponse({"detail": [{**entry, "type": "json_invalid"}]}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     app.include_router(runs.router)
     app.include_router(workers.router)

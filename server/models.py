@@ -7,12 +7,14 @@ indexed row per step keeps 100,000-step runs cheap to insert, bucket and stream.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, NotRequired
 
 import sqlmodel
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -49,6 +51,11 @@ SQLModel.metadata.naming_convention = {
 }
 
 PROBABILITY_TOLERANCE = 1e-6
+# Integer columns are 32-bit on PostgreSQL; SQLite's are 64-bit and Python's unbounded.
+# Numbers that reach an INTEGER column or a comparison with one stay in this range, so
+# an out-of-range number is a 422 instead of a database error (500).
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 
 def utcnow() -> datetime:
@@ -184,20 +191,65 @@ class Worker(SQLModel, table=True):
 
 # -- API shapes -----------------------------------------------------------------------
 
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
-WorkerId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refused here rather than failing in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (\\x00)")
+    return value
 
 
-class RunCreate(BaseModel):
+def _nul_replaced(value: str) -> str:
+    # Log lines and error text come from a training process's output: kept, NUL made visible.
+    return value.replace("\x00", "\ufffd")
+
+
+NO_NUL_PATTERN = r"^[^\x00]*$"
+# The pattern only documents the rule in the schema; the validator checks it with a clear message.
+NoNul = [AfterValidator(_no_nul), Field(json_schema_extra={"pattern": NO_NUL_PATTERN})]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True), *NoNul]
+WorkerId = Annotated[str, StringConstraints(min_length=1, max_length=200), *NoNul]
+Name = Annotated[str, StringConstraints(max_length=200), *NoNul]
+OutputDir = Annotated[str, StringConstraints(max_length=4096), *NoNul]
+Step = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Attempt = Annotated[int, Field(ge=1, le=INT32_MAX)]
+ErrorText = Annotated[str, StringConstraints(max_length=100_000), AfterValidator(_nul_replaced)]
+LogText = Annotated[str, StringConstraints(max_length=20_000), AfterValidator(_nul_replaced)]
+
+
+def reject_non_finite(value: Any, where: str = "") -> None:
+    """Raise for NaN or Infinity anywhere in a JSON value (Python's json module reads them,
+    but they are not JSON: PostgreSQL refuses them and responses could not be written)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where or 'value'}: {value!r} is not a finite number; JSON has no NaN or Infinity")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            reject_non_finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            reject_non_finite(item, f"{where}.{i}" if where else str(i))
+
+
+class _FiniteInput(BaseModel):
+    """A request body whose free-form parts (config options, eval results) must be finite."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite(cls, data: Any) -> Any:
+        reject_non_finite(data)
+        return data
+
+
+class RunCreate(_FiniteInput):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, max_length=200, description="Default: the config's output name.")
+    name: Name | None = Field(None, description="Default: the config's output name.")
     config: RunConfig = Field(default_factory=RunConfig, description="The run's RunConfig ({} = defaults).")
     priority: int = Field(0, ge=-1_000_000, le=1_000_000, description="Higher runs first; FIFO within.")
     tags: list[Tag] = Field(default_factory=list, max_length=32)
 
 
-class RunClone(BaseModel):
+class RunClone(_FiniteInput):
     model_config = ConfigDict(extra="forbid")
 
     overrides: dict[str, Any] = Field(
@@ -205,7 +257,7 @@ class RunClone(BaseModel):
         description='Merged into the copied config: nested ({"scheduler": {"name": "cosine"}}) '
         'or dotted keys ({"scheduler.params.min_prob": 0.05}).',
     )
-    name: str | None = Field(None, max_length=200, description="Default: the source name + ' (clone)'.")
+    name: Name | None = Field(None, description="Default: the source name + ' (clone)'.")
     priority: int | None = Field(None, ge=-1_000_000, le=1_000_000, description="Default: the source's.")
     tags: list[Tag] | None = Field(None, max_length=32, description="Default: the source's.")
 
@@ -255,9 +307,9 @@ class ClaimResponse(BaseModel):
 
 class HeartbeatRequest(BaseModel):
     worker_id: WorkerId
-    attempt: int | None = Field(None, ge=1, description="The claimed run's attempt; fences stale workers.")
-    step: int | None = Field(None, ge=0)
-    output_dir: str | None = Field(None, max_length=4096, description="Where this attempt writes (for resume).")
+    attempt: Attempt | None = Field(None, description="The claimed run's attempt; fences stale workers.")
+    step: Step | None = None
+    output_dir: OutputDir | None = Field(None, description="Where this attempt writes (for resume).")
 
 
 class HeartbeatResponse(BaseModel):
@@ -267,16 +319,16 @@ class HeartbeatResponse(BaseModel):
 
 class ReleaseRequest(BaseModel):
     worker_id: WorkerId
-    attempt: int | None = Field(None, ge=1)
-    output_dir: str | None = Field(None, max_length=4096, description="Where the next attempt resumes from.")
+    attempt: Attempt | None = None
+    output_dir: OutputDir | None = Field(None, description="Where the next attempt resumes from.")
 
 
 class FinishRequest(BaseModel):
     worker_id: WorkerId
-    attempt: int | None = Field(None, ge=1)
+    attempt: Attempt | None = None
     status: RunStatus
-    error: str | None = Field(None, max_length=100_000)
-    output_dir: str | None = Field(None, max_length=4096)
+    error: ErrorText | None = None
+    output_dir: OutputDir | None = None
 
     @model_validator(mode="after")
     def _terminal(self) -> FinishRequest:
@@ -303,7 +355,7 @@ class LevelSnapshot(TypedDict):
 class SnapshotIn(TypedDict):
     """One logged step of the curriculum (DESIGN.md section 7); stored as validated."""
 
-    step: Annotated[int, Field(ge=0)]
+    step: Step
     time: NotRequired[float | None]
     scheduler: Annotated[str, Field(max_length=64)]
     levels: Annotated[list[LevelSnapshot], Field(min_length=1, max_length=256)]
@@ -339,11 +391,13 @@ class IngestResult(BaseModel):
     duplicates: int
 
 
-class EvalIn(BaseModel):
+class EvalIn(_FiniteInput):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    step: int = Field(ge=0)
-    name: str = Field("eval", min_length=1, max_length=64, description='"eval" (periodic) or "test" (final).')
+    step: Step
+    name: Annotated[str, *NoNul] = Field(
+        "eval", min_length=1, max_length=64, description='"eval" (periodic) or "test" (final).'
+    )
     results: dict[str, Any] = Field(
         description='E2H\'s format: {"overall": {"accuracy", "support"}, "level_0": {...}, ...}'
     )
@@ -355,7 +409,7 @@ class EvalPublic(EvalIn):
 
 
 class LogLinesIn(BaseModel):
-    lines: list[Annotated[str, StringConstraints(max_length=20_000)]]
+    lines: list[LogText]
 
 
 class LogLinePublic(BaseModel):
@@ -419,3 +473,21 @@ class Health(BaseModel):
     status: str
     database: str
     version: str
+
+
+# -- error bodies (documented in OpenAPI; see server/api/responses.py) ----------------
+
+
+class ErrorMessage(BaseModel):
+    detail: str
+
+
+class FieldError(BaseModel):
+    type: str
+    loc: list[str | int]
+    msg: str
+    field: str = Field(description="Dotted name of what is wrong, e.g. config.scheduler.params.min_prob.")
+
+
+class ValidationErrors(BaseModel):
+    detail: list[FieldError]

@@ -11,7 +11,7 @@ import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 from sqlalchemy import Engine
@@ -20,6 +20,7 @@ from sqlmodel import Session
 from server.core.config import Settings
 from server.core.db import new_session
 from server.core.events import Notifier
+from server.models import INT32_MAX
 
 
 async def get_engine(request: Request) -> Engine:
@@ -43,6 +44,8 @@ async def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> AsyncIt
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+# Bounded so an id no column can hold is a 422, not a database overflow.
+RunId = Annotated[int, Path(ge=1, le=INT32_MAX, description="The run's id.")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 NotifierDep = Annotated[Notifier, Depends(get_notifier)]
 EngineDep = Annotated[Engine, Depends(get_engine)]

@@ -47,10 +47,16 @@ _NAMED_FIELD = re.compile(r"^(?:Value error, )?([A-Za-z_]\w*(?:\.\w+)*): (?:([A-
 _LOC_SOURCES = ("body", "query", "path", "header", "cookie")
 
 
+# A body typed as a union (an eval or a list of evals) puts the member's type name first.
+_UNION_MEMBER = re.compile(r"^(?:list\[)?[A-Z]\w*\]?$")
+
+
 def error_entry(loc: Sequence[Any], msg: str, type_: str = "value_error") -> dict[str, Any]:
     parts = [str(p) for p in loc]
     if parts and parts[0] in _LOC_SOURCES:
         parts = parts[1:]
+        if parts and _UNION_MEMBER.match(parts[0]):
+            parts = parts[1:]
     if m := _NAMED_FIELD.match(msg):
         parts.extend(m.group(1).split("."))
         if m.group(2):

@@ -13,6 +13,7 @@ from e2h.config import list_presets, load_preset
 from e2h.schedulers import SCHEDULERS
 from e2h.tasks import describe_tasks
 from server.api.deps import SessionDep
+from server.api.responses import errors
 from server.models import Health, SchedulerInfo, TaskInfo
 
 router = APIRouter(tags=["meta"])
@@ -44,7 +45,7 @@ def presets() -> dict[str, dict[str, dict[str, Any]]]:
     return {group: {name: load_preset(group, name) for name in names} for group, names in list_presets().items()}
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=errors(503))
 def healthz(session: SessionDep) -> Health:
     try:
         session.exec(text("SELECT 1"))

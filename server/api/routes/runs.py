@@ -13,11 +13,15 @@ from pydantic_core import to_json
 from sqlalchemy import Engine
 
 from server import crud
-from server.api.deps import ApiAuth, EngineDep, NotifierDep, SessionDep, SettingsDep
+from server.api.deps import ApiAuth, EngineDep, NotifierDep, RunId, SessionDep, SettingsDep
+from server.api.responses import errors
 from server.core.db import new_session
 from server.core.errors import Invalid, error_entry
 from server.core.events import Notifier
 from server.models import (
+    INT32_MAX,
+    INT64_MAX,
+    NO_NUL_PATTERN,
     EvalPublic,
     LogsPublic,
     RunClone,
@@ -43,54 +47,64 @@ def _statuses(status: str | None) -> list[str] | None:
     return wanted
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[ApiAuth])
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[ApiAuth], responses=errors(401, 413, 422))
 def create_run(body: RunCreate, session: SessionDep, notifier: NotifierDep) -> RunPublic:
     run = crud.create_run(session, body)
     notifier.notify(run.id)
     return run
 
 
-@router.get("")
+@router.get("", responses=errors(422))
 def list_runs(
     session: SessionDep,
-    status: Annotated[str | None, Query(description="One status or several, comma-separated.")] = None,
-    tag: str | None = None,
+    status: Annotated[str | None, Query(max_length=200, description="One status or several, comma-separated.")] = None,
+    tag: Annotated[str | None, Query(max_length=64, pattern=NO_NUL_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
 ) -> RunsPublic:
     runs, count = crud.list_runs(session, _statuses(status), tag, limit, offset)
     return RunsPublic(data=runs, count=count)
 
 
-@router.get("/{run_id}")
-def get_run(run_id: int, session: SessionDep) -> RunPublic:
+@router.get("/{run_id}", responses=errors(404, 422))
+def get_run(run_id: RunId, session: SessionDep) -> RunPublic:
     return crud.get_run(session, run_id)
 
 
-@router.post("/{run_id}/cancel", dependencies=[ApiAuth])
-def cancel_run(run_id: int, session: SessionDep, notifier: NotifierDep) -> RunPublic:
+@router.post("/{run_id}/cancel", dependencies=[ApiAuth], responses=errors(401, 404, 409, 422))
+def cancel_run(run_id: RunId, session: SessionDep, notifier: NotifierDep) -> RunPublic:
     run = crud.cancel_run(session, run_id)
     notifier.notify(run_id)
     return run
 
 
-@router.post("/{run_id}/clone", status_code=status.HTTP_201_CREATED, dependencies=[ApiAuth])
-def clone_run(run_id: int, session: SessionDep, body: RunClone | None = None) -> RunPublic:
+@router.post(
+    "/{run_id}/clone",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[ApiAuth],
+    responses=errors(401, 404, 413, 422),
+)
+def clone_run(run_id: RunId, session: SessionDep, body: RunClone | None = None) -> RunPublic:
     return crud.clone_run(session, run_id, body or RunClone())
 
 
-@router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[ApiAuth])
-def delete_run(run_id: int, session: SessionDep, notifier: NotifierDep) -> Response:
+@router.delete(
+    "/{run_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[ApiAuth], responses=errors(401, 404, 409, 422)
+)
+def delete_run(run_id: RunId, session: SessionDep, notifier: NotifierDep) -> Response:
     crud.delete_run(session, run_id)
     notifier.notify(run_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{run_id}/snapshots", response_model=SnapshotSeries)
+@router.get("/{run_id}/snapshots", response_model=SnapshotSeries, responses=errors(404, 422))
 def get_snapshots(
-    run_id: int,
+    run_id: RunId,
     session: SessionDep,
-    after_step: Annotated[int | None, Query(description="Only steps after this one (incremental polling).")] = None,
+    after_step: Annotated[
+        int | None,
+        Query(ge=-INT32_MAX - 1, le=INT32_MAX, description="Only steps after this one (incremental polling)."),
+    ] = None,
     max_points: Annotated[int, Query(ge=2, le=100_000, description="Most steps returned (bucketed).")] = 1000,
 ) -> Response:
     series = crud.snapshot_series(session, run_id, after_step, max_points)
@@ -99,16 +113,16 @@ def get_snapshots(
     return Response(to_json(series), media_type="application/json")
 
 
-@router.get("/{run_id}/evals")
-def list_evals(run_id: int, session: SessionDep) -> list[EvalPublic]:
+@router.get("/{run_id}/evals", responses=errors(404, 422))
+def list_evals(run_id: RunId, session: SessionDep) -> list[EvalPublic]:
     return crud.list_evals(session, run_id)
 
 
-@router.get("/{run_id}/logs")
+@router.get("/{run_id}/logs", responses=errors(404, 422))
 def list_logs(
-    run_id: int,
+    run_id: RunId,
     session: SessionDep,
-    after: Annotated[int, Query(ge=0, description="Last log line id already seen.")] = 0,
+    after: Annotated[int, Query(ge=0, le=INT64_MAX, description="Last log line id already seen.")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> LogsPublic:
     lines, next_after = crud.list_logs(session, run_id, after, limit)
@@ -116,7 +130,7 @@ def list_logs(
 
 
 def _stream_start(
-    run_id: int, engine: EngineDep, last_event_id: Annotated[str | None, Header()] = None
+    run_id: RunId, engine: EngineDep, last_event_id: Annotated[str | None, Header()] = None
 ) -> crud.EventCursor:
     # Resolved before the stream starts, so an unknown run is a plain 404. Its own short
     # session: a request-scoped one would hold a read transaction open for the whole
@@ -131,15 +145,28 @@ def _read_events(engine: Engine, run_id: int, cursor: crud.EventCursor):
         return crud.read_events(session, run_id, cursor, EVENTS_PER_READ)
 
 
+# One Server-Sent Event as a client parses it; ``data`` is one line of JSON.
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["snapshot", "log", "status"]},
+        "id": {"type": "string", "description": "A cursor; send it back as Last-Event-ID to resume."},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+
+
 @router.get(
     "/{run_id}/events",
     response_class=StreamingResponse,
     responses={
-        200: {"description": "An event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+        200: {"description": "An event stream", "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}},
+        **errors(404, 422),
     },
 )
 async def run_events(
-    run_id: int,
+    run_id: RunId,
     cursor: Annotated[crud.EventCursor, Depends(_stream_start)],
     engine: EngineDep,
     settings: SettingsDep,

@@ -15,8 +15,11 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from server import crud
-from server.api.deps import NotifierDep, SessionDep, SettingsDep, WorkerAuth
+from server.api.deps import NotifierDep, RunId, SessionDep, SettingsDep, WorkerAuth
+from server.api.responses import errors
 from server.models import (
+    INT32_MAX,
+    NO_NUL_PATTERN,
     SNAPSHOT_LIST,
     ClaimRequest,
     ClaimResponse,
@@ -53,8 +56,10 @@ def parse_snapshots(body: bytes) -> list[SnapshotIn]:
 
 
 async def _fence(
-    worker_id: Annotated[str | None, Query(max_length=200, description="The worker that claimed the run.")] = None,
-    attempt: Annotated[int | None, Query(ge=1, description="The attempt it claimed.")] = None,
+    worker_id: Annotated[
+        str | None, Query(max_length=200, pattern=NO_NUL_PATTERN, description="The worker that claimed the run.")
+    ] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=INT32_MAX, description="The attempt it claimed.")] = None,
 ) -> crud.Fence:
     return crud.Fence(worker_id, attempt)
 
@@ -65,7 +70,7 @@ FenceDep = Annotated[crud.Fence, Depends(_fence)]
 @router.post(
     "/workers/claim",
     dependencies=[WorkerAuth],
-    responses={204: {"description": "The queue is empty."}},
+    responses={204: {"description": "The queue is empty."}, **errors(401, 413, 422)},
 )
 def claim(body: ClaimRequest, session: SessionDep, settings: SettingsDep, notifier: NotifierDep) -> ClaimResponse:
     run = crud.claim_run(session, body.worker_id, body.labels, settings.lease_seconds)
@@ -80,8 +85,8 @@ def list_workers(session: SessionDep) -> list[WorkerPublic]:
     return crud.list_workers(session)
 
 
-@router.post("/runs/{run_id}/heartbeat", dependencies=[WorkerAuth])
-def heartbeat(run_id: int, body: HeartbeatRequest, session: SessionDep, settings: SettingsDep) -> HeartbeatResponse:
+@router.post("/runs/{run_id}/heartbeat", dependencies=[WorkerAuth], responses=errors(401, 404, 409, 413, 422))
+def heartbeat(run_id: RunId, body: HeartbeatRequest, session: SessionDep, settings: SettingsDep) -> HeartbeatResponse:
     fence = crud.Fence(body.worker_id, body.attempt)
     run = crud.heartbeat(session, run_id, fence, settings.lease_seconds, body.step, body.output_dir)
     return HeartbeatResponse(cancel_requested=run.cancel_requested, lease_expires_at=run.lease_expires_at)
@@ -95,10 +100,11 @@ async def _raw_body(request: Request) -> bytes:
     "/runs/{run_id}/snapshots",
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[WorkerAuth],
+    responses=errors(401, 404, 409, 413, 422),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": SNAPSHOTS_SCHEMA}}}},
 )
 def post_snapshots(
-    run_id: int,
+    run_id: RunId,
     body: Annotated[bytes, Depends(_raw_body)],
     fence: FenceDep,
     session: SessionDep,
@@ -114,18 +120,28 @@ def post_snapshots(
     return IngestResult(accepted=accepted, duplicates=duplicates)
 
 
-@router.post("/runs/{run_id}/evals", status_code=status.HTTP_202_ACCEPTED, dependencies=[WorkerAuth])
+@router.post(
+    "/runs/{run_id}/evals",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[WorkerAuth],
+    responses=errors(401, 404, 409, 413, 422),
+)
 def post_evals(
-    run_id: int, evals: EvalIn | list[EvalIn], fence: FenceDep, session: SessionDep, settings: SettingsDep
+    run_id: RunId, evals: EvalIn | list[EvalIn], fence: FenceDep, session: SessionDep, settings: SettingsDep
 ) -> IngestResult:
     batch = evals if isinstance(evals, list) else [evals]
     accepted, duplicates = crud.add_evals(session, run_id, batch, fence, settings.max_batch)
     return IngestResult(accepted=accepted, duplicates=duplicates)
 
 
-@router.post("/runs/{run_id}/logs", status_code=status.HTTP_202_ACCEPTED, dependencies=[WorkerAuth])
+@router.post(
+    "/runs/{run_id}/logs",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[WorkerAuth],
+    responses=errors(401, 404, 409, 413, 422),
+)
 def post_logs(
-    run_id: int,
+    run_id: RunId,
     body: LogLinesIn,
     fence: FenceDep,
     session: SessionDep,
@@ -137,16 +153,16 @@ def post_logs(
     return IngestResult(accepted=accepted, duplicates=0)
 
 
-@router.post("/runs/{run_id}/release", dependencies=[WorkerAuth])
-def release(run_id: int, body: ReleaseRequest, session: SessionDep, notifier: NotifierDep) -> RunPublic:
+@router.post("/runs/{run_id}/release", dependencies=[WorkerAuth], responses=errors(401, 404, 409, 413, 422))
+def release(run_id: RunId, body: ReleaseRequest, session: SessionDep, notifier: NotifierDep) -> RunPublic:
     """Hand the run back to the queue (graceful shutdown); the next attempt resumes from output_dir."""
     run = crud.release_run(session, run_id, crud.Fence(body.worker_id, body.attempt), body.output_dir)
     notifier.notify(run_id)
     return run
 
 
-@router.post("/runs/{run_id}/finish", dependencies=[WorkerAuth])
-def finish(run_id: int, body: FinishRequest, session: SessionDep, notifier: NotifierDep) -> RunPublic:
+@router.post("/runs/{run_id}/finish", dependencies=[WorkerAuth], responses=errors(401, 404, 409, 413, 422))
+def finish(run_id: RunId, body: FinishRequest, session: SessionDep, notifier: NotifierDep) -> RunPublic:
     fence = crud.Fence(body.worker_id, body.attempt)
     run = crud.finish_run(session, run_id, fence, body.status, body.error, body.output_dir)
     notifier.notify(run_id)
