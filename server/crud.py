@@ -447,7 +447,7 @@ def list_workers(session: Session) -> list[Worker]:
 
 def _check_batch_size(n: int, max_batch: int, what: str) -> None:
     if n > max_batch:
-        raise TooLarge(f"{n} {what} in one request; send at most {max_batch} per request")
+        raise TooLarge(f"{n} {what} in one request; send at most {max_batch} per request (E2H_MAX_BATCH)")
 
 
 def add_snapshots(
@@ -470,7 +470,7 @@ def add_snapshots(
         errors = [
             error_entry(
                 ["body", i, "levels"],
-                f"levels: {len(s['levels'])} given, run {run_id} has {run.num_levels} "
+                f"{len(s['levels'])} levels given, run {run_id} has {run.num_levels} "
                 f"(one per training level, task.train_levels)",
             )
             for i, s in enumerate(snapshots)

@@ -84,7 +84,9 @@ class RequestGuard:
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
                     # An HTTPException, so the app's handler answers it as JSON {detail}.
-                    raise HTTPException(413, f"request body is over the limit of {self.max_body_bytes} bytes")
+                    raise HTTPException(
+                        413, f"request body is over the limit of {self.max_body_bytes} bytes (E2H_MAX_BODY_BYTES)"
+                    )
             return message
 
         return receive_at_most
@@ -96,7 +98,10 @@ class RequestGuard:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > self.max_body_bytes:
-                    return 413, f"request body of {int(value)} bytes is over the limit of {self.max_body_bytes}"
+                    return 413, (
+                        f"request body of {int(value)} bytes is over the limit of {self.max_body_bytes} bytes "
+                        "(E2H_MAX_BODY_BYTES)"
+                    )
                 break
         return None
 
