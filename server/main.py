@@ -205,4 +205,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None =
 
     settings = settings or Settings()
     check_listen_address(host, settings)
+    if not is_loopback(host) and settings.api_token is None:
+        logger.warning(
+            "listening on %r without E2H_API_TOKEN: anyone who reaches it can submit, cancel and delete runs", host
+        )
     uvicorn.run(create_app(settings), host=host, port=port, **uvicorn_options)
