@@ -19,8 +19,10 @@ Each run is one short-lived child process:
   addition, an audit hook (PEP 578; hooks cannot be removed) in the child refuses sockets,
   process creation (fork, exec, spawn, system, subprocess), signals to other processes,
   raising resource limits, ctypes, writing or creating files outside the working
-  directory and any other file-system change (rename, remove, mkdir, chmod ...). Root
-  ignores RLIMIT_NPROC, so for root the hook is what stops a fork bomb.
+  directory, reading outside it and the standard library (``/proc`` holds other processes'
+  environments and command lines, the home directory credential files), and any other
+  file-system change (rename, remove, mkdir, chmod ...). Root ignores RLIMIT_NPROC, so for
+  root the hook is what stops a fork bomb.
 - Output goes to files, not pipes (RLIMIT_FSIZE caps them), so a completion that prints
   forever cannot fill the parent's memory.
 
@@ -107,6 +109,12 @@ def _main():
     marker = cfg["marker"]
     root = os.path.realpath(os.getcwd())
     realpath, fsdecode, sep = os.path.realpath, os.fsdecode, os.sep
+    # Reading is allowed in the working directory and the standard library (imports) only:
+    # not /proc (another process's environment or command line holds the worker's tokens),
+    # not the home directory (credential files), not the server's database.
+    read_roots = tuple(sorted({root + sep} | {
+        realpath(p) + sep for p in sys.path if p and os.path.isdir(p)}))
+    read_files = frozenset(("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"))
     banned_events = frozenset((
         "os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "os.startfile",
         "subprocess.Popen", "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill",
@@ -128,15 +136,25 @@ def _main():
     def hook(event, args):
         if event == "open":
             path, mode, flags = args
-            if mode is None:
-                writing = bool(flags & write_flags)  # os.open: may carry a dir_fd we cannot see
-                inside = False
+            if isinstance(path, int):
+                return  # a descriptor already open
+            writing = bool(flags & write_flags) if mode is None else any(c in mode for c in "wax+")
+            # Only str and bytes are checked: a path object could name one file here and
+            # another when opened. os.open (mode None) may carry a dir_fd the event does not
+            # show, so there only an absolute path (which ignores dir_fd) is checked.
+            if not isinstance(path, (str, bytes)) or (mode is None and not os.path.isabs(path)):
+                real = None
             else:
-                writing = any(c in mode for c in "wax+")
-                inside = isinstance(path, (str, bytes)) and (
-                    realpath(fsdecode(path)) + sep).startswith(root + sep)
-            if writing and not inside and not isinstance(path, int):
-                raise PermissionError("sandbox: writing outside the working directory is not allowed")
+                real = realpath(fsdecode(path))
+            if writing:
+                if real is None or not (real + sep).startswith(root + sep):
+                    raise PermissionError("sandbox: writing outside the working directory is not allowed")
+            elif real is None or not (real in read_files or (real + sep).startswith(read_roots)):
+                raise PermissionError("sandbox: reading outside the working directory is not allowed")
+        elif event in ("os.listdir", "os.scandir") and isinstance(args[0], (str, bytes)):
+            real = realpath(fsdecode(args[0] or "."))
+            if not (real + sep).startswith(read_roots):
+                raise PermissionError("sandbox: listing outside the working directory is not allowed")
         elif event == "import":
             if args[0].split(".")[0] in banned_modules:
                 raise ImportError("sandbox: module %r is not allowed" % args[0])
