@@ -38,6 +38,16 @@ ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--mult
                      "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
+REMOTE_CODE_REFUSED = (
+    "model.trust_remote_code is true, which runs the model repository's Python code, and this worker does "
+    "not allow it (set E2H_ALLOW_TRUST_REMOTE_CODE=1 in the worker's environment to allow it)"
+)
+
+
+def remote_code_allowed() -> bool:
+    return os.environ.get("E2H_ALLOW_TRUST_REMOTE_CODE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -163,6 +173,11 @@ class Worker:
     def process(self, run: dict) -> str:
         """Train one claimed run to its end; returns the status it finished with."""
         run_id, attempt = run["id"], run["attempt"]
+        if run["config"].get("model", {}).get("trust_remote_code") and not remote_code_allowed():
+            # The model's own code would run here: this machine's owner has to agree too.
+            logger.error("run %d: %s", run_id, REMOTE_CODE_REFUSED)
+            self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, "failed", REMOTE_CODE_REFUSED))
+            return "failed"
         output_dir = self._output_dir(run)
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / STOP_FILE).unlink(missing_ok=True)
