@@ -81,7 +81,21 @@ def _changed(run: Run, now: datetime) -> None:
     run.state_version += 1
 
 
-def create_run(session: Session, body: RunCreate, now: datetime | None = None) -> Run:
+TRUST_REMOTE_CODE_REFUSED = (
+    "trust_remote_code=true would run the model repository's Python code on the workers; this server "
+    "refuses it (set E2H_ALLOW_TRUST_REMOTE_CODE=1 on the server, and on the workers, to allow it)"
+)
+
+
+def _check_remote_code(config: RunConfig, allow_trust_remote_code: bool) -> None:
+    if config.model.trust_remote_code and not allow_trust_remote_code:
+        raise Invalid([error_entry(["body", "config", "model", "trust_remote_code"], TRUST_REMOTE_CODE_REFUSED)])
+
+
+def create_run(
+    session: Session, body: RunCreate, now: datetime | None = None, *, allow_trust_remote_code: bool = False
+) -> Run:
+    _check_remote_code(body.config, allow_trust_remote_code)
     return _insert_run(session, body.config, body.name, body.priority, body.tags, now or utcnow())
 
 
@@ -147,13 +161,16 @@ def delete_run(session: Session, run_id: int) -> None:
         session.expunge(run)
 
 
-def clone_run(session: Session, run_id: int, body: RunClone, now: datetime | None = None) -> Run:
+def clone_run(
+    session: Session, run_id: int, body: RunClone, now: datetime | None = None, *, allow_trust_remote_code: bool = False
+) -> Run:
     source = get_run(session, run_id)
     config = merge_overrides(source.config, body.overrides)
     try:
         validated = RunConfig.model_validate(config)
     except ValidationError as e:
         raise invalid_from(e, ("config",)) from None
+    _check_remote_code(validated, allow_trust_remote_code)
     return _insert_run(
         session,
         validated,

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = Field(5.0, gt=0, description="How often expired leases are reaped.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
     max_batch: int = Field(1000, ge=1, description="Most snapshots, evals or log lines per request (413 above).")
+    allow_trust_remote_code: bool = Field(
+        False,
+        description="Accept runs with model.trust_remote_code=true, which run the model repository's Python "
+        "code on the workers (each worker must allow it too). Off: POST /runs and clone answer 422.",
+    )
     events_poll_seconds: float = Field(
         0.5, gt=0, description="SSE re-reads the database this often (writes by other server processes)."
     )

@@ -48,8 +48,8 @@ def _statuses(status: str | None) -> list[str] | None:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[ApiAuth], responses=errors(401, 413, 422))
-def create_run(body: RunCreate, session: SessionDep, notifier: NotifierDep) -> RunPublic:
-    run = crud.create_run(session, body)
+def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep, notifier: NotifierDep) -> RunPublic:
+    run = crud.create_run(session, body, allow_trust_remote_code=settings.allow_trust_remote_code)
     notifier.notify(run.id)
     return run
 
@@ -84,8 +84,9 @@ def cancel_run(run_id: RunId, session: SessionDep, notifier: NotifierDep) -> Run
     dependencies=[ApiAuth],
     responses=errors(401, 404, 413, 422),
 )
-def clone_run(run_id: RunId, session: SessionDep, body: RunClone | None = None) -> RunPublic:
-    return crud.clone_run(session, run_id, body or RunClone())
+def clone_run(run_id: RunId, session: SessionDep, settings: SettingsDep, body: RunClone | None = None) -> RunPublic:
+    allow = settings.allow_trust_remote_code
+    return crud.clone_run(session, run_id, body or RunClone(), allow_trust_remote_code=allow)
 
 
 @router.delete(
