@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -127,25 +126,6 @@ class Ticker(threading.Thread):
             last = now
 
 
-@pytest.fixture
-def listener():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.setblocking(False)
-    yield server
-    server.close()
-
-
-def _accepted(server: socket.socket) -> bool:
-    try:
-        conn, _ = server.accept()
-    except BlockingIOError:
-        return False
-    conn.close()
-    return True
-
-
 @pytest.mark.slow
 def test_hostile_completions_score_zero_and_the_host_is_unharmed(tmp_path: Path, listener, monkeypatch) -> None:
     for name, value in SECRETS.items():  # as a worker's environment would hold them
@@ -154,7 +134,7 @@ def test_hostile_completions_score_zero_and_the_host_is_unharmed(tmp_path: Path,
     task = get_task("coding", timeout_s=TIMEOUT, format_reward=0.0)
     reward_func = task.as_reward_func()
     row = task.generate(2, 1, seed=0)[0]
-    hostile = hostile_completions(row, tmp_path, listener.getsockname()[1])
+    hostile = hostile_completions(row, tmp_path, listener.port)
     names = list(hostile)
     # One GRPO-like batch: the hostile completions plus two correct ones as controls.
     completions = [completion(code) for code in hostile.values()] + [completion(row["solution"])] * 2
@@ -175,7 +155,7 @@ def test_hostile_completions_score_zero_and_the_host_is_unharmed(tmp_path: Path,
     assert rewards[-2:] == [task.max_reward] * 2, rewards  # the controls: the sandbox works at all
     assert {n: r for n, r in by_name.items() if r != 0.0} == {}, by_name
     assert not (tmp_path / "escaped.txt").exists()
-    assert not _accepted(listener)
+    assert not listener.accepted()
     deadline = time.monotonic() + 5  # killed process groups may take a moment to be reaped
     while _children_of(me.pid) - children_before and time.monotonic() < deadline:
         time.sleep(0.05)

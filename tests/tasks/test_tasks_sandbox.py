@@ -6,7 +6,6 @@ snippet succeeding once the guard in question is off)."""
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import pytest
@@ -24,25 +23,6 @@ TESTS = [
 TIMEOUT = 1.0
 LIMITS = SandboxLimits(timeout_s=TIMEOUT)
 SLACK = 3.0  # process start-up and teardown on a slow, busy CI machine
-
-
-@pytest.fixture
-def listener():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.setblocking(False)
-    yield server
-    server.close()
-
-
-def _accepted(server: socket.socket) -> bool:
-    try:
-        conn, _ = server.accept()
-    except BlockingIOError:
-        return False
-    conn.close()
-    return True
 
 
 def _children() -> list[int]:
@@ -112,42 +92,42 @@ def test_results_before_a_hang_still_count():
 
 
 def test_socket_connect_to_loopback_fails(listener):
-    port = listener.getsockname()[1]
+    port = listener.port
     code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=0.5).close()\n" + GOOD
     result, _ = run(code)
     assert result.passed == 0
-    assert not _accepted(listener)
+    assert not listener.accepted()
 
 
 SOCKET_VIA_C = "import _socket\ns = _socket.socket()\ns.settimeout(0.5)\ns.connect(('127.0.0.1', {port}))\n"
 
 
 def test_the_audit_hook_alone_blocks_the_network(listener):
-    port = listener.getsockname()[1]
+    port = listener.port
     result, _ = run(
         SOCKET_VIA_C.format(port=port) + GOOD, SandboxLimits(timeout_s=TIMEOUT, network_namespace="off")
     )
     assert result.passed == 0 and "not allowed" in (result.error or "")
-    assert not _accepted(listener)
+    assert not listener.accepted()
 
 
 @pytest.mark.skipif(not network_namespace_available(), reason="unshare -n is not available here")
 def test_the_network_namespace_alone_blocks_loopback(listener):
-    port = listener.getsockname()[1]
+    port = listener.port
     code = SOCKET_VIA_C.format(port=port) + GOOD
     result, _ = run(code, SandboxLimits(timeout_s=TIMEOUT, network_namespace="require", audit_hook=False))
     assert result.passed == 0
-    assert not _accepted(listener)
+    assert not listener.accepted()
 
 
 def test_control_without_guards_the_connection_goes_through(listener):
     # Proves the two tests above can fail: with both guards off, the same code connects.
-    port = listener.getsockname()[1]
+    port = listener.port
     code = SOCKET_VIA_C.format(port=port) + GOOD
     result, _ = run(code, SandboxLimits(timeout_s=TIMEOUT, network_namespace="off", audit_hook=False))
     assert result.passed == 3
     deadline = time.monotonic() + 5
-    while not _accepted(listener):
+    while not listener.accepted():
         assert time.monotonic() < deadline, "the unguarded connection never arrived"
         time.sleep(0.01)
 

@@ -1,0 +1,38 @@
+"""Fixtures shared by test packages."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+
+class Listener:
+    """A loopback TCP listener for tests that check nothing connected to it."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(8)
+        self.socket.setblocking(False)
+
+    @property
+    def port(self) -> int:
+        return self.socket.getsockname()[1]
+
+    def accepted(self) -> bool:
+        """Whether a connection is waiting (it is accepted and closed)."""
+        try:
+            conn, _ = self.socket.accept()
+        except BlockingIOError:
+            return False
+        conn.close()
+        return True
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    server = Listener()
+    yield server
+    server.socket.close()
