@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from e2h.client import Client
+from e2h.trainer import last_complete_checkpoint
 from tests.reliability.conftest import (
     WorkerProcess,
     alembic_head,
@@ -89,6 +90,7 @@ def test_worker_sigkilled_mid_run_is_resumed_by_another_worker(fault_server, fau
     workers = [spawn_worker(fault_server.url), spawn_worker(fault_server.url)]
     started = time.monotonic()
     killed_at: list[int] = []
+    expected_resume: list[int] = []
     for kill in range(WORKER_KILLS):
         # Past a checkpoint (every 3 steps) and a few steps beyond, so the next attempt resumes
         # and redoes steps the server already holds.
@@ -104,6 +106,12 @@ def test_worker_sigkilled_mid_run_is_resumed_by_another_worker(fault_server, fau
         # go on writing into the output dir the next attempt resumes from.
         _, alive = psutil.wait_procs(training, timeout=15)
         assert not alive, f"training processes outlived their SIGKILLed worker: {alive}"
+        # Nothing writes into the output dir now: its newest complete checkpoint is where the next
+        # attempt must resume (it can be ahead of the server's step: shipping lags training).
+        assert run["output_dir"], "the worker reports its output dir with every heartbeat"
+        newest = last_complete_checkpoint(run["output_dir"])
+        assert newest, f"no complete checkpoint in {run['output_dir']} at step {run['step']}"
+        expected_resume.append(int(Path(newest).name.removeprefix("checkpoint-")))
         workers.append(spawn_worker(fault_server.url))  # keep a spare: the survivor takes the run
 
     final = wait_for(lambda: finished(api, run_id), 400, "the run to finish",
@@ -123,7 +131,7 @@ def test_worker_sigkilled_mid_run_is_resumed_by_another_worker(fault_server, fau
     resumed = [int(line.rsplit("(step ", 1)[1].rstrip(")")) for line in train_log.splitlines()
                if "resuming from" in line]
     assert len(resumed) == WORKER_KILLS, resumed
-    assert all(0 < r <= k for r, k in zip(resumed, killed_at, strict=True)), (resumed, killed_at)
+    assert resumed == expected_resume, (resumed, expected_resume, killed_at)
     assert_database_sound(fault_server.db_path, runs=1)
     print(f"fault-report: worker SIGKILL x{WORKER_KILLS} at server steps {killed_at}, resumed from checkpoint "
           f"steps {resumed}; steps 1..{max_steps} stored once each (0 lost, 0 duplicated); {elapsed:.0f} s")
