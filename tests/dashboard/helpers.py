@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.server.helpers import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "dashboard" / "streamlit_app.py"
 WORKER_TOKEN = "dashboard-test-worker-token"
@@ -52,13 +54,7 @@ class Process:
                                      stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._out.close()
 
 

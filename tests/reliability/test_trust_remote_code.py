@@ -17,7 +17,7 @@ from e2h.client import Client
 from server.core.config import Settings
 from server.main import create_app
 from tests.reliability.conftest import cheapest_config
-from tests.server.helpers import WORKER_TOKEN, LiveServer
+from tests.server.helpers import WORKER_TOKEN, LiveServer, serving
 from worker.main import Worker
 
 FIELD = "config.model.trust_remote_code"
@@ -68,12 +68,8 @@ def test_accepted_when_the_server_allows_it(tmp_path: Path) -> None:
 def permissive_server(tmp_path: Path) -> Iterator[LiveServer]:
     env = {"E2H_DATABASE_URL": f"sqlite:///{tmp_path / 'e2h.db'}", "E2H_DATA_DIR": str(tmp_path),
            "E2H_WORKER_TOKEN": WORKER_TOKEN, "E2H_API_TOKEN": "", "E2H_ALLOW_TRUST_REMOTE_CODE": "1"}
-    server = LiveServer(env, tmp_path / "server.log")
-    try:
-        server.wait_ready()
+    with serving(env, tmp_path / "server.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _submit_and_work(server: LiveServer, work_dir: Path) -> tuple[dict, float]:

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from server.core.config import Settings
 from server.core.db import make_engine, migrate
 from server.main import create_app
-from tests.server.helpers import WORKER_TOKEN, LiveServer
+from tests.server.helpers import WORKER_TOKEN, LiveServer, serving
 
 PG_ENV = "E2H_TEST_DATABASE_URL"
 
@@ -85,9 +85,5 @@ def live_server(settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
         "E2H_DATA_DIR": str(tmp_path),
     }
     env.pop("E2H_API_TOKEN", None)
-    server = LiveServer(env, tmp_path / "server.log")
-    try:
-        server.wait_ready()
+    with serving(env, tmp_path / "server.log") as server:
         yield server
-    finally:
-        server.stop()

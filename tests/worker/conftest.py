@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from e2h.client import Client
-from tests.server.helpers import WORKER_TOKEN, LiveServer
+from tests.server.helpers import WORKER_TOKEN, LiveServer, serving
 
 
 @pytest.fixture
@@ -22,12 +22,8 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
         "E2H_LEASE_SECONDS": "4",
         "E2H_REAPER_INTERVAL_SECONDS": "0.5",
     }
-    s = LiveServer(env, tmp_path / "server.log")
-    try:
-        s.wait_ready()
+    with serving(env, tmp_path / "server.log") as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
