@@ -2,7 +2,15 @@
 
 ``builtin:tiny`` is a small Llama-style causal LM with a character-level tokenizer made
 here (no download), warm-started with TRL's SFTTrainer on the arithmetic task's easy
-levels so that GRPO has something to improve. The warmed checkpoint ships in
+levels so that GRPO has something to improve.
+
+The warm start teaches the answer and the answer format, but on purpose not always both:
+a share (``WARMSTART_PROSE_SHARE``) of its completions give the answer in prose ("The answer
+is 7.") instead of the ``<answer>`` tags, which the reward scores 0. So the warmed model is
+a sloppy student: it knows many easy answers and often fails to hand them in. Fixing that is
+one skill shared by every question and level, which GRPO learns in a few hundred CPU steps;
+the answers themselves are a table of facts that 200 steps revisit too rarely to improve
+(docs/benchmarks.md, "Does GRPO make builtin:tiny better at the easy levels?"). The warmed checkpoint ships in
 ``e2h/assets/tiny`` and is loaded with ``from_pretrained`` like any hub model;
 ``e2h model build-tiny`` rebuilds it.
 """
@@ -107,16 +115,28 @@ def load_model(name_or_path: str, dtype: str = "auto", trust_remote_code: bool =
     )
 
 
-WARMSTART_STEPS = 400
+WARMSTART_STEPS = 800
+WARMSTART_PROSE_SHARE = 0.5  # share of SFT completions answering in prose instead of <answer> tags
 TEST_FRACTION = 0.1  # build_dataset's default share of a level's questions kept for testing
 WARMSTART_LEVELS_FRACTION = 0.4  # SFT on the easiest 40% of the arithmetic ladder only
 
 
+def warmstart_completion(answer: str, eos: str, prose: bool) -> str:
+    """The SFT completion for ``answer``: its reasoning is the result itself, then the answer in
+    ``<answer>`` tags, or in prose (a format the reward scores 0) when ``prose``."""
+    handed_in = f"The answer is {answer}." if prose else f"<answer>{answer}</answer>"
+    return f"{answer}</think>\n{handed_in}{eos}"
+
+
 def warmstart_rows(tokenizer, n_per_level: int, seed: int) -> list[dict]:
-    """SFT pairs on the arithmetic task's easy levels: the task's prompt and a gold completion."""
+    """SFT pairs on the arithmetic task's easy levels: the task's prompt and a completion with
+    the gold answer, in prose for a ``WARMSTART_PROSE_SHARE`` of the rows."""
+    import random
+
     from e2h.tasks import get_task
     from e2h.tasks.data import in_test_partition
 
+    rng = random.Random(seed)
     task = get_task("arithmetic")
     levels = list(task.levels)
     easy = levels[: max(1, round(len(levels) * WARMSTART_LEVELS_FRACTION))]
@@ -125,11 +145,11 @@ def warmstart_rows(tokenizer, n_per_level: int, seed: int) -> list[dict]:
         for row in task.generate(level, n_per_level, seed=seed + 7919 * level):
             if in_test_partition(task.question_key(row), TEST_FRACTION):
                 continue  # never train on a question a run may be evaluated on
-            reasoning = f"{row['expression']}={row['solution']}"
+            prose = rng.random() < WARMSTART_PROSE_SHARE
             rows.append(
                 {
                     "prompt": task.build_prompt(row, tokenizer),
-                    "completion": f"{reasoning}</think>\n<answer>{row['solution']}</answer>{tokenizer.eos_token}",
+                    "completion": warmstart_completion(str(row["solution"]), tokenizer.eos_token, prose),
                 }
             )
     return rows

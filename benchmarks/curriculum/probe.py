@@ -9,7 +9,8 @@ greedily and with ``--samples`` completions per question at ``--temperature``:
 
     python -m benchmarks.curriculum.probe builtin:tiny RUN_DIR/checkpoint-200 --levels 0,1,2
 
-Prints one table row per (model, level): sampled and greedy accuracy and mean reward.
+Prints one table row per (model, level): sampled and greedy accuracy, mean reward and the share of
+sampled completions in the answer format.
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ def distinct_questions(task, level: int, limit: int, seed: int = 123) -> list[di
     return rows[:limit]
 
 
-def probe(model_path: str, levels: list[int], questions: int, samples: int, temperature: float) -> list[dict]:
+def probe(model_path: str, levels: list[int], questions: int, samples: int, temperature: float,
+          seed: int = 0) -> list[dict]:
     """One dict per level: accuracy and mean reward, greedy and sampled, on train and test questions."""
     import torch
+
+    torch.manual_seed(seed)  # the same model and seed draw the same samples
 
     from e2h.models import load_model, load_tokenizer
     from e2h.tasks import get_task
@@ -65,7 +69,9 @@ def probe(model_path: str, levels: list[int], questions: int, samples: int, temp
                     rewards[side] += [float(r) for r in task.reward(texts[i * n : (i + 1) * n], **columns)]
             for side, values in rewards.items():
                 correct = [r > task.format_reward + 1e-6 for r in values]
+                formatted = [r > 1e-9 for r in values]  # a badly formatted completion earns exactly 0
                 out[f"{mode}_{side}_accuracy"] = sum(correct) / len(values) if values else None
+                out[f"{mode}_{side}_format"] = sum(formatted) / len(values) if values else None
                 out[f"{mode}_{side}_reward"] = sum(values) / len(values) if values else None
                 out[f"{mode}_{side}_n"] = len(values)
         results.append(out)
@@ -77,13 +83,14 @@ def fmt(value: float | None) -> str:
 
 
 def table(results: list[dict]) -> str:
-    header = ["model", "level", "sampled acc (train)", "sampled reward (train)", "greedy acc (train)",
-              "greedy acc (test)", "n sampled (train/test)"]
+    header = ["model", "level", "sampled acc (train)", "sampled reward (train)", "sampled format ok (train)",
+              "greedy acc (train)", "greedy acc (test)", "n sampled (train/test)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         lines.append("| " + " | ".join([
             Path(r["model"]).name if "/" in r["model"] else r["model"], str(r["level"]),
-            fmt(r["sampled_train_accuracy"]), fmt(r["sampled_train_reward"]), fmt(r["greedy_train_accuracy"]),
+            fmt(r["sampled_train_accuracy"]), fmt(r["sampled_train_reward"]), fmt(r["sampled_train_format"]),
+            fmt(r["greedy_train_accuracy"]),
             fmt(r["greedy_test_accuracy"]), f"{r['sampled_train_n']}/{r['sampled_test_n']}",
         ]) + " |")
     return "\n".join(lines)

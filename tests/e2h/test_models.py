@@ -29,3 +29,26 @@ def test_builtin_tiny_loads_through_from_pretrained():
 def test_unknown_builtin_is_rejected():
     with pytest.raises(ValueError, match="builtin:huge"):
         resolve_model_path("builtin:huge")
+
+
+def test_warm_start_rows_hand_in_the_answer_in_tags_or_in_prose():
+    from e2h.models import WARMSTART_PROSE_SHARE, build_char_tokenizer, warmstart_rows
+    from e2h.tasks import get_task
+    from e2h.tasks.base import parse_completion
+
+    tok = build_char_tokenizer()
+    task = get_task("arithmetic")
+    rows = warmstart_rows(tok, n_per_level=500, seed=0)
+    assert rows == warmstart_rows(tok, n_per_level=500, seed=0)  # reproducible
+    tagged = [r for r in rows if "<answer>" in r["completion"]]
+    prose = [r for r in rows if "The answer is " in r["completion"]]
+    assert len(tagged) + len(prose) == len(rows)
+    assert abs(len(prose) / len(rows) - WARMSTART_PROSE_SHARE) < 0.05
+    for r in rows:
+        assert r["completion"].endswith(tok.eos_token)
+        text = r["completion"].removesuffix(tok.eos_token)
+        # The reward scores the tagged completions as correct and gives the prose ones 0.
+        assert parse_completion(text).format_ok == (r in tagged)
+    question = tagged[0]["prompt"].split("What is ")[1].split("?")[0]
+    assert task.reward([tagged[0]["completion"].removesuffix(tok.eos_token)],
+                       answer=[str(eval(question))]) == [1.0]  # noqa: S307 - a one-digit expression
