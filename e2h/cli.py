@@ -117,7 +117,7 @@ def build_tiny(
     """Rebuild the built-in tiny model: tokenizer, architecture, SFT warm start on easy arithmetic."""
     from e2h.models import TINY_DIR, WARMSTART_STEPS, build_and_warm_start
 
-    out = build_and_warm_start(output_dir or TINY_DIR, steps=steps or WARMSTART_STEPS, seed=seed)
+    out = build_and_warm_start(output_dir or TINY_DIR, steps=steps or WARMSTART_STEPS, seed=seed, progress=True)
     typer.echo(f"tiny model written to {out}")
 
 

@@ -155,8 +155,11 @@ def warmstart_rows(tokenizer, n_per_level: int, seed: int) -> list[dict]:
     return rows
 
 
-def build_and_warm_start(output_dir: str | Path, steps: int = WARMSTART_STEPS, seed: int = 0) -> Path:
-    """Build the tokenizer and tiny model, warm-start it with TRL's SFTTrainer, save both."""
+def build_and_warm_start(
+    output_dir: str | Path, steps: int = WARMSTART_STEPS, seed: int = 0, progress: bool = False
+) -> Path:
+    """Build the tokenizer and tiny model, warm-start it with TRL's SFTTrainer, save both.
+    ``progress`` shows the trainer's progress bar (the CLI's ``e2h model build-tiny`` does)."""
     import tempfile
 
     import torch
@@ -176,7 +179,7 @@ def build_and_warm_start(output_dir: str | Path, steps: int = WARMSTART_STEPS, s
             lr_scheduler_type="cosine",
             warmup_steps=min(50, steps // 10),
             logging_steps=100,
-            disable_tqdm=True,
+            disable_tqdm=not progress,
             save_strategy="no",
             report_to="none",
             seed=seed,

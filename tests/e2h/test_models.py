@@ -52,3 +52,15 @@ def test_warm_start_rows_hand_in_the_answer_in_tags_or_in_prose():
     question = tagged[0]["prompt"].split("What is ")[1].split("?")[0]
     assert task.reward([tagged[0]["completion"].removesuffix(tok.eos_token)],
                        answer=[str(eval(question))]) == [1.0]  # noqa: S307 - a one-digit expression
+
+
+def test_build_tiny_cli_shows_progress_and_writes_a_loadable_model(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "e2h.cli", "model", "build-tiny", "--steps", "3",
+                           "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "3/3" in proc.stderr  # the SFT progress bar
+    assert len(load_tokenizer(str(tmp_path))) == len(build_char_tokenizer())
+    assert sum(p.numel() for p in load_model(str(tmp_path)).parameters()) < 2_000_000
