@@ -30,9 +30,8 @@ BASE_MODEL = "builtin:tiny"
 
 def train_default(output_dir: Path, seed: int | None = None) -> float:
     """``e2h train`` with the default config (``algorithm.seed`` only if given); returns wall seconds."""
-    cmd = [sys.executable, "-m", "e2h.cli", "train", "--output-dir", str(output_dir)]
-    if seed is not None:
-        cmd.insert(4, f"algorithm.seed={seed}")
+    overrides = [] if seed is None else [f"algorithm.seed={seed}"]
+    cmd = [sys.executable, "-m", "e2h.cli", "train", *overrides, "--output-dir", str(output_dir)]
     env = {**os.environ, "TQDM_DISABLE": "1"}
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -42,17 +41,19 @@ def train_default(output_dir: Path, seed: int | None = None) -> float:
     return wall
 
 
-def final_checkpoint(output_dir: Path) -> Path:
-    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    if not checkpoints:
-        raise RuntimeError(f"{output_dir} has no checkpoint")
-    return checkpoints[-1]
+def final_checkpoint(output_dir: Path) -> str:
+    from e2h.trainer import last_complete_checkpoint
+
+    checkpoint = last_complete_checkpoint(output_dir)
+    if checkpoint is None:
+        raise RuntimeError(f"{output_dir} has no complete checkpoint")
+    return checkpoint
 
 
 def measure(output_dir: Path, seed: int | None, samples: int) -> dict:
     """Train once and probe the final checkpoint: {"wall_s", "after": {level: probe row}}."""
     wall = train_default(output_dir, seed)
-    rows = probe(str(final_checkpoint(output_dir)), LEVELS, questions=120, samples=samples, temperature=1.0)
+    rows = probe(final_checkpoint(output_dir), LEVELS, questions=120, samples=samples, temperature=1.0)
     return {"seed": seed, "wall_s": wall, "after": {r["level"]: r for r in rows}}
 
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def test_default_run_is_fast_and_raises_the_easiest_levels_reward(tmp_path):
     before = {r["level"]: r for r in probe(BASE_MODEL, [0, 1], questions=120, samples=4, temperature=1.0)}
     wall = train_default(tmp_path / "run")
-    after = {r["level"]: r for r in probe(str(final_checkpoint(tmp_path / "run")), [0, 1], questions=120,
+    after = {r["level"]: r for r in probe(final_checkpoint(tmp_path / "run"), [0, 1], questions=120,
                                           samples=4, temperature=1.0)}
     assert wall < 600, f"the default run took {wall:.0f} s"
     mean_before = sum(before[lv]["sampled_train_reward"] for lv in (0, 1)) / 2
