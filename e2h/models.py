@@ -117,7 +117,6 @@ def load_model(name_or_path: str, dtype: str = "auto", trust_remote_code: bool =
 
 WARMSTART_STEPS = 800
 WARMSTART_PROSE_SHARE = 0.5  # share of SFT completions answering in prose instead of <answer> tags
-TEST_FRACTION = 0.1  # build_dataset's default share of a level's questions kept for testing
 WARMSTART_LEVELS_FRACTION = 0.4  # SFT on the easiest 40% of the arithmetic ladder only
 
 
@@ -134,7 +133,7 @@ def warmstart_rows(tokenizer, n_per_level: int, seed: int) -> list[dict]:
     import random
 
     from e2h.tasks import get_task
-    from e2h.tasks.data import in_test_partition
+    from e2h.tasks.data import DEFAULT_TEST_FRACTION, in_test_partition
 
     rng = random.Random(seed)
     task = get_task("arithmetic")
@@ -143,7 +142,7 @@ def warmstart_rows(tokenizer, n_per_level: int, seed: int) -> list[dict]:
     rows = []
     for level in easy:
         for row in task.generate(level, n_per_level, seed=seed + 7919 * level):
-            if in_test_partition(task.question_key(row), TEST_FRACTION):
+            if in_test_partition(task.question_key(row), DEFAULT_TEST_FRACTION):
                 continue  # never train on a question a run may be evaluated on
             prose = rng.random() < WARMSTART_PROSE_SHARE
             rows.append(

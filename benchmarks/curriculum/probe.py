@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-TEST_FRACTION = 0.1  # build_dataset's default
-
 
 def distinct_questions(task, level: int, limit: int, seed: int = 123) -> list[dict]:
     """Up to ``limit`` distinct questions of ``level`` (level 0 has only 100)."""
@@ -42,7 +40,7 @@ def probe(model_path: str, levels: list[int], questions: int, samples: int, temp
 
     from e2h.models import load_model, load_tokenizer
     from e2h.tasks import get_task
-    from e2h.tasks.data import in_test_partition
+    from e2h.tasks.data import DEFAULT_TEST_FRACTION, in_test_partition
 
     tokenizer = load_tokenizer(model_path)
     model = load_model(model_path, "float32").eval()
@@ -65,7 +63,7 @@ def probe(model_path: str, levels: list[int], questions: int, samples: int, temp
                 texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
                 for i, row in enumerate(chunk):
                     columns = {k: [row[k]] * n for k in row}
-                    side = "test" if in_test_partition(task.question_key(row), TEST_FRACTION) else "train"
+                    side = "test" if in_test_partition(task.question_key(row), DEFAULT_TEST_FRACTION) else "train"
                     rewards[side] += [float(r) for r in task.reward(texts[i * n : (i + 1) * n], **columns)]
             for side, values in rewards.items():
                 correct = [r > task.format_reward + 1e-6 for r in values]

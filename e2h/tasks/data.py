@@ -57,6 +57,9 @@ class TaskDataset:
         )
 
 
+DEFAULT_TEST_FRACTION = 0.1  # share of a level's question space kept for testing
+
+
 def in_test_partition(key: str, test_fraction: float) -> bool:
     """Whether a question belongs to the test side of a shared level (stable across runs)."""
     digest = hashlib.sha256(key.encode("utf-8")).digest()
@@ -87,7 +90,7 @@ def collect(
     seed: int | str,
     split: str,
     side: str | None = None,
-    test_fraction: float = 0.1,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     exclude: set[str] | None = None,
 ) -> list[dict]:
     """Up to ``n`` rows of ``level`` with distinct question keys. ``side`` ("train" /
@@ -129,7 +132,7 @@ def build_dataset(
     test_size: int = 100,
     seed: int = 0,
     tokenizer: Any = None,
-    test_fraction: float = 0.1,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
 ) -> TaskDataset:
     """Train and test rows of ``task``, each with a ``prompt`` column.
 
