@@ -7,20 +7,27 @@ the whole generation batch of ``batch_size`` prompts is yielded ``repeat_count``
 with the same seed and feeds the scheduler the same gathered rewards, so every process
 yields the same global stream and accelerate splits it, exactly as with RepeatSampler.
 
-Probabilities are asked of the scheduler when a batch is drawn, not ahead of time, so an
-adaptive scheduler sees the latest feedback. The data loader (accelerate prefetches one
-batch to detect the end) draws the next batch before the current one is trained on, so
-feedback reaches sampling one generation batch late.
+Generation batch ``g`` is drawn with ``scheduler.probs(geometry.step_of_batch(g))``: the
+probabilities of the optimizer step in which TRL generates it (``e2h.geometry``). They are
+asked of the scheduler when the batch is drawn, not ahead of time, so an adaptive scheduler
+sees the latest feedback, and what was asked is kept with the batch (:meth:`draw_record`) so
+a snapshot reports the probabilities a step was really trained with. The data loader
+(accelerate prefetches one batch to detect the end) draws the next batch one micro-step
+before it is trained on: when a generation batch is trained for a single micro-step
+(``steps_per_generation * num_iterations == 1``), feedback reaches sampling one generation
+batch late; otherwise the next batch is drawn after the current one's rewards came back.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch.utils.data
 
+from e2h.geometry import BatchGeometry
 from e2h.schedulers import Scheduler
 
 
@@ -32,10 +39,11 @@ class TaskSampler(torch.utils.data.Sampler[int]):
         scheduler: decides the probability of each level; ``num_levels`` must match.
         batch_size: unique prompts per generation batch.
         num_generations: times each prompt index repeats in a row (GRPO group size).
-        repeat_count: times each whole generation batch is yielded again.
+        geometry: how generation batches map onto optimizer steps; each whole generation
+            batch is yielded ``geometry.generate_every`` times (one per micro-step trained on
+            it) and batch ``g`` is drawn at ``geometry.step_of_batch(g)``. Default: one
+            generation batch per optimizer step.
         num_batches: generation batches per pass over the sampler (``len`` follows).
-        step_stride: training steps per generation batch; batch ``g`` uses
-            ``scheduler.probs(g * step_stride)``.
         level_values: the level values in difficulty order; default: sorted unique
             values of ``levels``. Level value ``level_values[i]`` is scheduler level ``i``.
         seed: the same seed gives the same stream on every process.
@@ -47,18 +55,15 @@ class TaskSampler(torch.utils.data.Sampler[int]):
         scheduler: Scheduler,
         batch_size: int,
         num_generations: int = 1,
-        repeat_count: int = 1,
+        geometry: BatchGeometry | None = None,
         num_batches: int = 1,
-        step_stride: int = 1,
         level_values: Sequence[int] | None = None,
         seed: int = 0,
     ):
         for name, value in (
             ("batch_size", batch_size),
             ("num_generations", num_generations),
-            ("repeat_count", repeat_count),
             ("num_batches", num_batches),
-            ("step_stride", step_stride),
         ):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -84,9 +89,9 @@ class TaskSampler(torch.utils.data.Sampler[int]):
         self.scheduler = scheduler
         self.batch_size = int(batch_size)
         self.num_generations = int(num_generations)
-        self.repeat_count = int(repeat_count)
+        self.geometry = geometry or BatchGeometry(1, 1)
+        self.repeat_count = self.geometry.generate_every
         self.num_batches = int(num_batches)
-        self.step_stride = int(step_stride)
         self.seed = int(seed)
         self._rng = np.random.default_rng(seed)
         self._buckets = [self._rng.permutation(rows) for rows in self._rows_by_level]
@@ -94,18 +99,23 @@ class TaskSampler(torch.utils.data.Sampler[int]):
         self._reshuffles = [0] * len(values)
         self.batches_drawn = 0
         self.last_levels: list[int] = []
-        # Recently drawn batches: the data loader prefetches, so a checkpoint taken after
-        # batch g trained may already have drawn g+1; resume replays it instead of losing it.
-        self._recent: deque[tuple[int, list[int]]] = deque(maxlen=8)
-        self._replay: deque[list[int]] = deque()
+        # Recently drawn batches with what they were drawn with: the data loader prefetches, so a
+        # checkpoint taken after batch g trained may already have drawn g+1; resume replays it
+        # instead of losing it. Enough are kept to cover every batch of the current step.
+        keep = 8 + 2 * math.ceil(self.geometry.gradient_accumulation_steps / self.geometry.generate_every)
+        self._recent: deque[tuple[int, list[int], dict]] = deque(maxlen=keep)
+        self._replay: deque[tuple[int, list[int], dict]] = deque()
+        self._replay_used = 0  # micro-steps of the first replayed batch trained before a stop
 
     def __len__(self) -> int:
         return self.num_batches * self.batch_size * self.num_generations * self.repeat_count
 
     def __iter__(self) -> Iterator[int]:
         for _ in range(self.num_batches):
+            # A batch part-way through training at a stop is yielded only for its remaining micro-steps.
+            skip, self._replay_used = (self._replay_used, 0) if self._replay else (0, 0)
             batch = self.draw_batch()
-            for _ in range(self.repeat_count):
+            for _ in range(self.repeat_count - skip):
                 for index in batch:
                     for _ in range(self.num_generations):
                         yield index
@@ -113,15 +123,26 @@ class TaskSampler(torch.utils.data.Sampler[int]):
     def draw_batch(self) -> list[int]:
         """Draw the next generation batch: one level per slot, then one row from its bucket."""
         if self._replay:
-            return self._replay.popleft()
-        step = self.batches_drawn * self.step_stride
+            g, batch, record = self._replay.popleft()
+            self._recent.append((g, batch, record))
+            return batch
+        g = self.batches_drawn
+        step = self.geometry.step_of_batch(g)
         probs = self.scheduler.probs(step)
+        record = {"step": step, "probs": probs.tolist(), "components": self.scheduler.components()}
         slots = self._rng.choice(len(probs), size=self.batch_size, p=probs)
         self.batches_drawn += 1
         self.last_levels = slots.tolist()
         batch = [self._take(int(level)) for level in slots]
-        self._recent.append((self.batches_drawn - 1, batch))
+        self._recent.append((g, batch, record))
         return batch
+
+    def draw_record(self, batch: int) -> dict:
+        """What generation batch ``batch`` was drawn with: its step, probabilities and score breakdown."""
+        for g, _, record in reversed(self._recent):
+            if g == batch:
+                return record
+        raise KeyError(f"generation batch {batch} is not among the recently drawn ones")
 
     def _take(self, level: int) -> int:
         if self._positions[level] >= len(self._buckets[level]):
@@ -133,13 +154,21 @@ class TaskSampler(torch.utils.data.Sampler[int]):
         self._positions[level] += 1
         return index
 
-    def state_dict(self, next_batch: int | None = None) -> dict:
-        """State to continue the stream; batches ``>= next_batch`` already drawn are kept for replay."""
-        pending = [] if next_batch is None else [b for g, b in self._recent if g >= next_batch]
+    def state_dict(self, next_batch: int | None = None, used: int = 0) -> dict:
+        """State to continue the stream from batch ``next_batch``, ``used`` of its micro-steps trained.
+
+        Batches ``>= next_batch`` already drawn are kept, with their draw records, for replay.
+        """
+        pending = [] if next_batch is None else [
+            {"index": g, "batch": b, "draw": r} for g, b, r in self._recent if g >= next_batch
+        ]
         if next_batch is not None and next_batch + len(pending) < self.batches_drawn:
             raise ValueError(f"batch {next_batch} was drawn too long ago to resume from")
+        if used and not pending:
+            raise ValueError(f"batch {next_batch} is part-trained but was never drawn")
         return {
             "pending": pending,
+            "used": int(used),
             "rng": self._rng.bit_generator.state,
             "buckets": [b.tolist() for b in self._buckets],
             "positions": list(self._positions),
@@ -156,4 +185,5 @@ class TaskSampler(torch.utils.data.Sampler[int]):
         self._positions = list(state["positions"])
         self._reshuffles = list(state["reshuffles"])
         self.batches_drawn = int(state["batches_drawn"])
-        self._replay = deque(list(b) for b in state.get("pending", []))
+        self._replay = deque((int(p["index"]), list(p["batch"]), p["draw"]) for p in state["pending"])
+        self._replay_used = int(state["used"])

@@ -156,17 +156,31 @@ class Scheduler:
             self._windows[level].extend(rw_ok[lv_ok == level].tolist())
         self._observe(int(step), lv, rw, finite)
 
-    def snapshot(self, step: int) -> dict:
-        """JSON-able view of the curriculum at ``step`` (DESIGN.md section 7)."""
-        p = self.probs(step)
-        components = self._components()
+    def components(self) -> dict[str, list[float]]:
+        """The score breakdown behind the current probabilities (adaptive schedulers; else empty)."""
+        return {name: [float(x) for x in v] for name, v in self._components().items()}
+
+    def snapshot(
+        self,
+        step: int,
+        probs: Sequence[float] | None = None,
+        components: dict[str, Sequence[float]] | None = None,
+    ) -> dict:
+        """JSON-able view of the curriculum at ``step`` (DESIGN.md section 7).
+
+        ``probs`` and ``components``, when given, are what a batch was really drawn with
+        (the trainer passes them); otherwise ``probs(step)`` and the current breakdown.
+        Counts and reward statistics are always the feedback received so far.
+        """
+        if probs is None:
+            probs, components = self.probs(step), self.components()
         levels = []
         for i in range(self.num_levels):
             w = self._windows[i]
             levels.append(
                 {
                     "level": i,
-                    "probability": float(p[i]),
+                    "probability": float(probs[i]),
                     "count": int(self._counts[i]),
                     "reward_mean": float(np.mean(w)) if w else None,
                     "reward_var": float(np.var(w)) if w else None,

@@ -7,10 +7,15 @@ Two overrides and two callbacks, nothing re-implemented:
   so every rank keeps sampling the same indices);
 - a callback turns each logged step into a snapshot (DESIGN.md section 7);
 - a callback saves the scheduler and sampler state into every checkpoint.
+
+Which optimizer step a generation batch is drawn at, fed back under and trained in comes
+from one :class:`~e2h.geometry.BatchGeometry` (``self.geometry``), for the sampler, the
+feedback, the snapshots and the resume point alike.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -26,6 +31,7 @@ from transformers import TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from trl import GRPOTrainer
 
+from e2h.geometry import BatchGeometry
 from e2h.sampler import TaskSampler
 from e2h.schedulers import Scheduler
 
@@ -57,7 +63,10 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         self.level_values = list(level_values)
         self.level_index = {v: i for i, v in enumerate(self.level_values)}
         self.curriculum_sampler: TaskSampler | None = None
-        self.trained_level_counts: list[list[int]] = []
+        # One record per generation batch fed back: {"step" (1-based, as snapshots number steps),
+        # "batch", "counts" (completions per level), "global_step" (TRL's count when it was
+        # generated)}. Kept in checkpoints; tests read it.
+        self.trained_levels: list[dict] = []
         self._pending_sampler_state: dict | None = None
         self._rng_checkpoint: str | None = None
         super().__init__(*args, **kwargs)
@@ -69,22 +78,20 @@ class CurriculumGRPOTrainer(GRPOTrainer):
     # -- sampling ---------------------------------------------------------------------
 
     @property
-    def _generate_every(self) -> int:
-        return self.args.steps_per_generation * self.num_iterations
+    def geometry(self) -> BatchGeometry:
+        return BatchGeometry(
+            self.args.gradient_accumulation_steps, self.args.steps_per_generation, self.num_iterations
+        )
 
     def _get_train_sampler(self, dataset=None) -> TaskSampler:
         dataset = self.train_dataset if dataset is None else dataset
-        # Optimizer steps covered by one generation batch.
-        stride = max(1, self._generate_every // self.args.gradient_accumulation_steps)
-        micro_steps = self.args.max_steps * self.args.gradient_accumulation_steps
         sampler = TaskSampler(
             dataset["level"],
             self.scheduler,
             batch_size=self.args.generation_batch_size // self.num_generations,
             num_generations=self.num_generations,
-            repeat_count=self._generate_every,
-            num_batches=max(1, math.ceil(micro_steps / self._generate_every)),
-            step_stride=stride,
+            geometry=self.geometry,
+            num_batches=self.geometry.num_batches(self.args.max_steps),
             level_values=self.level_values,
             seed=self.args.seed,
         )
@@ -98,30 +105,50 @@ class CurriculumGRPOTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        if self.model.training:
+        # TRL generates at a batch's first micro-step, and once more right after a resume that
+        # stopped part-way through a batch: that batch's rewards were fed back before the stop.
+        first_time = self._step % self.geometry.generate_every == 0
+        if self.model.training and first_time:
             weights = self.reward_weights.to(rewards_per_func.device)
             rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
             unscorable = torch.isnan(rewards_per_func).all(dim=1)
             rewards[unscorable] = torch.nan
             levels = gather_object([self.level_index[int(x["level"])] for x in inputs])
-            self.scheduler.update(self.state.global_step, levels, rewards.cpu().tolist())
-            self.trained_level_counts.append(
-                np.bincount(levels, minlength=self.scheduler.num_levels).tolist()
+            batch = self.geometry.batch_of_micro(self._step)
+            step = self.geometry.step_of_batch(batch)
+            self.scheduler.update(step, levels, rewards.cpu().tolist())
+            counts = np.bincount(levels, minlength=self.scheduler.num_levels).tolist()
+            self.trained_levels.append(
+                {"step": step + 1, "batch": batch, "counts": counts, "global_step": self.state.global_step}
             )
         return rewards_per_func
+
+    def curriculum_snapshot(self, steps_done: int) -> dict:
+        """The snapshot of step ``steps_done`` (1-based): what that step was trained with.
+
+        ``probability`` is the mean, over the step's micro-steps, of the probabilities each
+        micro-step's generation batch was drawn with; ``components`` are the score breakdown
+        behind the last of them; counts and rewards are the feedback received so far.
+        """
+        geometry = self.geometry
+        first = (steps_done - 1) * geometry.gradient_accumulation_steps
+        micro = range(first, first + geometry.gradient_accumulation_steps)
+        records = [self.curriculum_sampler.draw_record(geometry.batch_of_micro(m)) for m in micro]
+        probs = np.mean([r["probs"] for r in records], axis=0)
+        return self.scheduler.snapshot(steps_done, probs=probs, components=records[-1]["components"])
 
     # -- checkpoint state ------------------------------------------------------------------
 
     def curriculum_state(self) -> dict:
         """Scheduler and sampler state at the current optimizer step, for a checkpoint."""
-        micro_steps = self.state.global_step * self.args.gradient_accumulation_steps
-        consumed = math.ceil(micro_steps / self._generate_every)
-        sampler = self.curriculum_sampler.state_dict(next_batch=consumed) if self.curriculum_sampler else None
+        batch, used = self.geometry.resume_point(self.state.global_step)
+        sampler = self.curriculum_sampler.state_dict(batch, used) if self.curriculum_sampler else None
         return {
             "global_step": self.state.global_step,
+            "geometry": dataclasses.asdict(self.geometry),
             "scheduler": self.scheduler.state_dict(),
             "sampler": sampler,
-            "trained_level_counts": self.trained_level_counts,
+            "trained_levels": self.trained_levels,
         }
 
     def load_curriculum_state(self, checkpoint_dir: str | Path) -> None:
@@ -129,9 +156,17 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         if not path.is_file():
             raise ValueError(f"checkpoint {checkpoint_dir} has no {CURRICULUM_STATE_FILE}; cannot resume")
         state = json.loads(path.read_text())
+        if state.get("geometry") != dataclasses.asdict(self.geometry):
+            raise ValueError(
+                f"checkpoint {checkpoint_dir} was trained with batch geometry {state.get('geometry')}, "
+                f"this run has {dataclasses.asdict(self.geometry)}; resume with the same algorithm settings"
+            )
         self.scheduler.load_state_dict(state["scheduler"])
         self._pending_sampler_state = state["sampler"]
-        self.trained_level_counts = state["trained_level_counts"]
+        self.trained_levels = state["trained_levels"]
+        # TRL counts micro-steps from 0 in a new trainer; continue its count so that generation
+        # happens at the same micro-steps as in an uninterrupted run.
+        self._step = state["global_step"] * self.args.gradient_accumulation_steps
 
     def train(self, resume_from_checkpoint: str | None = None, **kwargs: Any):
         if resume_from_checkpoint:
@@ -159,7 +194,7 @@ class CurriculumSnapshotCallback(TrainerCallback):
         logs = logs or {}
         if "loss" not in logs and "reward" not in logs:  # eval or end-of-training summaries
             return
-        snap = self.trainer.scheduler.snapshot(state.global_step)
+        snap = self.trainer.curriculum_snapshot(state.global_step)
         snap["time"] = time.time()
         metrics = {
             k: float(v) for k, v in logs.items() if isinstance(v, int | float) and math.isfinite(float(v))
@@ -176,7 +211,7 @@ class CurriculumSnapshotCallback(TrainerCallback):
             return
         rank = self.trainer.accelerator.process_index
         with open(Path(args.output_dir) / f"snapshots.rank{rank}.jsonl", "a") as f:
-            f.write(json.dumps(self.trainer.scheduler.snapshot(state.global_step)) + "\n")
+            f.write(json.dumps(self.trainer.curriculum_snapshot(state.global_step)) + "\n")
 
 
 class CurriculumCheckpointCallback(TrainerCallback):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
+from e2h.geometry import BatchGeometry
 from e2h.sampler import TaskSampler
 from e2h.schedulers import make_scheduler
 
@@ -15,7 +16,7 @@ def _levels(per_level=10, values=(2, 3, 4, 5)):
 def _sampler(levels=None, scheduler="balanced", **kw):
     levels = _levels() if levels is None else levels
     k = len(set(levels)) if kw.get("level_values") is None else len(kw["level_values"])
-    args = dict(batch_size=4, num_generations=3, repeat_count=2, num_batches=5, seed=0)
+    args = dict(batch_size=4, num_generations=3, geometry=BatchGeometry(1, 2), num_batches=5, seed=0)
     args.update(kw)
     return TaskSampler(levels, make_scheduler(scheduler, k, 100), **args)
 
@@ -28,7 +29,7 @@ def test_repeat_pattern_matches_trl_repeat_sampler():
     for b in range(5):
         first = out[b * block * 2 : b * block * 2 + block]
         second = out[b * block * 2 + block : (b + 1) * block * 2]
-        assert first == second  # the generation batch is repeated repeat_count times
+        assert first == second  # the generation batch is repeated generate_every times
         groups = [first[i : i + 3] for i in range(0, block, 3)]
         assert all(len(set(g)) == 1 for g in groups)  # each index repeated num_generations in a row
 
@@ -57,7 +58,7 @@ def test_level_frequencies_follow_probabilities():
 
 def test_probabilities_are_asked_when_the_batch_is_drawn():
     levels = _levels(per_level=20, values=(0, 1, 2, 3))
-    s = TaskSampler(levels, make_scheduler("classic", 4, 8), batch_size=5, num_batches=8, step_stride=1)
+    s = TaskSampler(levels, make_scheduler("classic", 4, 8), batch_size=5, num_batches=8)
     it = iter(s)
     seen = [levels[next(it)] for _ in range(40)]
     # classic with T=8, K=4: batches 0,1 -> level 0; 2,3 -> 1; 4,5 -> 2; 6,7 -> 3.
@@ -145,3 +146,29 @@ def test_resume_replays_batches_drawn_ahead_of_training():
     c = _sampler(seed=5)
     expected = [c.draw_batch() for _ in range(6)][2:]
     assert [b.draw_batch() for _ in range(4)] == expected
+
+
+def test_batches_are_drawn_at_the_step_the_geometry_gives():
+    # Four generation batches per optimizer step (E2H: gradient accumulation 4, steps_per_generation 1).
+    levels = _levels(per_level=20, values=(0, 1, 2, 3))
+    s = TaskSampler(levels, make_scheduler("classic", 4, 4), batch_size=3, geometry=BatchGeometry(4, 1),
+                    num_batches=16)
+    drawn = [{levels[i] for i in s.draw_batch()} for _ in range(16)]
+    assert drawn == [{g // 4} for g in range(16)]
+    assert [s.draw_record(g)["step"] for g in range(8, 16)] == [g // 4 for g in range(8, 16)]
+
+
+def test_resume_part_way_through_a_batch_yields_only_its_remaining_micro_steps():
+    geometry = BatchGeometry(2, 3)  # a generation batch every 3 micro-steps, a step every 2
+    a = _sampler(seed=7, geometry=geometry)
+    stream = list(a)
+    per_micro = 4 * 3  # prompts x generations yielded per micro-step
+    # After 1 step (2 micro-steps) batch 0 has one micro-step left.
+    batch, used = geometry.resume_point(1)
+    assert (batch, used) == (0, 2)
+    b = _sampler(seed=7, geometry=geometry)
+    it = iter(b)
+    list(itertools.islice(it, 2 * per_micro))
+    c = _sampler(seed=7, geometry=geometry)
+    c.load_state_dict(b.state_dict(batch, used))
+    assert list(c)[: 4 * per_micro] == stream[2 * per_micro : 6 * per_micro]

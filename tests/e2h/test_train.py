@@ -63,19 +63,6 @@ def test_e2h_train_cli_writes_the_output_dir(tmp_path):
     assert (out / "train.log").stat().st_size > 0
 
 
-def test_trained_batches_follow_the_scheduler(tmp_path):
-    """Levels recorded inside the reward path match the classic schedule step by step."""
-    from e2h.train import run
-
-    config = compose([*FAST, "scheduler=classic", "algorithm.max_steps=5", "algorithm.eval_steps=100",
-                      "algorithm.save_steps=5"])
-    run(config, tmp_path)
-    state = json.loads((tmp_path / "checkpoint-5" / "curriculum_state.json").read_text())
-    counts = np.array(state["trained_level_counts"])
-    # classic, T=5, K=5: step s trains only level s; each generation batch holds 8 completions.
-    np.testing.assert_array_equal(counts, np.eye(5, dtype=int) * 8)
-
-
 def _probabilities(path):
     return {s["step"]: [lv["probability"] for lv in s["levels"]] for s in read_jsonl(path)}
 
