@@ -74,6 +74,22 @@ class AlgorithmConfig(_Section):
     per_device_train_batch_size: int = Field(16, ge=1, description="Completions per device per step.")
     num_generations: int = Field(8, ge=2, description="Completions per prompt (GRPO group size).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    steps_per_generation: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description=(
+            "Micro-batches trained on each generation batch (TRL; None: gradient_accumulation_steps, "
+            "one generation per optimizer step; E2H: 1). The generation batch is per_device_train_batch_size "
+            "x num_processes x steps_per_generation completions."
+        ),
+    )
+    num_iterations: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Passes over each generation batch before generating again (GRPO's mu; TRL num_iterations).",
+    )
     beta: float = Field(0.0, ge=0, description="KL coefficient (0 skips the reference model).")
     max_prompt_length: int | None = Field(128, ge=1, description="Prompt tokens kept (left-truncated).")
     max_completion_length: int = Field(48, ge=1, description="Tokens generated per completion.")
@@ -90,8 +106,20 @@ class AlgorithmConfig(_Section):
     grpo_kwargs: dict[str, Any] = Field({}, description="Other trl.GRPOConfig fields, passed through.")
 
     @property
+    def effective_steps_per_generation(self) -> int:
+        return self.steps_per_generation or self.gradient_accumulation_steps
+
+    @property
     def generation_batch_size(self) -> int:
-        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.num_processes
+        """Completions generated at once, over all processes (TRL's generation_batch_size)."""
+        return self.per_device_train_batch_size * self.num_processes * self.effective_steps_per_generation
+
+    def geometry(self):
+        """How this run's generation batches map onto optimizer steps (:mod:`e2h.geometry`)."""
+        from e2h.geometry import BatchGeometry
+
+        return BatchGeometry(self.gradient_accumulation_steps, self.effective_steps_per_generation,
+                             self.num_iterations)
 
 
 class SchedulerConfig(_Section):
@@ -141,12 +169,19 @@ class RunConfig(_Section):
 
     def _check_batch(self) -> None:
         a = self.algorithm
+        spg = "steps_per_generation" if a.steps_per_generation else "gradient_accumulation_steps"
         if a.generation_batch_size % a.num_generations:
             raise ValueError(
                 f"algorithm.num_generations: {a.num_generations} must divide the generation batch "
-                f"(per_device_train_batch_size x gradient_accumulation_steps x num_processes = "
-                f"{a.generation_batch_size})"
+                f"(per_device_train_batch_size x num_processes x {spg} = {a.generation_batch_size}); "
+                f"change num_generations, per_device_train_batch_size or {spg}"
             )
+        for key in ("steps_per_generation", "num_iterations", "generation_batch_size"):
+            if key in a.grpo_kwargs:
+                field = "steps_per_generation" if key == "generation_batch_size" else key
+                raise ValueError(
+                    f"algorithm.grpo_kwargs.{key}: set algorithm.{field} instead (the curriculum follows it)"
+                )
 
     def _check_scheduler(self) -> None:
         name = self.scheduler.name

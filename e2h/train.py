@@ -94,6 +94,8 @@ def grpo_config_kwargs(config: RunConfig, output_dir: str | Path, use_cpu: bool)
         per_device_train_batch_size=a.per_device_train_batch_size,
         num_generations=a.num_generations,
         gradient_accumulation_steps=a.gradient_accumulation_steps,
+        steps_per_generation=a.effective_steps_per_generation,
+        num_iterations=a.num_iterations,
         beta=a.beta,
         max_completion_length=a.max_completion_length,
         temperature=a.temperature,

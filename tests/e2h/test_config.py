@@ -44,6 +44,14 @@ def test_compose_presets_then_dotted_overrides():
         (["scheduler.params.min_prob=0.5"], "min_prob=0.5"),
         (["algorithm.max_steps=50"], "warmup_steps=100"),
         (["algorithm.num_generations=3"], "algorithm.num_generations"),
+        (["algorithm.num_generations=4", "algorithm.per_device_train_batch_size=2",
+          "algorithm.gradient_accumulation_steps=4", "algorithm.steps_per_generation=1"],
+         "per_device_train_batch_size x num_processes x steps_per_generation = 2"),
+        (["algorithm.steps_per_generation=0"], "steps_per_generation"),
+        (["algorithm.num_iterations=0"], "num_iterations"),
+        (["algorithm.grpo_kwargs={steps_per_generation: 1}"], "set algorithm.steps_per_generation instead"),
+        (["algorithm.grpo_kwargs={generation_batch_size: 8}"], "set algorithm.steps_per_generation instead"),
+        (["algorithm.grpo_kwargs={num_iterations: 2}"], "set algorithm.num_iterations instead"),
         (["task.train_levels=[0,9]"], "task.train_levels"),
         (["model=nope"], "unknown model preset 'nope'"),
         (["algorithm.nonsense=1"], "nonsense"),
@@ -53,6 +61,18 @@ def test_compose_presets_then_dotted_overrides():
 def test_bad_configs_name_the_field(overrides, needle):
     with pytest.raises(ValueError, match=needle.replace("[", r"\[")):
         compose(overrides)
+
+
+def test_generation_batch_follows_steps_per_generation():
+    default = compose(["algorithm.per_device_train_batch_size=4", "algorithm.gradient_accumulation_steps=3",
+                       "algorithm.num_generations=4"])
+    assert default.algorithm.generation_batch_size == 12  # TRL's default: one generation per step
+    assert default.algorithm.geometry().generate_every == 3
+    e2h = compose(["algorithm.per_device_train_batch_size=4", "algorithm.gradient_accumulation_steps=3",
+                   "algorithm.num_generations=4", "algorithm.steps_per_generation=1", "algorithm.num_iterations=2",
+                   "algorithm.num_processes=2"])
+    assert e2h.algorithm.generation_batch_size == 8
+    assert e2h.algorithm.geometry().generate_every == 2
 
 
 def test_config_file_round_trip(tmp_path):
@@ -77,7 +97,7 @@ def test_grpo_translation_and_peft():
     from e2h.train import grpo_config_kwargs, peft_config_for
 
     c = compose(["model=qwen15", "algorithm.use_vllm=true", "algorithm.vllm_mode=server",
-                 "algorithm.grpo_kwargs={loss_type: dr_grpo, num_iterations: 2}"])
+                 "algorithm.grpo_kwargs={loss_type: dr_grpo}", "algorithm.num_iterations=2"])
     kw = grpo_config_kwargs(c, "/out", use_cpu=False)
     assert kw["bf16"] is True and kw["use_vllm"] is True and kw["vllm_mode"] == "server"
     assert kw["loss_type"] == "dr_grpo" and kw["num_iterations"] == 2
@@ -87,7 +107,7 @@ def test_grpo_translation_and_peft():
     assert peft_config_for(compose(["model=tiny"])) is None
     from trl import GRPOConfig
 
-    args = GRPOConfig(**grpo_config_kwargs(compose(["algorithm.grpo_kwargs={num_iterations: 2}"]), "/tmp/x", True))
+    args = GRPOConfig(**grpo_config_kwargs(compose(["algorithm.num_iterations=2"]), "/tmp/x", True))
     assert args.num_iterations == 2 and args.max_completion_length == 48
     with pytest.raises(ValueError, match="max_steps"):
         grpo_config_kwargs(compose(["algorithm.grpo_kwargs={max_steps: 3}"]), "/out", True)
