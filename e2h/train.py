@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from e2h.config import RunConfig
+from e2h.evaluation import evaluate_in_trainer
 from e2h.reporting import EVALS_FILE, SNAPSHOTS_FILE, FileReporter, Reporter, truncate_after_step
 
 logger = logging.getLogger("e2h.train")
@@ -138,47 +140,6 @@ def peft_config_for(config: RunConfig):
     )
 
 
-def evaluate(model, tokenizer, task, rows: list[dict], max_new_tokens: int, batch_size: int = 64) -> dict:
-    """Greedy per-level evaluation in E2H's format; accuracy = reward above the format reward."""
-    import torch
-
-    by_level: dict[int, list[float]] = {}
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            enc = tokenizer([r["prompt"] for r in chunk], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
-            with torch.no_grad():
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
-            completions = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            columns = {k: [r[k] for r in chunk] for k in chunk[0] if k != "prompt"}
-            for row, reward in zip(chunk, task.reward(completions, **columns), strict=True):
-                by_level.setdefault(int(row["level"]), []).append(float(reward))
-    finally:
-        model.train(was_training)
-    threshold = task.format_reward + 1e-6
-    results: dict[str, dict] = {}
-    all_rewards: list[float] = []
-    for level in sorted(by_level):
-        rewards = by_level[level]
-        all_rewards += rewards
-        results[f"level_{level}"] = {
-            "accuracy": sum(r > threshold for r in rewards) / len(rewards),
-            "reward_mean": sum(rewards) / len(rewards),
-            "support": len(rewards),
-        }
-    results["overall"] = {
-        "accuracy": sum(r > threshold for r in all_rewards) / max(1, len(all_rewards)),
-        "reward_mean": sum(all_rewards) / max(1, len(all_rewards)),
-        "support": len(all_rewards),
-    }
-    return results
-
-
 def run(
     config: RunConfig,
     output_dir: str | Path,
@@ -232,10 +193,11 @@ def run(
         for name in (SNAPSHOTS_FILE, EVALS_FILE):
             truncate_after_step(output_dir / name, step)
     trainer.train(resume_from_checkpoint=checkpoint)
-    results: dict = {}
+    started = time.perf_counter()
+    results = evaluate_in_trainer(trainer, task, test_rows, config.algorithm.max_completion_length)
     if trainer.is_world_process_zero():
-        results = evaluate(trainer.model, tokenizer, task, test_rows, config.algorithm.max_completion_length)
-        reporter.eval({"step": trainer.state.global_step, "name": "test", "results": results})
+        reporter.eval({"step": trainer.state.global_step, "name": "test", "results": results,
+                       "seconds": time.perf_counter() - started})
         (output_dir / TEST_RESULTS_FILE).write_text(json.dumps(results, indent=2))
     _shut_down_processes(trainer)
     return results
@@ -251,7 +213,7 @@ def _shut_down_processes(trainer) -> None:
 
 
 class EvalCallback(TrainerCallback):
-    """Per-level evaluation every ``eval_steps`` (main process), reported as an evals record."""
+    """Per-level evaluation every ``eval_steps`` (all ranks), reported as an evals record by the main one."""
 
     def __init__(self, trainer, task, rows, eval_steps, reporter, max_new_tokens):
         self.trainer, self.task, self.rows = trainer, task, rows
@@ -260,10 +222,11 @@ class EvalCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if not self.eval_steps or state.global_step % self.eval_steps or state.global_step >= args.max_steps:
             return
+        started = time.perf_counter()  # every rank evaluates its share of the questions
+        results = evaluate_in_trainer(self.trainer, self.task, self.rows, self.max_new_tokens)
         if state.is_world_process_zero:
-            model = self.trainer.accelerator.unwrap_model(self.trainer.model)
-            results = evaluate(model, self.trainer.processing_class, self.task, self.rows, self.max_new_tokens)
-            self.reporter.eval({"step": state.global_step, "name": "eval", "results": results})
+            self.reporter.eval({"step": state.global_step, "name": "eval", "results": results,
+                                "seconds": time.perf_counter() - started})
 
 
 class StopCallback(TrainerCallback):

@@ -82,8 +82,9 @@ def overrides(scheduler: str, seed: int, max_steps: int, train_size: int, test_s
 def baseline_one(seed: int, args: argparse.Namespace) -> dict:
     """The warm-started model before any GRPO step, evaluated on the same test rows as the runs of ``seed``."""
     from e2h.config import compose
+    from e2h.evaluation import evaluate
     from e2h.models import load_model, load_tokenizer
-    from e2h.train import build_datasets, build_task, evaluate
+    from e2h.train import build_datasets, build_task
 
     config = compose(overrides("balanced", seed, args.max_steps, args.train_size, args.test_size))
     start = time.perf_counter()

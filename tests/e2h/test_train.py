@@ -94,7 +94,7 @@ def test_two_processes_record_identical_curricula(tmp_path):
 
     cmd = [*ACCELERATE_LAUNCH, "--num_processes", "2", "-m", "e2h.train", *FAST, "scheduler=sec",
            "algorithm.max_steps=3", "algorithm.num_processes=2",
-           "algorithm.per_device_train_batch_size=4", "algorithm.eval_steps=100", "algorithm.save_steps=100",
+           "algorithm.per_device_train_batch_size=4", "algorithm.eval_steps=2", "algorithm.save_steps=100",
            "--output-dir", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -104,3 +104,7 @@ def test_two_processes_record_identical_curricula(tmp_path):
     assert [s["levels"] for s in rank0] == [s["levels"] for s in rank1]
     # Feedback came from both ranks: each step's counts grow by the whole gathered batch (8 completions).
     assert sum(lv["count"] for lv in rank0[0]["levels"]) == 8
+    # Both ranks evaluated (each its share of the questions); rank 0 reported the gathered results.
+    evals = read_jsonl(out / "evals.jsonl")
+    assert [(e["step"], e["name"]) for e in evals] == [(2, "eval"), (3, "test")]
+    assert evals[-1]["results"] == json.loads((out / "test_results.json").read_text())
