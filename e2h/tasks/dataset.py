@@ -41,46 +41,113 @@ REQUIRED_COLUMNS = ("question", "answer", "level")
 _NUMBER_RE = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
 
 
+FIELD = "task.options.path"
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+# What ``datasets.load_dataset`` accepts as a hub dataset id: "name" or "owner/name".
+_HUB_ID = re.compile(r"(?!.*(--|\.\.))[\w.-]{1,96}(/[\w.-]{1,96})?")
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be used. The message names the path and what is wrong, never
+    the file's contents (a run's error is public, and the file may not be meant to be)."""
+
+
+def local_data_path(path: str) -> Path | None:
+    """The local file or directory :func:`load_rows` would read for ``path``, resolved (symlinks
+    followed), or None when ``path`` goes to ``datasets.load_dataset`` as a hub id or a builder
+    name. Anything that names or looks like a path is local, whether it exists or not."""
+    p = Path(path).expanduser()
+    if (
+        path.startswith(("/", ".", "~"))
+        or p.exists()
+        or p.suffix.lower() in DATA_SUFFIXES
+        or not _HUB_ID.fullmatch(path)
+    ):
+        return p.resolve()
+    return None
+
+
+def builder_names() -> frozenset[str]:
+    """``datasets``' packaged builders ("json", "csv", "text" ...): they read ``data_files`` locally."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    return frozenset(_PACKAGED_DATASETS_MODULES)
+
+
+def _unreadable(path: str, what: str) -> DataFileError:
+    return DataFileError(f"{FIELD}: {path!r} {what}")
+
+
+def _json_rows(path: str, text: str, as_array: bool) -> list[Any]:
+    try:
+        if as_array:
+            rows = json.loads(text)
+            return list(rows) if isinstance(rows, list) else [rows]
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        # e.msg is the parser's fixed wording ("Expecting value"); e.doc (the text) stays out.
+        raise _unreadable(path, f"is not valid JSON{'' if as_array else ' lines'} ({e.msg} at line {e.lineno} "
+                                f"column {e.colno})") from None
+    except RecursionError:
+        raise _unreadable(path, "is not valid JSON (nested too deeply)") from None
+
+
 def load_rows(
     path: str, config_name: str | None = None, split: str = "train", data_files: Any = None
 ) -> list[dict[str, Any]]:
-    """The rows of a dataset as dicts (see the module docstring for accepted sources)."""
+    """The rows of a dataset as dicts (see the module docstring for accepted sources). Raises
+    :class:`DataFileError` naming the path, never quoting the file."""
+    rows = _load_rows(path, config_name, split, data_files)
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise _unreadable(path, f"row {i} is a {type(row).__name__}, not an object with columns")
+    return [dict(row) for row in rows]
+
+
+def _load_rows(path: str, config_name: str | None, split: str, data_files: Any) -> list[Any]:
     p = Path(path).expanduser()
     if p.is_file():
         suffix = p.suffix.lower()
-        if suffix in (".jsonl", ".json"):
-            text = p.read_text(encoding="utf-8")
-            if suffix == ".json" and text.lstrip().startswith("["):
-                return list(json.loads(text))
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        if suffix == ".csv":
-            with p.open(newline="", encoding="utf-8") as f:
-                return list(csv.DictReader(f))
-        if suffix == ".parquet":
+        if suffix not in DATA_SUFFIXES:
+            raise _unreadable(path, "has an unknown format: use .jsonl, .json, .csv or .parquet")
+        try:
+            if suffix in (".jsonl", ".json"):
+                text = p.read_text(encoding="utf-8")
+                return _json_rows(path, text, as_array=suffix == ".json" and text.lstrip().startswith("["))
+            if suffix == ".csv":
+                with p.open(newline="", encoding="utf-8") as f:
+                    return list(csv.DictReader(f))
             import pyarrow.parquet as pq
 
             return pq.read_table(p).to_pylist()
-        raise ValueError(f"don't know how to read {p.name!r}: use .jsonl, .json, .csv or .parquet")
-    if not p.exists() and (
-        path.startswith(("/", ".", "~")) or p.suffix.lower() in (".jsonl", ".json", ".csv", ".parquet")
-    ):
+        except DataFileError:
+            raise
+        except UnicodeDecodeError as e:
+            raise _unreadable(path, f"is not UTF-8 text (byte {e.start})") from None
+        except OSError as e:
+            raise _unreadable(path, f"cannot be read ({e.strerror or type(e).__name__})") from None
+        except Exception as e:  # csv.Error, pyarrow errors: their messages may quote the data
+            raise _unreadable(path, f"cannot be parsed as {suffix[1:]} ({type(e).__name__})") from None
+    if not p.exists() and (path.startswith(("/", ".", "~")) or p.suffix.lower() in DATA_SUFFIXES):
         # Looks local: say so now rather than asking the hub for it.
-        raise ValueError(f"dataset file {path!r} does not exist")
+        raise _unreadable(path, "does not exist")
     import datasets
 
-    if p.is_dir() and ((p / "dataset_dict.json").exists() or (p / "state.json").exists()):
-        loaded = datasets.load_from_disk(str(p))
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise ValueError(f"split {split!r} not in {str(p)!r}; splits: {list(loaded)}")
-            loaded = loaded[split]
-        return loaded.to_list()
     try:
+        if p.is_dir() and ((p / "dataset_dict.json").exists() or (p / "state.json").exists()):
+            loaded = datasets.load_from_disk(str(p))
+            if isinstance(loaded, datasets.DatasetDict):
+                if split not in loaded:
+                    raise _unreadable(path, f"has no such split: split {split!r} not in its splits {list(loaded)}")
+                loaded = loaded[split]
+            return loaded.to_list()
         loaded = datasets.load_dataset(path, config_name, split=split, data_files=data_files)
-    except FileNotFoundError as exc:
-        raise ValueError(
-            f"dataset {path!r} not found (not a local file or directory, nor loadable): {exc}"
-        ) from exc
+    except DataFileError:
+        raise
+    except FileNotFoundError:
+        raise _unreadable(path, "was not found (not a local file or directory, nor loadable by datasets)") from None
+    except Exception as e:  # the library's messages may quote the data it failed on
+        raise _unreadable(path, f"could not be loaded by datasets ({type(e).__name__})") from None
     return loaded.to_list()
 
 
@@ -112,15 +179,17 @@ def answers_match(predicted: str, gold: Any) -> bool:
 
 
 def _level_of(value: Any, index: int) -> int:
+    # The message gives the value's type, not the value: a run's error is public.
+    bad = ValueError(f"row {index}: level must be an integer, got a {type(value).__name__}")
     if isinstance(value, bool):
-        raise ValueError(f"row {index}: level must be an integer, got {value!r}")
+        raise bad
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
         return int(value)
-    raise ValueError(f"row {index}: level must be an integer, got {value!r}")
+    raise bad
 
 
 class DatasetTask(Task):
@@ -182,18 +251,23 @@ class DatasetTask(Task):
 
     def _by_level(self, rows: list[dict], which: str, cap: int | None, seed: int) -> dict[int, list[dict]]:
         if not rows:
-            raise ValueError(f"dataset {self.path!r} split {which!r} has no rows")
-        columns = set(rows[0])
-        for column in REQUIRED_COLUMNS + tuple(c for c in self.required_columns if c not in REQUIRED_COLUMNS):
-            if column not in columns:
-                raise ValueError(
-                    f"dataset {self.path!r} split {which!r} has no {column!r} column; "
-                    f"columns: {sorted(columns)}; need {list(REQUIRED_COLUMNS)}"
+            raise _unreadable(self.path, f"split {which!r} has no rows")
+        needed = REQUIRED_COLUMNS + tuple(c for c in self.required_columns if c not in REQUIRED_COLUMNS)
+        for i, raw in enumerate(rows):
+            # Name what is missing, not the columns there are: a headerless CSV's "columns" are its
+            # first line, which may be anything (a line of a key file, say).
+            missing = [column for column in needed if column not in raw]
+            if missing:
+                raise _unreadable(
+                    self.path, f"split {which!r} row {i} has no {missing[0]!r} column; need {list(needed)}"
                 )
         pool: dict[int, list[dict]] = {}
         for i, raw in enumerate(rows):
             row = dict(raw)
-            row["level"] = _level_of(row["level"], i)
+            try:
+                row["level"] = _level_of(row["level"], i)
+            except ValueError as e:
+                raise _unreadable(self.path, f"split {which!r} {e}") from None
             row["question"] = str(row["question"])
             row["answer"] = str(row["answer"])
             if row.get("solution") is None:

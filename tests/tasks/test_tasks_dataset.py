@@ -60,7 +60,7 @@ def test_max_rows_per_level_caps_each_level(jsonl):
         ([{"question": "q", "answer": "1"}], "no 'level' column"),
         ([{"question": "q", "level": 1}], "no 'answer' column"),
         ([{"prompt": "q", "answer": "1", "level": 1}], "no 'question' column"),
-        ([{"question": "q", "answer": "1", "level": "hard"}], "level must be an integer, got 'hard'"),
+        ([{"question": "q", "answer": "1", "level": "hard"}], "row 0: level must be an integer, got a str"),
         ([], "has no rows"),
     ],
 )
