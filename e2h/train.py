@@ -2,8 +2,9 @@
 
 ``python -m e2h.train --config FILE --output-dir DIR`` (what the worker spawns) or
 ``e2h train group=preset key=value ...``. The output dir receives ``config.json``,
-``snapshots.jsonl``, ``evals.jsonl``, ``test_results.json``, ``checkpoint-*/`` and
-``train.log``. A job whose output dir holds a checkpoint resumes from the latest complete one.
+``snapshots.jsonl``, ``evals.jsonl``, ``test_results.json``, ``checkpoint-*/``, ``final/``
+(the trained model or LoRA adapter, with its tokenizer) and ``train.log``. A job whose
+output dir holds a checkpoint resumes from the latest complete one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from e2h.config import RunConfig
+from e2h.config import GRPO_KWARGS_ALLOWED, RunConfig
 from e2h.evaluation import evaluate_in_trainer
 from e2h.reporting import EVALS_FILE, SNAPSHOTS_FILE, FileReporter, Reporter, truncate_after_step
 
@@ -28,6 +29,7 @@ logger = logging.getLogger("e2h.train")
 TEST_RESULTS_FILE = "test_results.json"
 CONFIG_FILE = "config.json"
 LOG_FILE = "train.log"
+FINAL_DIR = "final"
 
 
 def build_task(config: RunConfig):
@@ -118,9 +120,11 @@ def grpo_config_kwargs(config: RunConfig, output_dir: str | Path, use_cpu: bool)
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-    unknown = set(a.grpo_kwargs) & set(kwargs) - {"loss_type"}
-    if unknown:
-        raise ValueError(f"algorithm.grpo_kwargs: {sorted(unknown)} have their own fields in algorithm.*")
+    # A validated RunConfig holds only allowlisted keys, none of them set above; checked again
+    # here because a config can be built without validation (model_construct).
+    refused = sorted(set(a.grpo_kwargs) - GRPO_KWARGS_ALLOWED | set(a.grpo_kwargs) & set(kwargs))
+    if refused:
+        raise ValueError(f"algorithm.grpo_kwargs: {refused} may not be set (see e2h.config.GrpoKwargs)")
     kwargs.update(a.grpo_kwargs)
     return kwargs
 
@@ -193,6 +197,8 @@ def run(
         for name in (SNAPSHOTS_FILE, EVALS_FILE):
             truncate_after_step(output_dir / name, step)
     trainer.train(resume_from_checkpoint=checkpoint)
+    # The trained model (or LoRA adapter) with its tokenizer; every rank takes part (ZeRO-3 gathers).
+    trainer.save_model(str(output_dir / FINAL_DIR))
     started = time.perf_counter()
     results = evaluate_in_trainer(trainer, task, test_rows, config.algorithm.max_completion_length)
     if trainer.is_world_process_zero():

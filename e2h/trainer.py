@@ -189,6 +189,17 @@ class CurriculumSnapshotCallback(TrainerCallback):
     def __init__(self, trainer: CurriculumGRPOTrainer, sink: Callable[[dict], None] | None):
         self.trainer = trainer
         self.sink = sink
+        self._last_tokens: tuple[float, float] | None = None  # (num_tokens, time) at the last log
+
+    def _throughput(self, logs: dict, now: float) -> dict[str, float | None]:
+        """Tokens (prompt and completion, all processes) per second since the previous log."""
+        tokens = logs.get("num_tokens")
+        if not isinstance(tokens, int | float):
+            return {}
+        last, self._last_tokens = self._last_tokens, (float(tokens), now)
+        if last is None or now <= last[1]:
+            return {"throughput/tokens_per_second": None}
+        return {"throughput/tokens_per_second": (float(tokens) - last[0]) / (now - last[1])}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -200,6 +211,8 @@ class CurriculumSnapshotCallback(TrainerCallback):
             k: float(v) for k, v in logs.items() if isinstance(v, int | float) and math.isfinite(float(v))
         }
         metrics["curriculum/dropped_rewards"] = float(self.trainer.scheduler.dropped_rewards)
+        metrics.update(self._throughput(logs, snap["time"]))
+        metrics.update(device_memory(self.trainer.accelerator))  # every rank: it gathers
         snap["metrics"] = metrics
         if state.is_world_process_zero and self.sink is not None:
             self.sink(snap)
@@ -212,6 +225,26 @@ class CurriculumSnapshotCallback(TrainerCallback):
         rank = self.trainer.accelerator.process_index
         with open(Path(args.output_dir) / f"snapshots.rank{rank}.jsonl", "a") as f:
             f.write(json.dumps(self.trainer.curriculum_snapshot(state.global_step)) + "\n")
+
+
+GPU_MEMORY_KEYS = ("gpu/mem_allocated_peak_gib", "gpu/mem_reserved_peak_gib")
+
+
+def device_memory(accelerator) -> dict[str, float | None]:
+    """Peak GPU memory since the previous call: the largest over the processes and each one's
+    (``gpu/<rank>/...``). On a CPU the keys are there with no value. Every process must call it."""
+    if not torch.cuda.is_available():
+        return dict.fromkeys(GPU_MEMORY_KEYS)
+    device = accelerator.device
+    mine = [torch.cuda.max_memory_allocated(device) / 2**30, torch.cuda.max_memory_reserved(device) / 2**30]
+    torch.cuda.reset_peak_memory_stats(device)
+    peaks = gather_object([mine]) if accelerator.num_processes > 1 else [mine]
+    out: dict[str, float | None] = {}
+    for i, key in enumerate(GPU_MEMORY_KEYS):
+        out[key] = max(p[i] for p in peaks)
+        for rank, p in enumerate(peaks):
+            out[key.replace("gpu/", f"gpu/{rank}/")] = p[i]
+    return out
 
 
 class CurriculumCheckpointCallback(TrainerCallback):

@@ -60,6 +60,12 @@ def test_e2h_train_cli_writes_the_output_dir(tmp_path):
     assert results["overall"]["support"] == sum(results[f"level_{i}"]["support"] for i in range(6))
     assert json.loads((out / "config.json").read_text())["scheduler"]["name"] == "variance_regularized"
     assert (out / "checkpoint-5" / "curriculum_state.json").is_file()
+    assert (out / "final" / "config.json").is_file() and (out / "final" / "tokenizer.json").is_file()
+    metrics = snaps[-1]["metrics"]
+    assert {"gpu/mem_allocated_peak_gib", "gpu/mem_reserved_peak_gib"} <= metrics.keys()
+    assert metrics["gpu/mem_allocated_peak_gib"] is None  # a CPU run: the keys are there, without a value
+    assert snaps[0]["metrics"]["throughput/tokens_per_second"] is None
+    assert metrics["throughput/tokens_per_second"] > 0
     assert (out / "train.log").stat().st_size > 0
 
 
