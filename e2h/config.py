@@ -14,15 +14,276 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+    with_config,
+)
+from typing_extensions import TypedDict
 
 from e2h.schedulers import SCHEDULERS, make_scheduler
 
 CONF_DIR = Path(__file__).parent / "conf"
 PRESET_GROUPS = ("model", "task", "algorithm", "scheduler")
+INT32_MAX = 2**31 - 1
+
+# -- free-form JSON -------------------------------------------------------------------
+# A run config is untrusted input (DESIGN.md section 8). Its free-form parts (task options,
+# scheduler params, grpo_kwargs; the server's clone overrides) are bounded in depth and
+# size: deeply nested JSON breaks serialisers and recursive code long before the body limit.
+
+MAX_JSON_DEPTH = 8
+MAX_JSON_BYTES = 16 * 1024
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a JSON value (a scalar is 0, ``{"a": 1}`` is 1), counted without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list | tuple):
+            children = node
+        else:
+            deepest = max(deepest, depth)
+            continue
+        deepest = max(deepest, depth + 1)
+        if depth + 1 > MAX_JSON_DEPTH:  # deep enough to refuse: stop walking
+            return depth + 1
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def check_free_json(value: Any) -> Any:
+    """Refuse free-form JSON deeper than MAX_JSON_DEPTH or larger than MAX_JSON_BYTES (as JSON text)."""
+    if (depth := json_depth(value)) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep (found {depth}+); flatten it")
+    try:
+        size = len(json.dumps(value, ensure_ascii=False, default=str).encode())
+    except ValueError as e:  # circular structures (Python callers only)
+        raise ValueError(f"not JSON: {e}") from None
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"{size} bytes as JSON, above the limit of {MAX_JSON_BYTES} bytes; make it smaller")
+    return value
+
+
+FreeJson = Annotated[dict[str, Any], BeforeValidator(check_free_json)]
+
+
+# -- algorithm.grpo_kwargs: the allowlist ---------------------------------------------
+# trl.GRPOConfig has ~200 fields; some load remote code, upload with the worker's hub login,
+# send traffic to other hosts or name files on the worker. A submitter may set only these:
+# loss, advantage, clipping, sampling and optimizer knobs, which change how a run learns and
+# never what the worker reads, runs, uploads or contacts. Decided field by field against
+# TRL 1.16 / transformers 5 (tests/e2h/test_config.py checks each is a real GRPOConfig field).
+
+_NonNeg = Annotated[float, Field(ge=0, le=100)]
+_Positive = Annotated[float, Field(gt=0, le=100)]
+_Unit = Annotated[float, Field(ge=0, le=1)]
+_IsBound = Annotated[float, Field(ge=0, le=10_000)]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class GrpoKwargs(TypedDict, total=False):
+    """The trl.GRPOConfig fields ``algorithm.grpo_kwargs`` may set, with their accepted values."""
+
+    # loss, clipping, importance sampling
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"]
+    epsilon: _NonNeg
+    epsilon_high: _NonNeg | None
+    delta: _Positive | None
+    importance_sampling_level: Literal["token", "sequence"]
+    sapo_temperature_neg: _Positive
+    sapo_temperature_pos: _Positive
+    vespo_k_pos: _NonNeg
+    vespo_lambda_pos: _NonNeg
+    vespo_k_neg: _NonNeg
+    vespo_lambda_neg: _NonNeg
+    off_policy_mask_threshold: _IsBound | None
+    mask_truncated_completions: bool
+    top_entropy_quantile: _Unit
+    use_bias_correction_kl: bool
+    entropy_coef: _NonNeg
+    use_adaptive_entropy: bool
+    entropy_coef_min: _NonNeg
+    entropy_coef_max: _NonNeg
+    entropy_coef_delta: _Unit
+    entropy_target: _NonNeg
+    vllm_importance_sampling_correction: bool
+    vllm_importance_sampling_mode: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
+    vllm_importance_sampling_clip_max: _IsBound | None
+    vllm_importance_sampling_clip_min: _IsBound | None
+    vllm_importance_sampling_cap: _IsBound | None
+    # advantages and the reference model
+    scale_rewards: Literal["group", "batch", "none"] | bool
+    sync_ref_model: bool
+    ref_model_mixup_alpha: _Unit
+    ref_model_sync_steps: Annotated[int, Field(ge=1, le=10_000_000)]
+    disable_dropout: bool
+    cast_lm_head_to_fp32: bool
+    router_aux_loss_coef: _NonNeg | None
+    # sampling
+    top_p: Annotated[float, Field(gt=0, le=1)]
+    top_k: Annotated[int, Field(ge=0, le=1_000_000)]
+    min_p: _Unit | None
+    repetition_penalty: _Positive
+    vllm_gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)]
+    # optimizer and learning-rate schedule
+    optim: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop"]
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+        "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
+    ]
+    lr_scheduler_kwargs: Annotated[
+        dict[Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,64}$")], float | bool], Field(max_length=8)
+    ]
+    warmup_steps: Annotated[float, Field(ge=0, le=10_000_000)]
+    weight_decay: _NonNeg
+    max_grad_norm: Annotated[float, Field(ge=0, le=1_000_000)]
+    adam_beta1: Annotated[float, Field(ge=0, lt=1)]
+    adam_beta2: Annotated[float, Field(ge=0, lt=1)]
+    adam_epsilon: Annotated[float, Field(gt=0, le=1)]
+    gradient_checkpointing_kwargs: dict[Literal["use_reentrant"], bool]
+    save_total_limit: Annotated[int, Field(ge=1, le=10_000)]
+
+
+GRPO_KWARGS_ADAPTER = TypeAdapter(GrpoKwargs)
+GRPO_KWARGS_ALLOWED: frozenset[str] = frozenset(GrpoKwargs.__annotations__)
+
+# GRPOConfig fields that RunConfig sets from a field of its own.
+GRPO_KWARGS_FIRST_CLASS: dict[str, str] = {
+    "max_steps": "algorithm.max_steps",
+    "learning_rate": "algorithm.learning_rate",
+    "per_device_train_batch_size": "algorithm.per_device_train_batch_size",
+    "num_generations": "algorithm.num_generations",
+    "gradient_accumulation_steps": "algorithm.gradient_accumulation_steps",
+    "steps_per_generation": "algorithm.steps_per_generation",
+    "generation_batch_size": "algorithm.steps_per_generation",
+    "num_iterations": "algorithm.num_iterations",
+    "beta": "algorithm.beta",
+    "max_completion_length": "algorithm.max_completion_length",
+    "temperature": "algorithm.temperature",
+    "logging_steps": "algorithm.logging_steps",
+    "eval_steps": "algorithm.eval_steps",
+    "save_steps": "algorithm.save_steps",
+    "seed": "algorithm.seed",
+    "use_vllm": "algorithm.use_vllm",
+    "vllm_mode": "algorithm.vllm_mode",
+    "bf16": "algorithm.bf16",
+    "gradient_checkpointing": "algorithm.gradient_checkpointing",
+    "activation_checkpointing": "algorithm.gradient_checkpointing",
+    "reward_weights": "task.format_reward and task.correctness_reward",
+}
+
+_REMOTE_CODE = ("would run the model repository's Python code on the worker; model.trust_remote_code is the "
+                "one switch, and the server's and the worker's policy decide it")
+_HUB = "would upload with the worker's Hugging Face account; a run's outputs stay on its worker"
+_TRACKING = "would send the run's metrics to an outside service with the worker's credentials"
+_NETWORK = "would send generation traffic to another host; the worker's launch plan places vLLM"
+_PATH = "is a file path on the worker; the worker decides where a run reads and writes"
+_E2H = "is set by e2h (the curriculum sampler, checkpoints, resume and evaluation rely on it)"
+_LIMITS = ("would bypass the sampling and length fields and their ceilings; use top_p, top_k, min_p, "
+           "repetition_penalty and algorithm.max_completion_length")
+# GRPOConfig fields refused with a reason of their own; any other field not allowed gets _NOT_ALLOWED.
+GRPO_KWARGS_REFUSED: dict[str, str] = {
+    "trust_remote_code": _REMOTE_CODE,
+    "model_init_kwargs": "decides how the worker loads the model, trust_remote_code included; use model.dtype "
+                         "and model.trust_remote_code",
+    "hub_token": "is a secret: a run config is readable by anyone who can reach the server, and a run never "
+                 "uploads (" + _HUB + ")",
+    **dict.fromkeys(("push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push",
+                     "hub_revision", "log_completions_hub_repo"), _HUB),
+    **dict.fromkeys(("report_to", "project", "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id"),
+                    _TRACKING),
+    **dict.fromkeys(("vllm_server_base_url", "vllm_server_host", "vllm_server_port", "vllm_group_port",
+                     "vllm_server_timeout"), _NETWORK),
+    **dict.fromkeys(("output_dir", "resume_from_checkpoint", "deepspeed", "fsdp", "fsdp_config",
+                     "accelerator_config"), _PATH),
+    **dict.fromkeys(("save_strategy", "eval_strategy", "logging_strategy", "ignore_data_skip", "use_cpu",
+                     "num_train_epochs", "shuffle_dataset", "remove_unused_columns", "dataloader_num_workers",
+                     "auto_find_batch_size", "save_only_model", "disable_tqdm"), _E2H),
+    "generation_kwargs": _LIMITS,
+}
+_NOT_ALLOWED = "is not on the allowlist of GRPOConfig fields a run may set; allowed: " + ", ".join(
+    sorted(GRPO_KWARGS_ALLOWED)
+)
+
+
+def grpo_kwargs_refusal(key: str) -> str | None:
+    """Why ``key`` may not be set in algorithm.grpo_kwargs, or None when it may."""
+    if key in GRPO_KWARGS_ALLOWED:
+        return None
+    if key in GRPO_KWARGS_FIRST_CLASS:
+        return f"set {GRPO_KWARGS_FIRST_CLASS[key]} instead (the curriculum follows it)"
+    return f"refused: it {GRPO_KWARGS_REFUSED.get(key, _NOT_ALLOWED)}"
+
+
+def check_grpo_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The allowlisted kwargs with their values checked, or ValueError naming the first bad key."""
+    refused = [(key, why) for key in kwargs if (why := grpo_kwargs_refusal(key)) is not None]
+    if refused:
+        key, why = refused[0]
+        also = f" (also refused: {', '.join(k for k, _ in refused[1:])})" if refused[1:] else ""
+        raise ValueError(f"{key}: {why}{also}")
+    try:
+        return GRPO_KWARGS_ADAPTER.validate_python(kwargs)
+    except ValidationError as e:
+        err = e.errors(include_url=False, include_input=False)[0]
+        raise ValueError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+
+
+# -- resource ceilings ----------------------------------------------------------------
+# RunConfig's own bounds are generous (they are also the form's schema); a server or worker
+# caps resource fields lower with these ceilings (its operator's policy, e.g. E2H_RUN_CEILINGS).
+
+DEFAULT_CEILINGS: dict[str, float] = {
+    "model.lora.r": 256,
+    "model.lora.alpha": 1024,
+    "task.train_size_per_level": 100_000,
+    "task.test_size_per_level": 10_000,
+    "algorithm.max_steps": 100_000,
+    "algorithm.learning_rate": 0.01,
+    "algorithm.per_device_train_batch_size": 256,
+    "algorithm.num_generations": 64,
+    "algorithm.gradient_accumulation_steps": 64,
+    "algorithm.steps_per_generation": 64,
+    "algorithm.num_iterations": 16,
+    "algorithm.max_prompt_length": 8192,
+    "algorithm.max_completion_length": 8192,
+    "algorithm.num_processes": 8,
+}
+# A ceiling on these also refuses null, which means "no limit".
+_NULL_IS_UNBOUNDED = frozenset({"algorithm.max_prompt_length"})
+
+
+def ceiling_errors(config: RunConfig, ceilings: Mapping[str, float], setting: str) -> list[tuple[str, str]]:
+    """(dotted field, message) for each field of ``config`` above its ceiling; ``setting`` names
+    where the ceilings come from, for the message (e.g. ``E2H_RUN_CEILINGS``)."""
+    errors = []
+    for field, limit in ceilings.items():
+        value: Any = config
+        for part in field.split("."):
+            value = None if value is None else getattr(value, part)
+        if value is None:  # unset (no LoRA, steps_per_generation following GA) or no limit
+            if field in _NULL_IS_UNBOUNDED:
+                errors.append((field, f"{field}: null means no limit, and this server's ceiling is {limit:g}; "
+                                      f"set it to at most {limit:g}"))
+        elif value > limit:
+            errors.append((field, f"{field}: {value:g} is above this server's ceiling of {limit:g}; set it to at "
+                                  f"most {limit:g} (the operator sets ceilings with {setting})"))
+    return errors
 
 
 class _Section(BaseModel):
@@ -30,10 +291,12 @@ class _Section(BaseModel):
 
 
 class LoraConfig(_Section):
-    r: int = Field(32, ge=1, description="LoRA rank (E2H: 32).")
-    alpha: int = Field(64, ge=1, description="LoRA alpha (E2H: 64).")
+    r: int = Field(32, ge=1, le=4096, description="LoRA rank (E2H: 32).")
+    alpha: int = Field(64, ge=1, le=16384, description="LoRA alpha (E2H: 64).")
     dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
-    target_modules: list[str] = Field(["q_proj", "v_proj"], description="Modules that get adapters.")
+    target_modules: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        ["q_proj", "v_proj"], max_length=64, description="Modules that get adapters."
+    )
 
 
 class ModelConfig(_Section):
@@ -50,30 +313,37 @@ class ModelConfig(_Section):
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters (peft) instead of all weights.")
 
 
+Level = Annotated[int, Field(ge=0, le=INT32_MAX)]
+
+
 class TaskConfig(_Section):
-    name: str = Field("arithmetic", description="Task name (see GET /tasks).")
-    train_levels: list[int] | None = Field(
+    name: str = Field("arithmetic", max_length=64, description="Task name (see GET /tasks).")
+    train_levels: list[Level] | None = Field(
         None, max_length=64, description="Levels trained on, easiest first (default: the task's)."
     )
-    test_levels: list[int] | None = Field(
+    test_levels: list[Level] | None = Field(
         None, max_length=64, description="Levels evaluated, held-out ones included (default: the task's)."
     )
     train_size_per_level: int = Field(1000, ge=1, le=1_000_000, description="Training rows per level.")
     test_size_per_level: int = Field(50, ge=1, le=100_000, description="Evaluation rows per level.")
-    format_reward: float | None = Field(None, ge=0, description="Weight of the format reward (default: the task's).")
-    correctness_reward: float | None = Field(
-        None, ge=0, description="Weight of the correctness reward (default: the task's)."
+    format_reward: float | None = Field(
+        None, ge=0, le=1000, description="Weight of the format reward (default: the task's)."
     )
-    options: dict[str, Any] = Field({}, description="Task-specific options (e.g. path for the dataset task).")
+    correctness_reward: float | None = Field(
+        None, ge=0, le=1000, description="Weight of the correctness reward (default: the task's)."
+    )
+    options: FreeJson = Field({}, description="Task-specific options (e.g. path for the dataset task).")
 
 
 class AlgorithmConfig(_Section):
-    name: str = Field("grpo", description="Algorithm preset name (recorded in the output dir name).")
+    name: str = Field(
+        "grpo", max_length=64, description="Algorithm preset name (recorded in the output dir name)."
+    )
     max_steps: int = Field(200, ge=1, le=10_000_000, description="Optimizer steps.")
-    learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate.")
-    per_device_train_batch_size: int = Field(16, ge=1, description="Completions per device per step.")
-    num_generations: int = Field(8, ge=2, description="Completions per prompt (GRPO group size).")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    learning_rate: float = Field(1e-4, gt=0, le=1, description="AdamW learning rate.")
+    per_device_train_batch_size: int = Field(16, ge=1, le=65536, description="Completions per device per step.")
+    num_generations: int = Field(8, ge=2, le=4096, description="Completions per prompt (GRPO group size).")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=4096, description="Micro-batches per optimizer step.")
     steps_per_generation: int | None = Field(
         None,
         ge=1,
@@ -90,20 +360,31 @@ class AlgorithmConfig(_Section):
         le=64,
         description="Passes over each generation batch before generating again (GRPO's mu; TRL num_iterations).",
     )
-    beta: float = Field(0.0, ge=0, description="KL coefficient (0 skips the reference model).")
-    max_prompt_length: int | None = Field(128, ge=1, description="Prompt tokens kept (left-truncated).")
-    max_completion_length: int = Field(48, ge=1, description="Tokens generated per completion.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature for generation.")
-    logging_steps: int = Field(1, ge=1, description="Log (and snapshot the curriculum) every N steps.")
-    eval_steps: int | None = Field(50, ge=1, description="Evaluate per level every N steps (None: at the end).")
-    save_steps: int = Field(50, ge=1, description="Checkpoint every N steps.")
-    seed: int = Field(42, description="Seed for sampling, data order and initialisation.")
+    beta: float = Field(0.0, ge=0, le=1000, description="KL coefficient (0 skips the reference model).")
+    max_prompt_length: int | None = Field(
+        128, ge=1, le=1_048_576, description="Prompt tokens kept (left-truncated; None: all)."
+    )
+    max_completion_length: int = Field(48, ge=1, le=1_048_576, description="Tokens generated per completion.")
+    temperature: float = Field(1.0, gt=0, le=100, description="Sampling temperature for generation.")
+    logging_steps: int = Field(
+        1, ge=1, le=10_000_000, description="Log (and snapshot the curriculum) every N steps."
+    )
+    eval_steps: int | None = Field(
+        50, ge=1, le=10_000_000, description="Evaluate per level every N steps (None: at the end)."
+    )
+    save_steps: int = Field(50, ge=1, le=10_000_000, description="Checkpoint every N steps.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for sampling, data order and initialisation.")
     num_processes: int = Field(1, ge=1, le=64, description="Processes (GPUs) for accelerate launch.")
     use_vllm: bool = Field(False, description="Generate with vLLM (GPU only).")
     vllm_mode: Literal["server", "colocate"] = Field("colocate", description="vLLM server or colocated.")
     bf16: bool = Field(False, description="bfloat16 mixed precision (GPU).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models).")
-    grpo_kwargs: dict[str, Any] = Field({}, description="Other trl.GRPOConfig fields, passed through.")
+    grpo_kwargs: Annotated[FreeJson, AfterValidator(check_grpo_kwargs)] = Field(
+        {},
+        description="Other trl.GRPOConfig fields, from an allowlist of loss, advantage, clipping, sampling and "
+        "optimizer knobs (e.g. loss_type, epsilon_high, scale_rewards, top_p, weight_decay; "
+        "e2h.config.GrpoKwargs); any other key is refused, naming the reason.",
+    )
 
     @property
     def effective_steps_per_generation(self) -> int:
@@ -123,8 +404,8 @@ class AlgorithmConfig(_Section):
 
 
 class SchedulerConfig(_Section):
-    name: str = Field("variance_regularized", description="Scheduler name (see GET /schedulers).")
-    params: dict[str, Any] = Field({}, description="Scheduler parameters (see its JSON schema).")
+    name: str = Field("variance_regularized", max_length=64, description="Scheduler name (see GET /schedulers).")
+    params: FreeJson = Field({}, description="Scheduler parameters (see its JSON schema).")
 
 
 class RunConfig(_Section):
@@ -176,12 +457,6 @@ class RunConfig(_Section):
                 f"(per_device_train_batch_size x num_processes x {spg} = {a.generation_batch_size}); "
                 f"change num_generations, per_device_train_batch_size or {spg}"
             )
-        for key in ("steps_per_generation", "num_iterations", "generation_batch_size"):
-            if key in a.grpo_kwargs:
-                field = "steps_per_generation" if key == "generation_batch_size" else key
-                raise ValueError(
-                    f"algorithm.grpo_kwargs.{key}: set algorithm.{field} instead (the curriculum follows it)"
-                )
 
     def _check_scheduler(self) -> None:
         name = self.scheduler.name
