@@ -18,6 +18,7 @@ the answers themselves are a table of facts that 200 steps revisit too rarely to
 from __future__ import annotations
 
 import logging
+import re
 import string
 from pathlib import Path
 
@@ -92,6 +93,22 @@ def resolve_model_path(name_or_path: str) -> str:
             f"the built-in tiny model is missing from {TINY_DIR}; rebuild it with `e2h model build-tiny`"
         )
     return str(TINY_DIR)
+
+
+# What the hub accepts as a repository id (huggingface_hub's validate_repo_id): "name" or "owner/name".
+_HUB_ID = re.compile(r"(?!.*(--|\.\.))[\w.-]{1,96}(/[\w.-]{1,96})?")
+
+
+def local_model_path(name_or_path: str) -> Path | None:
+    """The local path ``from_pretrained`` would read for ``name_or_path``, resolved (symlinks
+    followed), or None for a built-in model or a hub id. Anything that names or looks like a
+    path is local, whether it exists or not (a worker's policy decides whether it may be read)."""
+    if name_or_path.startswith(BUILTIN_PREFIX):
+        return None
+    path = Path(name_or_path).expanduser()
+    if name_or_path.startswith(("/", ".", "~")) or path.exists() or not _HUB_ID.fullmatch(name_or_path):
+        return path.resolve()
+    return None
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):

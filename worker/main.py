@@ -5,7 +5,14 @@ processes) in its own process group, so a crash, an out-of-memory kill or a canc
 takes the worker down. While it runs, the worker heartbeats (renewing its lease and
 learning of cancels) and ships the child's spool files (see ``worker.shipper``).
 
-Signals: the first SIGTERM/SIGINT asks the child to checkpoint and stop, hands the run
+What a run may do here is the operator's call, not the submitter's: before training, the
+claimed run is re-checked against the worker's settings (``worker.settings``, ``E2H_*``:
+data and model roots, sandbox and resource ceilings, remote code, hub credentials) and a run
+they refuse fails at once, naming the field and the rule. The child gets a scrubbed
+environment (no tokens), its output dir is always ``<work-dir>/run-<id>`` whatever the server
+says, and every text the worker posts passes through one redaction step.
+
+Signals: the first SIGTERM/SIGINT/SIGHUP asks the child to checkpoint and stop, hands the run
 back to the queue and exits; a second one kills the child at once.
 """
 
@@ -25,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2h.client import APIError, Client, Conflict, ServerUnavailable
+from worker.policy import check_run
+from worker.settings import Redactor, WorkerSettings, child_environment, secret_values
 from worker.shipper import LOG_FILE, Shipper
 
 logger = logging.getLogger("e2h.worker")
@@ -36,16 +45,7 @@ ERROR_TAIL_LINES = 25
 # (accelerate's --cpu flag would start a single process).
 ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
                      "--mixed_precision", "no", "--dynamo_backend", "no"]
-
-
-REMOTE_CODE_REFUSED = (
-    "model.trust_remote_code is true, which runs the model repository's Python code, and this worker does "
-    "not allow it (set E2H_ALLOW_TRUST_REMOTE_CODE=1 in the worker's environment to allow it)"
-)
-
-
-def remote_code_allowed() -> bool:
-    return os.environ.get("E2H_ALLOW_TRUST_REMOTE_CODE", "").strip().lower() in ("1", "true", "yes", "on")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP: the terminal was closed
 
 
 def default_worker_id() -> str:
@@ -101,6 +101,20 @@ def error_tail(log_path: Path, lines: int = ERROR_TAIL_LINES) -> str:
     return "\n".join(kept[-lines:])
 
 
+class RedactingClient(Client):
+    """The worker's client: every JSON body it posts (errors, log lines, snapshots, evals) passes
+    through the redactor first, so no code path can post one of the worker's secrets."""
+
+    def __init__(self, base_url: str, token: str | None, redactor: Redactor):
+        super().__init__(base_url, token=token)
+        self.redactor = redactor
+
+    def request(self, method: str, path: str, **kwargs):
+        if "json" in kwargs:
+            kwargs["json"] = self.redactor.json(kwargs["json"])
+        return super().request(method, path, **kwargs)
+
+
 @dataclass
 class Worker:
     server: str
@@ -113,17 +127,20 @@ class Worker:
     poll_max_s: float = 10.0
     burst: bool = False
     max_jobs: int | None = None
+    settings: WorkerSettings = field(default_factory=WorkerSettings)
 
     def __post_init__(self) -> None:
-        self.client = Client(self.server, token=self.token)
+        secrets = secret_values(self.settings, os.environ) | ({self.token} if self.token else set())
+        self.redactor = Redactor(secrets)
+        self.client = RedactingClient(self.server, self.token, self.redactor)
         self.signals = 0
         self.child: subprocess.Popen | None = None
 
     # -- signals ------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum, frame) -> None:
         self.signals += 1
@@ -173,10 +190,11 @@ class Worker:
     def process(self, run: dict) -> str:
         """Train one claimed run to its end; returns the status it finished with."""
         run_id, attempt = run["id"], run["attempt"]
-        if run["config"].get("model", {}).get("trust_remote_code") and not remote_code_allowed():
-            # The model's own code would run here: this machine's owner has to agree too.
-            logger.error("run %d: %s", run_id, REMOTE_CODE_REFUSED)
-            self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, "failed", REMOTE_CODE_REFUSED))
+        refused = check_run(run["config"], self.settings)
+        if refused:
+            # What a run may touch here is this machine's owner's call: fail it before anything runs.
+            logger.error("run %d refused: %s", run_id, self.redactor.text(refused))
+            self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, "failed", refused))
             return "failed"
         output_dir = self._output_dir(run)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +203,7 @@ class Worker:
         config_path.write_text(json.dumps(run["config"]))
         shipper = Shipper(self.client, run_id, self.worker_id, attempt, output_dir)
         logger.info("run %d attempt %d -> %s", run_id, attempt, output_dir)
-        env = dict(os.environ, E2H_TRAIN_LOG_CAPTURED="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        env = child_environment(self.settings, os.environ, output_dir)
         command = training_command(run["config"], config_path, output_dir)
         # torchrun (several processes) stops its workers on SIGTERM; a plain child is simply killed.
         death_signal = signal.SIGTERM if "accelerate.commands.launch" in command else signal.SIGKILL
@@ -233,12 +251,11 @@ class Worker:
         return status
 
     def _output_dir(self, run: dict) -> Path:
-        # A requeued run resumes from the previous attempt's checkpoints when they are reachable
-        # here (same machine or a shared directory).
-        previous = run.get("output_dir")
-        if previous and Path(previous).is_dir():
-            return Path(previous)
-        return Path(self.work_dir).resolve() / f"run-{run['id']}"
+        # Derived from the run id only, never from the run's reported output_dir: that is whatever
+        # some worker (or anyone holding the worker token) told the server. A requeued run still
+        # resumes from the previous attempt's checkpoints when that attempt used the same work dir
+        # (this machine, or a directory shared by the workers).
+        return Path(self.work_dir).resolve() / f"run-{int(run['id'])}"
 
     def _supervise(self, run_id: int, attempt: int, output_dir: Path, shipper: Shipper) -> str:
         """Heartbeat and ship while the child runs: "done", "cancelled", "released" or "lost"."""
@@ -298,9 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m worker.main --server URL --token TOKEN``; the CLI's ``e2h worker`` wraps it."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="e2h worker")
-    p.add_argument("--server", default="http://127.0.0.1:8000")
-    p.add_argument("--token", default=os.environ.get("E2H_WORKER_TOKEN"))
+    settings = WorkerSettings()
+    p = argparse.ArgumentParser(prog="e2h worker", epilog="Policy and secrets: E2H_* settings, see worker/settings.py")
+    p.add_argument("--server", default=settings.server_url)
+    p.add_argument("--token", default=settings.worker_token)
     p.add_argument("--burst", action="store_true")
     p.add_argument("--max-jobs", type=int)
     p.add_argument("--labels", default="")
@@ -310,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the worker's own
     worker = Worker(ns.server, ns.token, labels=[x for x in ns.labels.split(",") if x], work_dir=Path(ns.work_dir),
-                    heartbeat_s=ns.heartbeat, burst=ns.burst, max_jobs=ns.max_jobs)
+                    heartbeat_s=ns.heartbeat, burst=ns.burst, max_jobs=ns.max_jobs, settings=settings)
     worker.install_signal_handlers()
     worker.run()
     return 0

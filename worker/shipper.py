@@ -6,6 +6,8 @@ posts new records in batches, retrying with exponential backoff while the server
 away, so training never waits on the network and nothing is lost: a record leaves the
 spool's unsent part only after the server acknowledged it. Replays are safe because the
 server ignores snapshots and evals it already has (idempotent on run and step).
+Everything goes out through the worker's client, which redacts the worker's secrets from
+every body it posts (``worker.main.RedactingClient``), log lines included.
 """
 
 from __future__ import annotations
