@@ -47,8 +47,9 @@ MAX_JSON_DEPTH = 8
 MAX_JSON_BYTES = 16 * 1024
 
 
-def json_depth(value: Any) -> int:
-    """Nesting depth of a JSON value (a scalar is 0, ``{"a": 1}`` is 1), counted without recursion."""
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of a JSON value (a scalar is 0, ``{"a": 1}`` is 1), counted without recursion;
+    past ``limit`` the walk stops and returns ``limit + 1``."""
     deepest, stack = 0, [(value, 0)]
     while stack:
         node, depth = stack.pop()
@@ -60,7 +61,7 @@ def json_depth(value: Any) -> int:
             deepest = max(deepest, depth)
             continue
         deepest = max(deepest, depth + 1)
-        if depth + 1 > MAX_JSON_DEPTH:  # deep enough to refuse: stop walking
+        if depth + 1 > limit:  # deep enough to refuse: stop walking
             return depth + 1
         stack.extend((child, depth + 1) for child in children)
     return deepest
@@ -216,6 +217,8 @@ GRPO_KWARGS_REFUSED: dict[str, str] = {
                      "auto_find_batch_size", "save_only_model", "disable_tqdm"), _E2H),
     "generation_kwargs": _LIMITS,
 }
+# Secrets a config held before the allowlist existed: never returned (server.models.RunPublic).
+GRPO_KWARGS_SECRETS = ("hub_token",)
 _NOT_ALLOWED = "is not on the allowlist of GRPOConfig fields a run may set; allowed: " + ", ".join(
     sorted(GRPO_KWARGS_ALLOWED)
 )

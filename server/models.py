@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     StringConstraints,
     TypeAdapter,
+    field_validator,
     model_validator,
     with_config,
 )
@@ -39,7 +40,7 @@ from sqlalchemy import (
 from sqlmodel import SQLModel
 from typing_extensions import TypedDict
 
-from e2h.config import RunConfig
+from e2h.config import GRPO_KWARGS_SECRETS, FreeJson, RunConfig, json_depth
 
 # Named constraints let Alembic's batch mode (SQLite) find and alter them.
 SQLModel.metadata.naming_convention = {
@@ -219,15 +220,19 @@ LogText = Annotated[str, StringConstraints(max_length=20_000), AfterValidator(_n
 
 def reject_non_finite(value: Any, where: str = "") -> None:
     """Raise for NaN or Infinity anywhere in a JSON value (Python's json module reads them,
-    but they are not JSON: PostgreSQL refuses them and responses could not be written)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{where or 'value'}: {value!r} is not a finite number; JSON has no NaN or Infinity")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            reject_non_finite(item, f"{where}.{key}" if where else str(key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            reject_non_finite(item, f"{where}.{i}" if where else str(i))
+    but they are not JSON: PostgreSQL refuses them and responses could not be written).
+
+    Walked with a stack, not recursion: a body nested hundreds of levels deep must reach the
+    depth checks (422), not exhaust the interpreter's recursion limit (500)."""
+    stack = [(value, where)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            raise ValueError(f"{path or 'value'}: {node!r} is not a finite number; JSON has no NaN or Infinity")
+        if isinstance(node, dict):
+            stack.extend((item, f"{path}.{key}" if path else str(key)) for key, item in node.items())
+        elif isinstance(node, list):
+            stack.extend((item, f"{path}.{i}" if path else str(i)) for i, item in enumerate(node))
 
 
 class _FiniteInput(BaseModel):
@@ -252,7 +257,7 @@ class RunCreate(_FiniteInput):
 class RunClone(_FiniteInput):
     model_config = ConfigDict(extra="forbid")
 
-    overrides: dict[str, Any] = Field(
+    overrides: FreeJson = Field(
         default_factory=dict,
         description='Merged into the copied config: nested ({"scheduler": {"name": "cosine"}}) '
         'or dotted keys ({"scheduler.params.min_prob": 0.05}).',
@@ -260,6 +265,25 @@ class RunClone(_FiniteInput):
     name: Name | None = Field(None, description="Default: the source name + ' (clone)'.")
     priority: int | None = Field(None, ge=-1_000_000, le=1_000_000, description="Default: the source's.")
     tags: list[Tag] | None = Field(None, max_length=32, description="Default: the source's.")
+
+
+REDACTED = "[redacted: a run config never holds a secret]"
+# Far deeper than a valid RunConfig (sections, then free-form fields of at most MAX_JSON_DEPTH).
+STORED_CONFIG_MAX_DEPTH = 64
+
+
+def _readable(config: Any) -> Any:
+    """A stored config as the API returns it. Rows written before the allowlist and the depth
+    limits existed may hold secrets (``hub_token``: replaced, reads are public) or nesting
+    no serialiser can write (replaced by a note, so the run can still be read)."""
+    if json_depth(config, STORED_CONFIG_MAX_DEPTH) > STORED_CONFIG_MAX_DEPTH:
+        return {"unreadable": f"the stored config is nested more than {STORED_CONFIG_MAX_DEPTH} levels deep"}
+    algorithm = config.get("algorithm") if isinstance(config, dict) else None
+    kwargs = algorithm.get("grpo_kwargs") if isinstance(algorithm, dict) else None
+    if not isinstance(kwargs, dict) or not any(k in kwargs for k in GRPO_KWARGS_SECRETS):
+        return config
+    kwargs = {k: REDACTED if k in GRPO_KWARGS_SECRETS else v for k, v in kwargs.items()}
+    return {**config, "algorithm": {**algorithm, "grpo_kwargs": kwargs}}
 
 
 class RunPublic(BaseModel):
@@ -289,9 +313,64 @@ class RunPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
 
+    @field_validator("config", mode="before")
+    @classmethod
+    def _redacted(cls, config: Any) -> Any:
+        return _readable(config)
+
+
+ERROR_LINE_CHARS = 300
+
+
+def _config_name(config: Any, section: str, key: str) -> str | None:
+    # A stored config is read as it is: one that no longer validates still names its parts.
+    part = config.get(section) if isinstance(config, dict) else None
+    value = part.get(key) if isinstance(part, dict) else None
+    return value[:500] if isinstance(value, str) else None
+
+
+class RunSummary(BaseModel):
+    """A run in the list: what a table row shows, without the config (GET /runs/{id} has it)."""
+
+    id: int
+    name: str
+    status: RunStatus
+    priority: int
+    tags: list[str]
+    model: str | None = Field(description="config.model.name_or_path.")
+    task: str | None = Field(description="config.task.name.")
+    scheduler: str | None = Field(description="config.scheduler.name.")
+    num_levels: int
+    max_steps: int
+    step: int
+    snapshot_count: int
+    attempt: int
+    worker_id: str | None
+    cancel_requested: bool
+    error: str | None = Field(description=f"The error's first line, at most {ERROR_LINE_CHARS} characters.")
+    probabilities: list[float] | None = Field(description="Latest snapshot's probability per level.")
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_run(cls, run: Run) -> RunSummary:
+        config = run.config
+        error = run.error.strip().split("\n", 1)[0][:ERROR_LINE_CHARS] if run.error else None
+        return cls(
+            id=run.id, name=run.name, status=run.status, priority=run.priority, tags=run.tags,
+            model=_config_name(config, "model", "name_or_path"), task=_config_name(config, "task", "name"),
+            scheduler=_config_name(config, "scheduler", "name"), num_levels=run.num_levels,
+            max_steps=run.max_steps, step=run.step, snapshot_count=run.snapshot_count, attempt=run.attempt,
+            worker_id=run.worker_id, cancel_requested=run.cancel_requested, error=error,
+            probabilities=run.probabilities, created_at=run.created_at, updated_at=run.updated_at,
+            started_at=run.started_at, finished_at=run.finished_at,
+        )
+
 
 class RunsPublic(BaseModel):
-    data: list[RunPublic]
+    data: list[RunSummary]
     count: int
 
 
@@ -467,6 +546,15 @@ class TaskInfo(BaseModel):
     heldout_levels: list[int] = Field(description="Held-out levels: evaluated, never trained on.")
     test_levels: list[int]
     max_reward: float
+
+
+class RunLimits(BaseModel):
+    """What this server accepts in a RunConfig beyond its JSON schema."""
+
+    ceilings: dict[str, float] = Field(description="Most allowed per resource field (E2H_RUN_CEILINGS).")
+    grpo_kwargs: list[str] = Field(description="The trl.GRPOConfig fields algorithm.grpo_kwargs may set.")
+    max_json_depth: int = Field(description="Deepest nesting of a free-form field (task.options, ...).")
+    max_json_bytes: int = Field(description="Largest free-form field, as JSON text.")
 
 
 class Health(BaseModel):

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from e2h.config import DEFAULT_CEILINGS
+
 
 class Settings(BaseSettings):
     """Everything the server can be told from the environment (``E2H_<FIELD>``)."""
@@ -35,9 +37,24 @@ class Settings(BaseSettings):
         description="Accept runs with model.trust_remote_code=true, which run the model repository's Python "
         "code on the workers (each worker must allow it too). Off: POST /runs and clone answer 422.",
     )
+    run_ceilings: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_CEILINGS),
+        description="Ceilings on a run's resource fields, as JSON {dotted field: most allowed}; the fields given "
+        "replace their defaults (e2h.config.DEFAULT_CEILINGS), e.g. E2H_RUN_CEILINGS="
+        "'{\"algorithm.max_completion_length\": 1024}'. POST /runs and clone answer 422 above them.",
+    )
     events_poll_seconds: float = Field(
         0.5, gt=0, description="SSE re-reads the database this often (writes by other server processes)."
     )
+
+    @field_validator("run_ceilings")
+    @classmethod
+    def _known_ceilings(cls, v: dict[str, float]) -> dict[str, float]:
+        if unknown := sorted(set(v) - set(DEFAULT_CEILINGS)):
+            raise ValueError(f"unknown fields {unknown}; ceilings exist for {sorted(DEFAULT_CEILINGS)}")
+        if bad := sorted(k for k, limit in v.items() if not limit > 0):
+            raise ValueError(f"ceilings must be positive numbers: {bad}")
+        return {**DEFAULT_CEILINGS, **v}
 
     @field_validator("worker_token", "api_token", mode="before")
     @classmethod

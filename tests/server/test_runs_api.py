@@ -13,6 +13,9 @@ from server.core.config import Settings
 from server.main import create_app
 from tests.server.helpers import WORKER, claim, finish, post_snapshots, snapshot, submit
 
+# Writes without a body still say they are JSON (server/main.py refuses form-like posts).
+JSON = {"Content-Type": "application/json"}
+
 
 def test_submit_an_empty_config_gets_every_default(client: TestClient) -> None:
     run = submit(client, tags=["smoke", "smoke", "cpu"], priority=3)
@@ -74,41 +77,41 @@ def test_unknown_runs_are_404_with_a_detail(client: TestClient) -> None:
         ("GET", "/runs/999/evals"),
         ("GET", "/runs/999/logs"),
     ]:
-        r = client.request(method, path)
+        r = client.request(method, path, headers=None if method == "GET" else JSON)
         assert r.status_code == 404, (method, path, r.text)
         assert r.json() == {"detail": "run 999 not found"}
-    r = client.post("/runs/999/heartbeat", json={"worker_id": "w1"}, headers=WORKER)
+    r = client.post("/runs/999/heartbeat", json={"worker_id": "w1", "attempt": 1}, headers=WORKER)
     assert r.status_code == 404
 
 
 def test_cancel_queued_now_running_on_request_finished_409(client: TestClient) -> None:
     queued = submit(client)
-    r = client.post(f"/runs/{queued['id']}/cancel")
+    r = client.post(f"/runs/{queued['id']}/cancel", headers=JSON)
     assert r.status_code == 200 and r.json()["status"] == "cancelled" and r.json()["finished_at"]
-    assert client.post(f"/runs/{queued['id']}/cancel").status_code == 409
+    assert client.post(f"/runs/{queued['id']}/cancel", headers=JSON).status_code == 409
 
     running = submit(client)
     claim(client)
-    r = client.post(f"/runs/{running['id']}/cancel")
+    r = client.post(f"/runs/{running['id']}/cancel", headers=JSON)
     assert r.status_code == 200 and r.json()["status"] == "running" and r.json()["cancel_requested"]
-    assert client.post(f"/runs/{running['id']}/cancel").status_code == 200  # asking again is fine
-    hb = client.post(f"/runs/{running['id']}/heartbeat", json={"worker_id": "w1"}, headers=WORKER).json()
+    assert client.post(f"/runs/{running['id']}/cancel", headers=JSON).status_code == 200  # asking again is fine
+    hb = client.post(f"/runs/{running['id']}/heartbeat", json={"worker_id": "w1", "attempt": 1}, headers=WORKER).json()
     assert hb["cancel_requested"] is True
     assert finish(client, running["id"], status="cancelled").json()["status"] == "cancelled"
-    r = client.post(f"/runs/{running['id']}/cancel")
+    r = client.post(f"/runs/{running['id']}/cancel", headers=JSON)
     assert r.status_code == 409 and "already cancelled" in r.json()["detail"]
 
 
 def test_delete_only_finished_runs_and_everything_of_theirs(client: TestClient) -> None:
     run = submit(client)
-    assert client.delete(f"/runs/{run['id']}").status_code == 409  # queued
+    assert client.delete(f"/runs/{run['id']}", headers=JSON).status_code == 409  # queued
     claim(client)
-    assert client.delete(f"/runs/{run['id']}").status_code == 409  # running
+    assert client.delete(f"/runs/{run['id']}", headers=JSON).status_code == 409  # running
     assert post_snapshots(client, run["id"], [snapshot(s) for s in range(5)]).status_code == 202
     client.post(f"/runs/{run['id']}/logs", json={"lines": ["hello"]}, headers=WORKER)
     client.post(f"/runs/{run['id']}/evals", json={"step": 4, "results": {"overall": {}}}, headers=WORKER)
     finish(client, run["id"])
-    r = client.delete(f"/runs/{run['id']}")
+    r = client.delete(f"/runs/{run['id']}", headers=JSON)
     assert r.status_code == 204 and r.content == b""
     assert client.get(f"/runs/{run['id']}").status_code == 404
     assert client.get("/runs", params={"tag": "x"}).json()["count"] == 0
@@ -139,7 +142,7 @@ def test_clone_applies_nested_and_dotted_overrides(client: TestClient) -> None:
 
     r = client.post(f"/runs/{src['id']}/clone", json={"overrides": {"scheduler.params.min_prob": 0.5}})
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "config.scheduler.params.min_prob"
-    assert client.post(f"/runs/{src['id']}/clone").status_code == 201  # no body: a plain copy
+    assert client.post(f"/runs/{src['id']}/clone", headers=JSON).status_code == 201  # no body: a plain copy
     assert client.get("/runs").json()["count"] == 4
 
 
@@ -160,9 +163,9 @@ def test_api_token_guards_every_other_write_when_set(settings: Settings) -> None
         assert c.post("/runs", json={}).status_code == 401
         api = {"Authorization": "Bearer api-secret"}
         run = c.post("/runs", json={}, headers=api).json()
-        assert c.post(f"/runs/{run['id']}/cancel").status_code == 401
-        assert c.post(f"/runs/{run['id']}/clone").status_code == 401
-        assert c.delete(f"/runs/{run['id']}").status_code == 401
+        assert c.post(f"/runs/{run['id']}/cancel", headers=JSON).status_code == 401
+        assert c.post(f"/runs/{run['id']}/clone", headers=JSON).status_code == 401
+        assert c.delete(f"/runs/{run['id']}", headers=JSON).status_code == 401
         assert c.post(f"/runs/{run['id']}/cancel", headers=WORKER).status_code == 401  # not the worker's
         assert c.get("/runs").status_code == 200 and c.get(f"/runs/{run['id']}").status_code == 200
         assert c.post(f"/runs/{run['id']}/cancel", headers=api).json()["status"] == "cancelled"
@@ -203,3 +206,95 @@ def test_chunked_bodies_over_the_byte_limit_are_413_too(settings: Settings) -> N
         chunks = iter([b'{"name": "', b"x" * 3000, b"x" * 3000, b'"}'])  # no Content-Length: streamed
         r = c.post("/runs", content=chunks, headers={"Content-Type": "application/json"})
         assert r.status_code == 413 and "over the limit" in r.json()["detail"]
+
+
+# -- what a submitter may put in a config (issue 16) ------------------------------------------
+
+
+def test_the_list_holds_summaries_and_a_run_its_config(client: TestClient) -> None:
+    run = submit(client, name="s", tags=["t"], config={"task": {"name": "countdown"}, "scheduler": {"name": "sec"}})
+    claim(client)
+    assert finish(client, run["id"], status="failed", error="ValueError: boom\n  at line 2\n" + "x" * 10_000)
+    item = client.get("/runs").json()["data"][0]
+    assert "config" not in item and "output_dir" not in item and "metrics" not in item
+    assert (item["model"], item["task"], item["scheduler"]) == ("builtin:tiny", "countdown", "sec")
+    assert item["error"] == "ValueError: boom" and item["status"] == "failed" and item["tags"] == ["t"]
+    assert {"id", "name", "step", "max_steps", "attempt", "worker_id", "created_at", "started_at"} <= set(item)
+    full = client.get(f"/runs/{run['id']}").json()
+    assert full["config"]["task"]["name"] == "countdown" and full["error"].endswith("x" * 10_000)
+
+
+def test_rows_stored_before_the_limits_are_listed_and_readable(client: TestClient, engine) -> None:
+    """Rows an older server stored: a config that no longer validates, one nested too deep to
+    serialise, one that is not even an object. The list shows what it can; nothing breaks."""
+    from sqlmodel import Session
+
+    from server.models import Run
+
+    deep: dict = {}
+    for _ in range(300):
+        deep = {"a": deep}
+    legacy = {"model": {"name_or_path": "m"}, "task": {"name": "arithmetic"},
+              "algorithm": {"grpo_kwargs": {"push_to_hub": True, "hub_token": "hf_secret"}}}
+    configs = [legacy, {"task": {"name": "arithmetic", "options": deep}}, [], {"model": 5}]
+    with Session(engine) as session:
+        rows = [Run(name=f"old{i}", config=c, num_levels=5, max_steps=10) for i, c in enumerate(configs)]
+        session.add_all(rows)
+        session.commit()
+        ids = [r.id for r in rows]
+    submit(client, name="new")
+    listing = client.get("/runs")
+    assert listing.status_code == 200, listing.text
+    items = {r["name"]: r for r in listing.json()["data"]}
+    assert set(items) == {"old0", "old1", "old2", "old3", "new"}
+    assert (items["old0"]["model"], items["old0"]["task"]) == ("m", "arithmetic")
+    assert items["old2"]["task"] is None and items["old3"]["model"] is None
+    old = client.get(f"/runs/{ids[0]}").json()
+    assert old["config"]["algorithm"]["grpo_kwargs"]["hub_token"].startswith("[redacted")
+    assert "hf_secret" not in client.get(f"/runs/{ids[0]}").text
+    assert "nested more than" in client.get(f"/runs/{ids[1]}").json()["config"]["unreadable"]
+    r = client.post(f"/runs/{ids[0]}/clone", json={})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "config.algorithm.grpo_kwargs.push_to_hub"
+
+
+def test_resource_ceilings_are_the_servers_and_apply_to_clones(settings: Settings) -> None:
+    settings = settings.model_copy(update={"run_ceilings": {**settings.run_ceilings,
+                                                            "algorithm.max_completion_length": 64}})
+    with TestClient(create_app(settings)) as c:
+        at = c.post("/runs", json={"config": {"algorithm": {"max_completion_length": 64}}})
+        assert at.status_code == 201, at.text
+        r = c.post("/runs", json={"config": {"algorithm": {"max_completion_length": 65}}})
+        assert r.status_code == 422
+        [error] = r.json()["detail"]
+        assert error["field"] == "config.algorithm.max_completion_length"
+        assert "ceiling of 64; set it to at most 64" in error["msg"] and "E2H_RUN_CEILINGS" in error["msg"]
+        r = c.post(f"/runs/{at.json()['id']}/clone", json={"overrides": {"algorithm.max_completion_length": 65}})
+        assert r.status_code == 422 and r.json()["detail"][0]["field"] == "config.algorithm.max_completion_length"
+        assert c.get("/runs").json()["count"] == 1
+        limits = c.get("/limits").json()
+        assert limits["ceilings"]["algorithm.max_completion_length"] == 64
+        assert "loss_type" in limits["grpo_kwargs"] and "push_to_hub" not in limits["grpo_kwargs"]
+
+
+def test_ceilings_come_from_the_environment_merged_with_the_defaults(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from e2h.config import DEFAULT_CEILINGS
+
+    monkeypatch.setenv("E2H_RUN_CEILINGS", '{"algorithm.num_processes": 2}')
+    assert Settings().run_ceilings == {**DEFAULT_CEILINGS, "algorithm.num_processes": 2}
+    monkeypatch.setenv("E2H_RUN_CEILINGS", '{"algorithm.nonsense": 2}')
+    with pytest.raises(ValidationError, match="unknown fields"):
+        Settings()
+
+
+def test_clone_overrides_are_bounded_free_form_json(client: TestClient) -> None:
+    run = submit(client)
+    deep: dict = {"x": 1}
+    for _ in range(300):
+        deep = {"a": deep}
+    r = client.post(f"/runs/{run['id']}/clone", json={"overrides": deep})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "overrides", r.text
+    r = client.post(f"/runs/{run['id']}/clone", json={"overrides": {"task.options": {"k": "v" * 20_000}}})
+    assert r.status_code == 422 and "bytes" in r.json()["detail"][0]["msg"]
+    assert client.get("/runs").json()["count"] == 1

@@ -1,4 +1,4 @@
-"""What the run form needs (schedulers, tasks, presets) and the health check."""
+"""What the run form needs (schedulers, tasks, presets, limits) and the health check."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import text
 
 from e2h import __version__
-from e2h.config import list_presets, load_preset
+from e2h.config import GRPO_KWARGS_ALLOWED, MAX_JSON_BYTES, MAX_JSON_DEPTH, list_presets, load_preset
 from e2h.schedulers import SCHEDULERS
 from e2h.tasks import describe_tasks
-from server.api.deps import SessionDep
+from server.api.deps import SessionDep, SettingsDep
 from server.api.responses import errors
-from server.models import Health, SchedulerInfo, TaskInfo
+from server.models import Health, RunLimits, SchedulerInfo, TaskInfo
 
 router = APIRouter(tags=["meta"])
 
@@ -43,6 +43,13 @@ def tasks() -> list[TaskInfo]:
 def presets() -> dict[str, dict[str, dict[str, Any]]]:
     """Each group's presets with the partial RunConfig each holds: {group: {name: config}}."""
     return {group: {name: load_preset(group, name) for name in names} for group, names in list_presets().items()}
+
+
+@router.get("/limits")
+def limits(settings: SettingsDep) -> RunLimits:
+    """This server's ceilings on resource fields and what free-form fields may hold."""
+    return RunLimits(ceilings=settings.run_ceilings, grpo_kwargs=sorted(GRPO_KWARGS_ALLOWED),
+                     max_json_depth=MAX_JSON_DEPTH, max_json_bytes=MAX_JSON_BYTES)
 
 
 @router.get("/healthz", responses=errors(503))

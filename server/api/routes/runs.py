@@ -9,9 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 from pydantic_core import to_json
 from sqlalchemy import Engine
 
+from e2h.config import RunConfig, ceiling_errors
 from server import crud
 from server.api.deps import ApiAuth, EngineDep, NotifierDep, RunId, SessionDep, SettingsDep
 from server.api.responses import errors
@@ -29,6 +31,7 @@ from server.models import (
     RunPublic,
     RunsPublic,
     RunStatus,
+    RunSummary,
     SnapshotSeries,
 )
 
@@ -47,8 +50,16 @@ def _statuses(status: str | None) -> list[str] | None:
     return wanted
 
 
+def _check_ceilings(config: RunConfig, ceilings: dict[str, float]) -> None:
+    """422 for each resource field above this server's ceiling (E2H_RUN_CEILINGS)."""
+    if found := ceiling_errors(config, ceilings, "E2H_RUN_CEILINGS"):
+        # At the config's loc: the message starts with the dotted field, which error_entry appends.
+        raise Invalid([error_entry(["body", "config"], msg) for _, msg in found])
+
+
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[ApiAuth], responses=errors(401, 413, 422))
 def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep, notifier: NotifierDep) -> RunPublic:
+    _check_ceilings(body.config, settings.run_ceilings)
     run = crud.create_run(session, body, allow_trust_remote_code=settings.allow_trust_remote_code)
     notifier.notify(run.id)
     return run
@@ -62,8 +73,9 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
 ) -> RunsPublic:
+    """Newest first, as summaries: GET /runs/{id} has a run's config."""
     runs, count = crud.list_runs(session, _statuses(status), tag, limit, offset)
-    return RunsPublic(data=runs, count=count)
+    return RunsPublic(data=[RunSummary.from_run(run) for run in runs], count=count)
 
 
 @router.get("/{run_id}", responses=errors(404, 422))
@@ -85,8 +97,16 @@ def cancel_run(run_id: RunId, session: SessionDep, notifier: NotifierDep) -> Run
     responses=errors(401, 404, 413, 422),
 )
 def clone_run(run_id: RunId, session: SessionDep, settings: SettingsDep, body: RunClone | None = None) -> RunPublic:
-    allow = settings.allow_trust_remote_code
-    return crud.clone_run(session, run_id, body or RunClone(), allow_trust_remote_code=allow)
+    body = body or RunClone()
+    source = crud.get_run(session, run_id)
+    try:
+        config = RunConfig.model_validate(crud.merge_overrides(source.config, body.overrides))
+    except ValidationError:
+        pass  # crud.clone_run reports it as a 422 naming the field
+    else:
+        # Today's ceilings apply to a clone, whatever they were when its source was submitted.
+        _check_ceilings(config, settings.run_ceilings)
+    return crud.clone_run(session, run_id, body, allow_trust_remote_code=settings.allow_trust_remote_code)
 
 
 @router.delete(
