@@ -20,8 +20,6 @@ REMOTE_CODE_REFUSED = (
     "model.trust_remote_code is true, which runs the model repository's Python code, and this worker does "
     "not allow it (set E2H_ALLOW_TRUST_REMOTE_CODE=1 in the worker's environment to allow it)"
 )
-# algorithm.grpo_kwargs keys that would act with the worker's trust or its hub account.
-HUB_KWARGS = ("push_to_hub", "hub_token", "hub_model_id", "hub_strategy", "hub_private_repo")
 
 
 class Refused(Exception):
@@ -49,6 +47,8 @@ def _check(raw: dict[str, Any], settings: WorkerSettings) -> None:
     if raw.get("model", {}).get("trust_remote_code") and not settings.allow_trust_remote_code:
         raise Refused(REMOTE_CODE_REFUSED)
     try:
+        # RunConfig's own rules apply here too (the grpo_kwargs allowlist, free-form limits): a run
+        # stored before they existed, or written straight into the database, meets them now.
         config = RunConfig.model_validate(raw)
     except ValidationError as e:
         first = e.errors(include_url=False, include_input=False)[0]
@@ -56,7 +56,7 @@ def _check(raw: dict[str, Any], settings: WorkerSettings) -> None:
         msg = first["msg"].removeprefix("Value error, ")
         raise Refused(f"invalid config: {where + ': ' if where else ''}{msg}") from None
     _check_model(config.model.name_or_path, settings)
-    _check_algorithm(config.algorithm, settings)
+    _check_ceilings(config, settings)
     task = config.task.name.strip().lower()  # get_task matches names case-insensitively
     if task == "dataset":
         _check_dataset(config.task.options, settings)
@@ -80,30 +80,13 @@ def _check_model(name: str, settings: WorkerSettings) -> None:
                       "load builtin:tiny, a hub id or a directory under E2H_MODEL_ROOTS (set by the worker's operator)")
 
 
-def _check_algorithm(a, settings: WorkerSettings) -> None:
-    ceilings = {
-        "num_processes": settings.max_num_processes,
-        "per_device_train_batch_size": settings.max_per_device_train_batch_size,
-        "num_generations": settings.max_num_generations,
-        "gradient_accumulation_steps": settings.max_gradient_accumulation_steps,
-        "max_completion_length": settings.max_completion_length,
-        "max_prompt_length": settings.max_prompt_length,
-    }
-    for field, ceiling in ceilings.items():
-        value = getattr(a, field)
-        if value is not None and value > ceiling:
-            setting = "E2H_" + ("MAX_" + field if not field.startswith("max_") else field).upper()
-            raise Refused(f"algorithm.{field}: {value} is above this worker's ceiling of {ceiling} ({setting})")
-    kwargs = a.grpo_kwargs
-    init_kwargs = kwargs.get("model_init_kwargs")
-    remote = kwargs.get("trust_remote_code") or (isinstance(init_kwargs, dict) and init_kwargs.get("trust_remote_code"))
-    if remote and not settings.allow_trust_remote_code:
-        raise Refused("algorithm.grpo_kwargs: trust_remote_code runs the model repository's Python code and this "
-                      "worker does not allow it (E2H_ALLOW_TRUST_REMOTE_CODE)")
-    for key in HUB_KWARGS:
-        if kwargs.get(key) and not settings.pass_hub_credentials:
-            raise Refused(f"algorithm.grpo_kwargs.{key}: this worker does not act on the hub for a run "
-                          "(E2H_PASS_HUB_CREDENTIALS is off)")
+def _check_ceilings(config, settings: WorkerSettings) -> None:
+    from e2h.config import ceiling_errors
+
+    # The server checks its own ceilings at submit time; this worker's may be lower (a smaller
+    # machine) and apply to runs stored before they changed.
+    for _, message in ceiling_errors(config, settings.ceilings(), "E2H_RUN_CEILINGS"):
+        raise Refused(message.replace("this server's", "this worker's"))
 
 
 def _data_file_entries(data_files: Any) -> Iterator[Any]:

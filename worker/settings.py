@@ -9,7 +9,7 @@ environment (:func:`child_environment`: no tokens, hub credentials only when all
 redaction step (:class:`Redactor`) that every text the worker posts passes through.
 
 Every field is read from the environment with the ``E2H_`` prefix (``E2H_DATA_ROOTS``,
-``E2H_MAX_NUM_PROCESSES`` ...). Path lists take a JSON list or ``os.pathsep``-separated paths.
+``E2H_RUN_CEILINGS`` ...). Path lists take a JSON list or ``os.pathsep``-separated paths.
 """
 
 from __future__ import annotations
@@ -79,12 +79,12 @@ class WorkerSettings(BaseSettings):
     sandbox_min_network_namespace: Literal["off", "auto", "require"] = Field(
         "auto", description="The loosest network_namespace a coding run may ask for (off < auto < require)."
     )
-    max_num_processes: int = Field(8, ge=1, description="Most training processes (algorithm.num_processes).")
-    max_per_device_train_batch_size: int = Field(256, ge=1, description="Ceiling of per_device_train_batch_size.")
-    max_num_generations: int = Field(64, ge=2, description="Ceiling of algorithm.num_generations.")
-    max_gradient_accumulation_steps: int = Field(64, ge=1, description="Ceiling of gradient_accumulation_steps.")
-    max_completion_length: int = Field(8192, ge=1, description="Ceiling of algorithm.max_completion_length.")
-    max_prompt_length: int = Field(8192, ge=1, description="Ceiling of algorithm.max_prompt_length.")
+    run_ceilings: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ceilings on a run's resource fields, as JSON {dotted field: most allowed}; the fields given "
+        "replace their defaults (e2h.config.DEFAULT_CEILINGS: num_processes, batch size, generations, lengths ...). "
+        "The same variable as the server's, so `e2h up` enforces one set of ceilings on both sides.",
+    )
 
     @field_validator("data_roots", "model_roots", mode="before")
     @classmethod
@@ -95,6 +95,22 @@ class WorkerSettings(BaseSettings):
                 return json.loads(text)
             return [part for part in text.split(os.pathsep) if part.strip()]
         return value
+
+    @field_validator("run_ceilings")
+    @classmethod
+    def _known_ceilings(cls, value: dict[str, float]) -> dict[str, float]:
+        from e2h.config import DEFAULT_CEILINGS
+
+        if unknown := sorted(set(value) - set(DEFAULT_CEILINGS)):
+            raise ValueError(f"unknown fields {unknown}; ceilings exist for {sorted(DEFAULT_CEILINGS)}")
+        if bad := sorted(k for k, limit in value.items() if not limit > 0):
+            raise ValueError(f"ceilings must be positive numbers: {bad}")
+        return value
+
+    def ceilings(self) -> dict[str, float]:
+        from e2h.config import DEFAULT_CEILINGS
+
+        return {**DEFAULT_CEILINGS, **self.run_ceilings}
 
     def allowed_data_roots(self) -> list[Path]:
         roots = self.data_roots if self.data_roots is not None else [self.data_dir / "datasets"]

@@ -55,6 +55,9 @@ def test_settings_read_the_environment_with_the_existing_names(monkeypatch, tmp_
         ({"model": {"name_or_path": "/opt/models/private"}}, "model.name_or_path", "E2H_MODEL_ROOTS"),
         ({"model": {"name_or_path": "../m"}}, "model.name_or_path", "E2H_MODEL_ROOTS"),
         ({"model": {"trust_remote_code": True}}, "model.trust_remote_code", "E2H_ALLOW_TRUST_REMOTE_CODE"),
+        ({"algorithm": {"grpo_kwargs": {"model_init_kwargs": {"trust_remote_code": True}}}},
+         "invalid config: algorithm.grpo_kwargs", "model_init_kwargs"),
+        ({"algorithm": {"grpo_kwargs": {"push_to_hub": True}}}, "invalid config: algorithm.grpo_kwargs", "push_to_hub"),
         ({"task": {"name": "coding", "options": {"timeout_s": 600}}}, "task.options.timeout_s",
          "E2H_SANDBOX_MAX_TIMEOUT_S"),
         ({"task": {"name": "coding", "options": {"memory_mb": 65536}}}, "task.options.memory_mb",
@@ -63,11 +66,10 @@ def test_settings_read_the_environment_with_the_existing_names(monkeypatch, tmp_
          "E2H_SANDBOX_MAX_WORKERS"),
         ({"task": {"name": "coding", "options": {"network_namespace": "off"}}}, "task.options.network_namespace",
          "E2H_SANDBOX_MIN_NETWORK_NAMESPACE"),
-        ({"algorithm": {"num_processes": 16}}, "algorithm.num_processes", "E2H_MAX_NUM_PROCESSES"),
-        ({"algorithm": {"max_completion_length": 100_000}}, "algorithm.max_completion_length",
-         "E2H_MAX_COMPLETION_LENGTH"),
+        ({"algorithm": {"num_processes": 16}}, "algorithm.num_processes", "this worker's ceiling of 8"),
+        ({"algorithm": {"max_completion_length": 100_000}}, "algorithm.max_completion_length", "E2H_RUN_CEILINGS"),
         ({"algorithm": {"per_device_train_batch_size": 1024, "num_generations": 8}},
-         "algorithm.per_device_train_batch_size", "E2H_MAX_PER_DEVICE_TRAIN_BATCH_SIZE"),
+         "algorithm.per_device_train_batch_size", "E2H_RUN_CEILINGS"),
     ],
 )
 def test_refused_naming_the_field_and_the_rule(roots, monkeypatch, tmp_path, config, field, rule):
@@ -92,6 +94,17 @@ def test_refused_naming_the_field_and_the_rule(roots, monkeypatch, tmp_path, con
 def test_allowed(roots, monkeypatch, tmp_path, config):
     monkeypatch.chdir(tmp_path)
     assert check_run(config, roots) is None
+
+
+def test_the_worker_has_its_own_ceilings(monkeypatch):
+    monkeypatch.setenv("E2H_RUN_CEILINGS", '{"algorithm.max_completion_length": 32}')
+    s = WorkerSettings()
+    assert s.ceilings()["algorithm.max_completion_length"] == 32 and s.ceilings()["algorithm.num_processes"] == 8
+    error = check_run({"algorithm": {"max_completion_length": 48}}, s)
+    assert error.startswith("algorithm.max_completion_length: 48 is above this worker's ceiling of 32"), error
+    monkeypatch.setenv("E2H_RUN_CEILINGS", '{"algorithm.num_gpus": 1}')
+    with pytest.raises(ValueError, match="unknown fields"):
+        WorkerSettings()
 
 
 def test_operator_switches(roots, monkeypatch, tmp_path):
