@@ -19,15 +19,25 @@ def train(
     overrides: list[str] = typer.Argument(None, help="group=preset (model/task/algorithm/scheduler) or key=value"),
     config: Path = typer.Option(None, "--config", help="RunConfig JSON/YAML file (the body POST /runs takes)"),
     output_dir: Path = typer.Option(None, "--output-dir", help="Default: outputs/<seed's naming rule>"),
+    gpus: str = typer.Option(None, "--gpus", help="GPUs to plan on: a count, a list like 0,2, or none "
+                             "(default: every visible one)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the launch plan as JSON and start nothing"),
 ) -> None:
-    """Train one run locally, without the server (resumes from the output dir's last checkpoint)."""
-    from e2h.train import main
+    """Train one run locally, without the server (resumes from the output dir's last checkpoint).
+
+    The run is placed by its launch plan (devices, vLLM server, accelerate; see --dry-run).
+    """
+    from e2h.launch import main
 
     argv = list(overrides or [])
     if config is not None:
         argv += ["--config", str(config)]
     if output_dir is not None:
         argv += ["--output-dir", str(output_dir)]
+    if gpus is not None:
+        argv += ["--gpus", gpus]
+    if dry_run:
+        argv.append("--dry-run")
     try:
         code = main(argv)
     except ValueError as e:

@@ -157,7 +157,6 @@ class GrpoKwargs(TypedDict, total=False):
     adam_beta2: Annotated[float, Field(ge=0, lt=1)]
     adam_epsilon: Annotated[float, Field(gt=0, le=1)]
     gradient_checkpointing_kwargs: dict[Literal["use_reentrant"], bool]
-    save_total_limit: Annotated[int, Field(ge=1, le=10_000)]
 
 
 GRPO_KWARGS_ADAPTER = TypeAdapter(GrpoKwargs)
@@ -184,6 +183,7 @@ GRPO_KWARGS_FIRST_CLASS: dict[str, str] = {
     "vllm_mode": "algorithm.vllm_mode",
     "bf16": "algorithm.bf16",
     "gradient_checkpointing": "algorithm.gradient_checkpointing",
+    "save_total_limit": "algorithm.save_total_limit",
     "activation_checkpointing": "algorithm.gradient_checkpointing",
     "reward_weights": "task.format_reward and task.correctness_reward",
 }
@@ -314,6 +314,9 @@ class ModelConfig(_Section):
     )
     trust_remote_code: bool = Field(False, description="Run model code from the hub (off unless allowed).")
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters (peft) instead of all weights.")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="Attention kernel (flash_attention_2 needs the flash-attn package and a GPU)."
+    )
 
 
 Level = Annotated[int, Field(ge=0, le=INT32_MAX)]
@@ -377,7 +380,29 @@ class AlgorithmConfig(_Section):
     )
     save_steps: int = Field(50, ge=1, le=10_000_000, description="Checkpoint every N steps.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for sampling, data order and initialisation.")
-    num_processes: int = Field(1, ge=1, le=64, description="Processes (GPUs) for accelerate launch.")
+    num_processes: int = Field(
+        1, ge=1, le=64, description="Training processes (one GPU each), over all machines; several use accelerate."
+    )
+    distributed: Literal["ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp"] = Field(
+        "ddp",
+        description="How several training processes share the model: ddp (each a full copy), deepspeed_zero2, "
+        "deepspeed_zero3 (E2H's), fsdp; accelerate configs in e2h/conf/accelerate/.",
+    )
+    num_machines: int = Field(1, ge=1, le=64, description="Machines of a multi-node run (num_processes spans them).")
+    machine_rank: int = Field(0, ge=0, le=63, description="This machine's rank in a multi-node run.")
+    main_process_ip: str | None = Field(
+        None, max_length=255, pattern=r"^[A-Za-z0-9.:-]+$", description="Machine 0's address (multi-node)."
+    )
+    main_process_port: int | None = Field(None, ge=1024, le=65535, description="Machine 0's rendezvous port.")
+    vllm_gpus: int = Field(
+        1, ge=1, le=8, description="GPUs of the managed vLLM server (vllm_mode=server), before training's (E2H: 1)."
+    )
+    save_total_limit: int | None = Field(
+        3, ge=1, le=10_000, description="Checkpoints kept, oldest deleted first (never the newest); None: all."
+    )
+    report_to: list[Literal["none", "tensorboard"]] = Field(
+        ["none"], max_length=2, description="Loggers besides the server: tensorboard writes to <output dir>/runs."
+    )
     use_vllm: bool = Field(False, description="Generate with vLLM (GPU only).")
     vllm_mode: Literal["server", "colocate"] = Field("colocate", description="vLLM server or colocated.")
     bf16: bool = Field(False, description="bfloat16 mixed precision (GPU).")
@@ -423,6 +448,7 @@ class RunConfig(_Section):
     def _check(self) -> RunConfig:
         self._fill_task_levels()
         self._check_batch()
+        self._check_launch()
         self._check_scheduler()
         return self
 
@@ -450,6 +476,23 @@ class RunConfig(_Section):
             raise ValueError("task.train_levels: at least one training level is needed")
         if len(set(self.task.train_levels)) != len(self.task.train_levels):
             raise ValueError(f"task.train_levels: duplicate levels in {self.task.train_levels}")
+
+    def _check_launch(self) -> None:
+        a, m = self.algorithm, self.model
+        if m.lora is None and m.dtype in ("bfloat16", "float16"):
+            raise ValueError(
+                f"model.dtype: full fine-tuning of {m.dtype} weights updates them in {m.dtype} (at small learning "
+                "rates most never change); load them in float32 and set algorithm.bf16=true (mixed precision "
+                "keeps float32 master weights), or train LoRA adapters (model.lora)"
+            )
+        if a.num_processes % a.num_machines:
+            raise ValueError(f"algorithm.num_processes: {a.num_processes} processes do not split evenly over "
+                             f"{a.num_machines} machines; make it a multiple of algorithm.num_machines")
+        if a.machine_rank >= a.num_machines:
+            raise ValueError(f"algorithm.machine_rank: {a.machine_rank} must be below num_machines={a.num_machines}")
+        if a.num_machines > 1 and (a.main_process_ip is None or a.main_process_port is None):
+            raise ValueError("algorithm.main_process_ip: a multi-node run needs main_process_ip and "
+                             "main_process_port (machine 0's address and rendezvous port)")
 
     def _check_batch(self) -> None:
         a = self.algorithm

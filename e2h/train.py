@@ -88,8 +88,14 @@ def make_scheduler_for(config: RunConfig, task):
     )
 
 
-def grpo_config_kwargs(config: RunConfig, output_dir: str | Path, use_cpu: bool) -> dict[str, Any]:
-    """Translate the algorithm section into trl.GRPOConfig keyword arguments."""
+def grpo_config_kwargs(
+    config: RunConfig, output_dir: str | Path, use_cpu: bool, vllm_ports: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Translate the algorithm section into trl.GRPOConfig keyword arguments.
+
+    ``vllm_ports`` (``vllm_server_port``, ``vllm_group_port``) are the managed vLLM server's, from
+    the launch plan (``e2h.plan``); the server always listens on loopback.
+    """
     a = config.algorithm
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -112,7 +118,10 @@ def grpo_config_kwargs(config: RunConfig, output_dir: str | Path, use_cpu: bool)
         use_vllm=a.use_vllm,
         vllm_mode=a.vllm_mode,
         gradient_checkpointing=a.gradient_checkpointing,
-        report_to="none",
+        tf32=None if use_cpu else True,
+        save_total_limit=a.save_total_limit,
+        report_to=[r for r in a.report_to if r != "none"] or "none",
+        run_name=config.output_name(),
         # The curriculum sampler restores its own position; the Trainer must not skip batches by
         # drawing them again (that would advance the curriculum).
         ignore_data_skip=True,
@@ -126,22 +135,40 @@ def grpo_config_kwargs(config: RunConfig, output_dir: str | Path, use_cpu: bool)
     if refused:
         raise ValueError(f"algorithm.grpo_kwargs: {refused} may not be set (see e2h.config.GrpoKwargs)")
     kwargs.update(a.grpo_kwargs)
+    if a.use_vllm and a.vllm_mode == "server":
+        if not vllm_ports:
+            raise ValueError("algorithm.vllm_mode: server mode needs the managed vLLM server's ports from the "
+                             "launch plan; start the run with `e2h train` or a worker")
+        kwargs.update(vllm_server_host="127.0.0.1", vllm_server_timeout=60.0, **vllm_ports)
     return kwargs
 
 
-def peft_config_for(config: RunConfig):
+def planned_vllm_ports() -> dict[str, int] | None:
+    """The managed vLLM server's ports, as the launch plan passed them to this process."""
+    from e2h.plan import VLLM_GROUP_PORT_ENV, VLLM_PORT_ENV
+
+    if VLLM_PORT_ENV not in os.environ:
+        return None
+    return {"vllm_server_port": int(os.environ[VLLM_PORT_ENV]),
+            "vllm_group_port": int(os.environ[VLLM_GROUP_PORT_ENV])}
+
+
+def peft_config_dict(config: RunConfig) -> dict | None:
+    """The LoRA settings as peft.LoraConfig keyword arguments, or None (no adapters)."""
     lora = config.model.lora
     if lora is None:
         return None
+    return dict(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+
+
+def peft_config_for(config: RunConfig):
+    kwargs = peft_config_dict(config)
+    if kwargs is None:
+        return None
     from peft import LoraConfig
 
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
+    return LoraConfig(**kwargs)
 
 
 def run(
@@ -171,7 +198,8 @@ def run(
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
     train_ds, test_rows = build_datasets(config, task, tokenizer)
     scheduler = make_scheduler_for(config, task)
-    args = GRPOConfig(**grpo_config_kwargs(config, output_dir, use_cpu=not torch.cuda.is_available()))
+    args = GRPOConfig(**grpo_config_kwargs(config, output_dir, use_cpu=not torch.cuda.is_available(),
+                                           vllm_ports=planned_vllm_ports()))
     model = load_model(config.model.name_or_path, config.model.dtype, config.model.trust_remote_code)
     trainer = CurriculumGRPOTrainer(
         model=model,

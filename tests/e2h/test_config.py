@@ -113,7 +113,10 @@ def test_grpo_translation_and_peft():
 
     c = compose(["model=qwen15", "algorithm.use_vllm=true", "algorithm.vllm_mode=server",
                  "algorithm.grpo_kwargs={loss_type: dr_grpo}", "algorithm.num_iterations=2"])
-    kw = grpo_config_kwargs(c, "/out", use_cpu=False)
+    with pytest.raises(ValueError, match="server mode needs the managed vLLM server's ports"):
+        grpo_config_kwargs(c, "/out", use_cpu=False)
+    kw = grpo_config_kwargs(c, "/out", use_cpu=False, vllm_ports={"vllm_server_port": 41000, "vllm_group_port": 41001})
+    assert (kw["vllm_server_host"], kw["vllm_server_port"], kw["vllm_group_port"]) == ("127.0.0.1", 41000, 41001)
     assert kw["bf16"] is True and kw["use_vllm"] is True and kw["vllm_mode"] == "server"
     assert kw["loss_type"] == "dr_grpo" and kw["num_iterations"] == 2
     assert kw["ignore_data_skip"] is True and kw["learning_rate"] == 1e-6
@@ -151,7 +154,7 @@ GRPO_SAMPLE = {
     "repetition_penalty": 1.1, "vllm_gpu_memory_utilization": 0.5, "optim": "adamw_torch",
     "lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr_rate": 0.1},
     "warmup_steps": 0.1, "weight_decay": 0.01, "max_grad_norm": 0.5, "adam_beta1": 0.9, "adam_beta2": 0.99,
-    "adam_epsilon": 1e-6, "gradient_checkpointing_kwargs": {"use_reentrant": False}, "save_total_limit": 2,
+    "adam_epsilon": 1e-6, "gradient_checkpointing_kwargs": {"use_reentrant": False},
 }  # fmt: skip
 
 

@@ -1,0 +1,178 @@
+"""A run's launch plan: which processes start, on which devices, with which command and environment.
+
+One function, :func:`build_plan`, decides everything a GPU run depends on, from the RunConfig
+and the devices a worker (or ``e2h train``) gives the run; the worker and ``e2h train`` launch
+exactly what it returns, and ``e2h train --dry-run`` prints it. No torch here.
+
+Layout (E2H's ``run.sh``): with ``algorithm.use_vllm`` in ``server`` mode the first
+``algorithm.vllm_gpus`` devices serve generation (``trl vllm-serve``, on a free loopback port
+and a free communicator port, never the API's 8000), the next ``algorithm.num_processes``
+train. Every training process sees exactly its own devices through ``CUDA_VISIBLE_DEVICES``,
+so a single-process run sees one GPU (transformers would wrap a model that sees several in
+``nn.DataParallel``, which TRL's GRPOTrainer refuses).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from e2h.config import CONF_DIR, RunConfig
+
+ACCELERATE_CONF_DIR = CONF_DIR / "accelerate"
+LAUNCHERS = ("ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp")
+VLLM_SERVE_COMMAND_ENV = "E2H_VLLM_SERVE_COMMAND"
+DEFAULT_VLLM_SERVE_COMMAND = f"{shlex.quote(sys.executable)} -m trl.cli.main vllm-serve"  # TRL's `trl vllm-serve`
+# The training child learns the managed vLLM server's ports from these.
+VLLM_PORT_ENV = "E2H_VLLM_SERVER_PORT"
+VLLM_GROUP_PORT_ENV = "E2H_VLLM_GROUP_PORT"
+STOP_FILE = "STOP"
+
+
+@dataclass
+class ProcessPlan:
+    role: str  # "train" or "vllm"
+    command: list[str]
+    env: dict[str, str]
+    port: int | None = None  # the vLLM server's HTTP port (its health check)
+
+
+@dataclass
+class LaunchPlan:
+    run_config: dict
+    grpo_config: dict
+    peft_config: dict | None
+    devices: list[int]
+    processes: list[ProcessPlan] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def process(self, role: str) -> ProcessPlan | None:
+        return next((p for p in self.processes if p.role == role), None)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def visible_gpus() -> list[int]:
+    """The GPU indices this process may use: CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists."""
+    declared = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if declared is not None:
+        return [int(x) for x in declared.split(",") if x.strip().isdigit()]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [i for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def processes_here(config: RunConfig) -> int:
+    """Training processes on this machine (``algorithm.num_processes`` counts every machine's)."""
+    return config.algorithm.num_processes // config.algorithm.num_machines
+
+
+def gpus_needed(config: RunConfig) -> int:
+    """Devices a run needs on this machine: one per training process here, plus the vLLM server's."""
+    a = config.algorithm
+    return processes_here(config) + (a.vllm_gpus if a.use_vllm and a.vllm_mode == "server" else 0)
+
+
+def vllm_serve_command() -> list[str]:
+    return shlex.split(os.environ.get(VLLM_SERVE_COMMAND_ENV) or DEFAULT_VLLM_SERVE_COMMAND)
+
+
+def build_plan(
+    config: RunConfig,
+    output_dir: str | Path,
+    config_path: str | Path,
+    gpus: Sequence[int],
+    port: Callable[[], int] = free_port,
+    python: str = sys.executable,
+) -> LaunchPlan:
+    """Plan ``config`` on ``gpus`` (physical indices given to this run; empty: the CPU).
+
+    Raises ValueError naming the field when the run cannot be placed on them.
+    """
+    from e2h.train import grpo_config_kwargs, peft_config_dict
+
+    a = config.algorithm
+    output_dir, gpus = Path(output_dir), list(gpus)
+    server = a.use_vllm and a.vllm_mode == "server"
+    if not gpus and a.use_vllm:
+        raise ValueError("algorithm.use_vllm: vLLM generates on GPUs and none is available here; "
+                         "set algorithm.use_vllm=false to generate with transformers on the CPU")
+    if gpus and len(gpus) < gpus_needed(config):
+        raise ValueError(
+            f"algorithm.num_processes: the run needs {gpus_needed(config)} GPUs ({processes_here(config)} training"
+            + (f" + {a.vllm_gpus} for the vLLM server" if server else "")
+            + f") and {len(gpus)} are given ({gpus}); lower algorithm.num_processes"
+            + (" or algorithm.vllm_gpus" if server else "")
+        )
+    vllm_devices = gpus[: a.vllm_gpus] if server else []
+    train_devices = gpus[len(vllm_devices) : len(vllm_devices) + processes_here(config)]
+    processes: list[ProcessPlan] = []
+    vllm_ports: dict[str, int] = {}
+    if server:
+        vllm_ports = {"vllm_server_port": port(), "vllm_group_port": port()}
+        command = [*vllm_serve_command(), "--model", config.model.name_or_path, "--host", "127.0.0.1",
+                   "--port", str(vllm_ports["vllm_server_port"]), "--tensor-parallel-size", str(len(vllm_devices))]
+        processes.append(ProcessPlan("vllm", command, {"CUDA_VISIBLE_DEVICES": _devices(vllm_devices)},
+                                     port=vllm_ports["vllm_server_port"]))
+    grpo = grpo_config_kwargs(config, output_dir, use_cpu=not gpus, vllm_ports=vllm_ports)
+    env = {"CUDA_VISIBLE_DEVICES": _devices(train_devices)}
+    if server:
+        env[VLLM_PORT_ENV] = str(vllm_ports["vllm_server_port"])
+        env[VLLM_GROUP_PORT_ENV] = str(vllm_ports["vllm_group_port"])
+    train_args = ["-m", "e2h.train", "--config", str(config_path), "--output-dir", str(output_dir),
+                  "--stop-file", str(output_dir / STOP_FILE)]
+    processes.append(ProcessPlan("train", [*_launcher(config, python, port, bool(gpus)), *train_args], env))
+    return LaunchPlan(config.model_dump(mode="json"), grpo, peft_config_dict(config), gpus, processes)
+
+
+def _devices(devices: list[int]) -> str:
+    return ",".join(str(d) for d in devices)
+
+
+def _launcher(config: RunConfig, python: str, port: Callable[[], int], on_gpu: bool) -> list[str]:
+    """The command prefix that starts the training processes: plain Python, or accelerate launch."""
+    a = config.algorithm
+    if a.num_processes == 1 and a.distributed == "ddp" and a.num_machines == 1:
+        return [python]
+    command = [python, "-m", "accelerate.commands.launch"]
+    if a.distributed == "ddp":
+        # --multi_gpu launches through torchrun; without GPUs the processes join over gloo on the CPU
+        # (accelerate's --cpu flag would start a single process).
+        command += ["--multi_gpu"]
+    else:
+        command += ["--config_file", str(ACCELERATE_CONF_DIR / f"{a.distributed}.yaml")]
+    command += ["--num_processes", str(a.num_processes), "--num_machines", str(a.num_machines),
+                "--mixed_precision", "bf16" if a.bf16 and on_gpu else "no", "--dynamo_backend", "no"]
+    if a.num_machines > 1:
+        command += ["--machine_rank", str(a.machine_rank), "--main_process_ip", str(a.main_process_ip),
+                    "--main_process_port", str(a.main_process_port)]
+    else:
+        # Concurrent runs on one node must not share torchrun's default rendezvous port.
+        command += ["--main_process_port", str(port())]
+    return command
+
+
+def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
+    """The plan as printed by ``e2h train --dry-run``: run config, GRPOConfig kwargs, PEFT, processes."""
+    d = plan.to_dict()
+    return {"run_config": d["run_config"], "grpo_config": d["grpo_config"], "peft_config": d["peft_config"],
+            "processes": [{"role": p["role"], "command": p["command"], "env": p["env"]} for p in d["processes"]]}
