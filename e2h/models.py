@@ -121,14 +121,16 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     return tok
 
 
-def load_model(name_or_path: str, dtype: str = "auto", trust_remote_code: bool = False):
+def load_model(name_or_path: str, dtype: str = "auto", trust_remote_code: bool = False,
+               attn_implementation: str = "sdpa"):
     """Load a causal LM the way any Hugging Face checkpoint is loaded."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     return AutoModelForCausalLM.from_pretrained(
-        resolve_model_path(name_or_path), dtype=torch_dtype, trust_remote_code=trust_remote_code
+        resolve_model_path(name_or_path), dtype=torch_dtype, trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation,
     )
 
 
@@ -210,3 +212,27 @@ def build_and_warm_start(
     tokenizer.save_pretrained(output_dir)
     logger.info("tiny model saved to %s after %d SFT steps", output_dir, steps)
     return output_dir
+
+
+def build_small_qwen2(path: str | Path, seed: int = 0) -> Path:
+    """Save a randomly initialised small Qwen2-architecture model and its tokenizer to ``path``.
+
+    The GPU path (LoRA on q_proj/v_proj, gradient checkpointing, bf16, vLLM) is written for
+    Qwen2.5 and Llama 3.2; this model has their architecture at a size a CPU trains in seconds,
+    built here so tests and the GPU smoke script need no download.
+    """
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    path = Path(path)
+    tokenizer = build_char_tokenizer()
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

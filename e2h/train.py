@@ -200,7 +200,8 @@ def run(
     scheduler = make_scheduler_for(config, task)
     args = GRPOConfig(**grpo_config_kwargs(config, output_dir, use_cpu=not torch.cuda.is_available(),
                                            vllm_ports=planned_vllm_ports()))
-    model = load_model(config.model.name_or_path, config.model.dtype, config.model.trust_remote_code)
+    model = load_model(config.model.name_or_path, config.model.dtype, config.model.trust_remote_code,
+                       config.model.attn_implementation)
     trainer = CurriculumGRPOTrainer(
         model=model,
         reward_funcs=[task.as_reward_func()],
