@@ -15,6 +15,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from dashboard import series as S
+from dashboard.text import plotly as esc
 
 HELDOUT_COLOR = "#d62728"
 RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -31,7 +32,7 @@ def level_colors(k: int) -> list[str]:
 
 def _layout(fig: go.Figure, title: str, height: int = 380, hovermode: str = "x unified") -> go.Figure:
     fig.update_layout(
-        title={"text": title, "x": 0.0, "xanchor": "left"},
+        title={"text": esc(title), "x": 0.0, "xanchor": "left"},
         template=TEMPLATE,
         height=height,
         margin={"l": 50, "r": 20, "t": 50, "b": 50},
@@ -44,7 +45,7 @@ def _layout(fig: go.Figure, title: str, height: int = 380, hovermode: str = "x u
 
 def _empty(title: str, message: str = "No data yet", height: int = 300) -> go.Figure:
     fig = go.Figure()
-    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+    fig.add_annotation(text=esc(message), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
                        font={"size": 14, "color": "#888"})
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
@@ -62,7 +63,7 @@ def probability_area(series: dict, labels: Sequence[str], title: str = "Task pro
     colors = level_colors(len(series["levels"]))
     for lv, label, color in zip(series["levels"], labels, colors, strict=False):
         fig.add_trace(go.Scatter(
-            x=series["steps"], y=_v(lv["probability"]), name=label, mode="lines", stackgroup="p",
+            x=series["steps"], y=_v(lv["probability"]), name=esc(label), mode="lines", stackgroup="p",
             line={"width": 0.5, "color": color}, fillcolor=color,
             hovertemplate="%{y:.3f}",
         ))
@@ -77,7 +78,7 @@ def probability_heatmap(series: dict, labels: Sequence[str], title: str = "Task 
     z = [_v(lv["probability"]) for lv in series["levels"]]
     top = max((v for row in z for v in row if v is not None), default=1.0)
     fig = go.Figure(go.Heatmap(
-        x=series["steps"], y=list(labels), z=z, colorscale="Viridis", zmin=0, zmax=top, zauto=False,
+        x=series["steps"], y=[esc(label) for label in labels], z=z, colorscale="Viridis", zmin=0, zmax=top, zauto=False,
         colorbar={"title": "p", "thickness": 12},
         hovertemplate="step %{x}<br>%{y}<br>p = %{z:.3f}<extra></extra>",
     ))
@@ -91,7 +92,7 @@ def level_lines(series: dict, labels: Sequence[str], field: str, title: str, yax
         return _empty(title)
     fig = go.Figure()
     for lv, label, color in zip(series["levels"], labels, level_colors(len(series["levels"])), strict=False):
-        fig.add_trace(go.Scatter(x=series["steps"], y=_v(lv[field]), name=label, mode="lines",
+        fig.add_trace(go.Scatter(x=series["steps"], y=_v(lv[field]), name=esc(label), mode="lines",
                                  line={"color": color}, connectgaps=False, hovertemplate="%{y:.4g}"))
     fig.update_xaxes(title="step")
     fig.update_yaxes(title=yaxis)
@@ -108,24 +109,26 @@ def breakdown_bars(series: dict, labels: Sequence[str], index: int, title: str |
         return _empty(title, "This scheduler reports no components")
     fig = go.Figure()
     palette = RUN_COLORS
+    ticks = [esc(label) for label in labels]
     for j, name in enumerate(names):
         values = [_at(lv["components"].get(name), index) for lv in series["levels"]]
         raw = [_at(lv["components"].get(name + S.RAW_SUFFIX), index) for lv in series["levels"]]
         has_raw = any(r is not None for r in raw)
         fig.add_trace(go.Bar(
-            x=list(labels), y=values, name=name, marker_color=palette[j % len(palette)],
-            customdata=[[_fmt(r)] for r in raw],
-            hovertemplate=f"{name}: %{{y:.4f}}" + (" (raw %{customdata[0]})" if has_raw else "") + "<extra></extra>",
+            x=ticks, y=values, name=esc(name), marker_color=palette[j % len(palette)],
+            customdata=[[esc(_fmt(r))] for r in raw],
+            hovertemplate=f"{esc(name)}: %{{y:.4f}}" + (" (raw %{customdata[0]})" if has_raw else "")
+            + "<extra></extra>",
         ))
     shown = "score" if "score" in combined else (combined[0] if combined else None)
     if shown:
         fig.add_trace(go.Scatter(
-            x=list(labels), y=[_at(lv["components"].get(shown), index) for lv in series["levels"]],
-            name=shown, mode="lines+markers", line={"color": "black", "width": 2}, marker={"size": 9},
-            hovertemplate=f"{shown}: %{{y:.4f}}<extra></extra>",
+            x=ticks, y=[_at(lv["components"].get(shown), index) for lv in series["levels"]],
+            name=esc(shown), mode="lines+markers", line={"color": "black", "width": 2}, marker={"size": 9},
+            hovertemplate=f"{esc(shown)}: %{{y:.4f}}<extra></extra>",
         ))
     fig.add_trace(go.Scatter(
-        x=list(labels), y=[_at(lv["probability"], index) for lv in series["levels"]], name="probability",
+        x=ticks, y=[_at(lv["probability"], index) for lv in series["levels"]], name="probability",
         mode="markers", marker={"symbol": "diamond", "size": 11, "color": HELDOUT_COLOR},
         hovertemplate="probability: %{y:.4f}<extra></extra>",
     ))
@@ -141,7 +144,7 @@ def component_evolution(series: dict, labels: Sequence[str], title: str = "Compo
         return _empty(title, "This scheduler reports no components")
     cols = min(4, len(names))  # drawn full width: 4 panels a row keep each readable
     rows = math.ceil(len(names) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, shared_xaxes=True,
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[esc(n) for n in names], shared_xaxes=True,
                         vertical_spacing=0.16 if rows > 1 else 0.1, horizontal_spacing=0.05)
     colors = level_colors(len(series["levels"]))
     for n, name in enumerate(names):
@@ -149,9 +152,9 @@ def component_evolution(series: dict, labels: Sequence[str], title: str = "Compo
         for lv, label, color in zip(series["levels"], labels, colors, strict=False):
             # Raw values are on the breakdown's hover; here they would double what each poll sends.
             fig.add_trace(go.Scatter(
-                x=series["steps"], y=_v(lv["components"].get(name)), name=label, legendgroup=label,
+                x=series["steps"], y=_v(lv["components"].get(name)), name=esc(label), legendgroup=esc(label),
                 showlegend=n == 0, mode="lines", line={"color": color, "width": 1.5},
-                hovertemplate=f"{label} {name}: %{{y:.4f}}<extra></extra>",
+                hovertemplate=f"{esc(label)} {esc(name)}: %{{y:.4f}}<extra></extra>",
             ), row=row, col=col)
     return _layout(fig, title, height=230 * rows + 100, hovermode="closest")
 
@@ -161,11 +164,12 @@ def metrics_figure(series: dict, names: Sequence[str], title: str = "Training me
     names = [n for n in names if n in series["metrics"]]
     if not names or not series["steps"]:
         return _empty(title, "No training metrics yet")
-    fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, subplot_titles=names, vertical_spacing=0.08)
+    fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, subplot_titles=[esc(n) for n in names],
+                        vertical_spacing=0.08)
     for i, name in enumerate(names):
-        fig.add_trace(go.Scatter(x=series["steps"], y=_v(series["metrics"][name]), name=name, mode="lines",
+        fig.add_trace(go.Scatter(x=series["steps"], y=_v(series["metrics"][name]), name=esc(name), mode="lines",
                                  line={"color": RUN_COLORS[i % len(RUN_COLORS)]}, showlegend=False,
-                                 hovertemplate=f"{name}: %{{y:.4g}}<extra></extra>"), row=i + 1, col=1)
+                                 hovertemplate=f"{esc(name)}: %{{y:.4g}}<extra></extra>"), row=i + 1, col=1)
     fig.update_xaxes(title="step", row=len(names), col=1)
     return _layout(fig, title, height=170 * len(names) + 80, hovermode="closest")
 
@@ -202,7 +206,7 @@ def overlay(items: Sequence[dict[str, Any]], title: str, yaxis: str,
         return _empty(title)
     fig = go.Figure()
     for i, it in enumerate(items):
-        fig.add_trace(go.Scatter(x=it["x"], y=_v(it["y"]), name=it["label"], mode="lines+markers" if len(
+        fig.add_trace(go.Scatter(x=it["x"], y=_v(it["y"]), name=esc(it["label"]), mode="lines+markers" if len(
             it["x"]) < 30 else "lines", line={"color": RUN_COLORS[i % len(RUN_COLORS)]}, hovertemplate="%{y:.4g}"))
     fig.update_xaxes(title="step")
     fig.update_yaxes(title=yaxis)
@@ -219,16 +223,16 @@ def probability_small_multiples(items: Sequence[dict[str, Any]], title: str = "P
         return _empty(title, "Pick runs to compare")
     cols = max(1, min(cols, len(items)))
     rows = math.ceil(len(items) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[it["label"] for it in items],
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[esc(it["label"]) for it in items],
                         vertical_spacing=0.18 / rows + 0.04, horizontal_spacing=0.06)
     for n, it in enumerate(items):
         row, col = n // cols + 1, n % cols + 1
         s = it["series"]
         for lv, label, color in zip(s["levels"], it["levels"], level_colors(len(s["levels"])), strict=False):
             fig.add_trace(go.Scatter(
-                x=s["steps"], y=_v(lv["probability"]), name=label, legendgroup=label, showlegend=n == 0,
+                x=s["steps"], y=_v(lv["probability"]), name=esc(label), legendgroup=esc(label), showlegend=n == 0,
                 mode="lines", stackgroup=f"run{n}", line={"width": 0.5, "color": color}, fillcolor=color,
-                hovertemplate=f"{label}: %{{y:.3f}}<extra></extra>",
+                hovertemplate=f"{esc(label)}: %{{y:.3f}}<extra></extra>",
             ), row=row, col=col)
         fig.update_yaxes(range=[0, 1], row=row, col=col)
     return _layout(fig, title, height=300 * rows + 60, hovermode="closest")

@@ -29,11 +29,13 @@ def header(run: dict) -> None:
              ("Scheduler", config.get("scheduler", {}).get("name", "?")),
              ("Model", config.get("model", {}).get("name_or_path", "?")), ("Attempt", run.get("attempt", 1)),
              ("Worker", run.get("worker_id") or "—"), ("ETA", eta or "—")]
-    st.markdown(" &nbsp;·&nbsp; ".join(f"**{label}** `{value}`" for label, value in facts))
+    if run.get("tags"):
+        facts.append(("Tags", ", ".join(run["tags"])))
+    # Model names, worker ids and tags are the submitter's or a worker's: plain text, never Markdown.
+    st.text("   ·   ".join(f"{label}: {value}" for label, value in facts))
     times = [f"{label} {S.parse_time(run.get(field)):%Y-%m-%d %H:%M:%S} UTC" for label, field in (
         ("created", "created_at"), ("started", "started_at"), ("finished", "finished_at")) if run.get(field)]
-    tags = " ".join(f"`{t}`" for t in run.get("tags") or [])
-    st.caption(" · ".join(times) + (f" · tags {tags}" if tags else ""))
+    st.caption(" · ".join(times))
     if run["status"] == "failed" and run.get("error"):
         st.error("The run failed:", icon=":material/error:")
         st.code(run["error"], language=None, wrap_lines=True)

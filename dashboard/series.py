@@ -230,9 +230,18 @@ def progress(run: dict[str, Any]) -> float:
     return min(1.0, (run.get("step") or 0) / max_steps) if max_steps else 0.0
 
 
+def config_name(run: dict[str, Any], section: str) -> str:
+    """The run's task, scheduler or model name: a list item (GET /runs) carries it at the top
+    level (``task``, ``scheduler``, ``model``), a full run (GET /runs/{id}) in its config."""
+    if isinstance(run.get(section), str):
+        return run[section]
+    part = (run.get("config") or {}).get(section) or {}
+    value = part.get("name_or_path" if section == "model" else "name") if isinstance(part, dict) else None
+    return value if isinstance(value, str) else ""
+
+
 def run_row(run: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
-    """One row of the runs table."""
-    config = run.get("config") or {}
+    """One row of the runs table (from a list item or a full run)."""
     return {
         "id": run["id"],
         "name": run["name"],
@@ -241,9 +250,9 @@ def run_row(run: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
         "progress": progress(run),
         "step": f"{run.get('step', 0)} / {run.get('max_steps', 0)}",
         "eta": format_duration(eta_seconds(run, now)),
-        "task": config.get("task", {}).get("name", ""),
-        "scheduler": config.get("scheduler", {}).get("name", ""),
-        "model": config.get("model", {}).get("name_or_path", ""),
+        "task": config_name(run, "task"),
+        "scheduler": config_name(run, "scheduler"),
+        "model": config_name(run, "model"),
         "attempt": run.get("attempt"),
         "worker": run.get("worker_id") or "",
         "tags": ", ".join(run.get("tags") or []),

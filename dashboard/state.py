@@ -19,6 +19,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import series as S
+from dashboard.text import plain
 from e2h.client import APIError, Client, NotFound, ServerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def describe(error: ServerUnavailable) -> str:
     if "timed out" in detail.lower() or "timeout" in detail.lower():
         return f"The server at {server_url()} is not answering (no reply within {request_timeout():g} s)."
     if error.status_code:
-        return f"The server at {server_url()} answered with an error ({error.status_code}): {detail}"
+        return f"The server at {server_url()} answered with an error ({error.status_code}): {plain(detail)}"
     return f"Cannot reach the server at {server_url()}."
 
 
@@ -150,7 +151,7 @@ def show_unavailable(error: ServerUnavailable, retry: bool = True) -> None:
     logger.warning("server unavailable: %s", error)
     st.warning(f"{describe(error)} Retrying every {RETRY_SECONDS} s…", icon=":material/cloud_off:")
     st.caption(f"Start it with `e2h server`, or point the dashboard elsewhere with `e2h dashboard --server URL`. "
-               f"({error.detail})")
+               f"({plain(error.detail)})")
     if not retry:
         return
 
@@ -175,10 +176,10 @@ def server_errors(retry: bool = True) -> Iterator[None]:
         show_unavailable(e, retry)
         st.stop()
     except NotFound as e:
-        st.warning(f"Not found: {e.detail}", icon=":material/search_off:")
+        st.warning(f"Not found: {plain(e.detail)}", icon=":material/search_off:")
         st.stop()
     except APIError as e:
-        st.error(f"The server refused this ({e.status_code}): {e.detail}", icon=":material/error:")
+        st.error(f"The server refused this ({e.status_code}): {plain(e.detail)}", icon=":material/error:")
         st.stop()
 
 
@@ -190,7 +191,7 @@ def action(label: str, fn: Any, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
         st.error(f"{label} failed: {describe(e)}", icon=":material/cloud_off:")
         return False, None
     except APIError as e:
-        st.error(f"{label} failed ({e.status_code}): {e.detail}", icon=":material/error:")
+        st.error(f"{label} failed ({e.status_code}): {plain(e.detail)}", icon=":material/error:")
         return False, None
     forget_runs()
     return True, result

@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard.forms import FieldError, FieldSpec, parse_text, to_text
+from dashboard.text import plain
 
 COLUMNS = 3
 
@@ -74,7 +75,7 @@ def section(specs: Sequence[FieldSpec], initial: dict[str, Any], key_of: Any, er
                 values[spec.path] = field_widget(spec, initial[spec.path], key_of(spec))
             except FieldError as e:
                 problems.append(e)
-                st.error(str(e), icon=":material/error:")
+                st.error(plain(e), icon=":material/error:")
             for message in errors.get(spec.path, []):
-                st.error(message, icon=":material/error:")
+                st.error(plain(message), icon=":material/error:")
     return values, problems

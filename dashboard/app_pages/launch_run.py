@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import forms, nav, state, widgets
 from dashboard.forms import FieldSpec
+from dashboard.text import plain
 from e2h.client import APIError, ServerUnavailable, ValidationFailed
 from e2h.config import RunConfig
 
@@ -66,7 +67,7 @@ with state.server_errors():
 source = st.session_state.get(nav.CLONE_KEY)
 if source:
     left, right = st.columns([4, 1])
-    left.info(f"Editing a copy of run **#{source['id']} {source['name']}**: change what you need and submit; "
+    left.info(f"Editing a copy of run **#{source['id']}**: change what you need and submit; "
               "the original is untouched.", icon=":material/content_copy:")
     if right.button("Start from presets instead", key="clone.drop"):
         st.session_state.pop(nav.CLONE_KEY, None)
@@ -90,13 +91,13 @@ task_names = list(tasks)
 base_task = forms.get_path(base, "task.name", forms.DEFAULT_TASK)
 task_name = left.selectbox("Task", task_names, index=task_names.index(base_task) if base_task in task_names else 0,
                            key=f"{base_id}:task.name", help="What the model is trained on (GET /tasks).")
-left.caption(tasks[task_name]["description"])
+left.caption(plain(tasks[task_name]["description"]))
 sched_names = list(schedulers)
 base_sched = forms.get_path(base, "scheduler.name", forms.DEFAULT_SCHEDULER)
 scheduler_name = right.selectbox(
     "Scheduler", sched_names, index=sched_names.index(base_sched) if base_sched in sched_names else 0,
     key=f"{base_id}:scheduler.name", help="How the curriculum samples levels (GET /schedulers).")
-right.caption(schedulers[scheduler_name]["description"])
+right.caption(plain(schedulers[scheduler_name]["description"]))
 
 # -- the fields --------------------------------------------------------------------------------
 eff = forms.effective_base(base, task_name, scheduler_name)
@@ -126,7 +127,7 @@ if errors:
     st.error(f"The server rejected this config ({count} problem{'s' * (count != 1)}); see the marked fields.",
              icon=":material/error:")
     for message in errors.get("", []):
-        st.error(message)
+        st.error(plain(message))
 
 values: dict = {}
 problems: list[forms.FieldError] = []
@@ -136,7 +137,7 @@ with st.form(f"launch:{form_id}"):
         marked = any(s.path in errors for s in chunk)
         with st.expander(title, expanded=marked or title in ("Run", "Task", "Scheduler")):
             if title == "Scheduler":
-                st.caption(f"Parameters of **{scheduler_name}**, with their defaults (from its JSON schema).")
+                st.caption(f"Parameters of **{plain(scheduler_name)}**, with their defaults (from its JSON schema).")
             if not chunk:
                 st.caption("This scheduler has no parameters.")
             groups: dict[str, list[FieldSpec]] = {}
@@ -144,7 +145,7 @@ with st.form(f"launch:{form_id}"):
                 groups.setdefault(spec.group, []).append(spec)
             for group, group_specs in groups.items():
                 if group and group not in SECTIONS:
-                    st.markdown(f"**{group}**")
+                    st.markdown(f"**{plain(group)}**")
                 got, bad = widgets.section(group_specs, initial, key_of, errors)
                 values.update(got)
                 problems += bad
@@ -166,12 +167,12 @@ if submitted and not problems:
         st.error(f"Not submitted: {state.describe(e)} Your edits are kept; submit again when it is back.",
                  icon=":material/cloud_off:")
     except APIError as e:  # e.g. 401: the server wants E2H_API_TOKEN for writes
-        st.error(f"Not submitted ({e.status_code}): {e.detail}", icon=":material/error:")
+        st.error(f"Not submitted ({e.status_code}): {plain(e.detail)}", icon=":material/error:")
     else:
         st.session_state.pop(ERRORS_KEY, None)
         st.session_state.pop(nav.CLONE_KEY, None)
         state.forget_runs()
         st.session_state["last_submitted"] = run
-        state.flash(f"Run #{run['id']} **{run['name']}** queued.")
+        state.flash(f"Run #{run['id']} queued.")
         st.rerun()
 

@@ -36,7 +36,7 @@ picked = st.selectbox("Run", options, index=options.index(run_id), format_func=l
 if picked != run_id:
     nav.open_run(picked)
 st.title(f"Run #{run['id']}")
-st.caption(run["name"])
+st.text(run["name"])  # plain text: no Markdown, no HTML
 
 cols = st.columns([1, 1, 1.3, 1, 1.1, 3])
 finished = run["status"] in FINISHED
@@ -48,7 +48,7 @@ if cols[0].button("Cancel", icon=":material/stop_circle:", key="run.cancel", dis
 if cols[1].button("Clone", icon=":material/content_copy:", key="run.clone"):
     ok, result = state.action("Clone", state.client().clone, run_id)
     if ok:
-        state.flash(f"Cloned as #{result['id']} {result['name']}.")
+        state.flash(f"Cloned as #{result['id']}.")
         nav.open_run(result["id"])
 if cols[2].button("Clone and edit", icon=":material/edit:", key="run.clone_edit"):
     nav.clone_and_edit(run)

@@ -81,15 +81,17 @@ if cols[1].button("Cancel", icon=":material/stop_circle:", key="runs.cancel", di
 if cols[2].button("Clone", icon=":material/content_copy:", key="runs.clone", help="Queue an identical run."):
     ok, result = state.action("Clone", state.client().clone, chosen)
     if ok:
-        state.flash(f"Run #{chosen} cloned as #{result['id']} {result['name']}.")
+        state.flash(f"Run #{chosen} cloned as #{result['id']}.")
         st.rerun()
 if cols[3].button("Clone and edit", icon=":material/edit:", key="runs.clone_edit"):
-    nav.clone_and_edit(run)
+    with state.server_errors():
+        full = state.client().get(chosen)  # list items carry no config
+    nav.clone_and_edit(full)
 if cols[4].button("Delete", icon=":material/delete:", key="runs.delete", disabled=not finished,
                   help="Finished runs only; removes its history, evaluations and logs."):
     st.session_state["runs.confirm_delete"] = chosen
 if st.session_state.get("runs.confirm_delete") == chosen:
-    st.warning(f"Delete run #{chosen} {run['name']} and all its history?")
+    st.warning(f"Delete run #{chosen} and all its history?")
     yes, no, _ = st.columns([1, 1, 6])
     if yes.button("Yes, delete", type="primary", key="runs.delete.yes"):
         st.session_state.pop("runs.confirm_delete", None)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from typing import Any
 
+from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
 from tests.dashboard.helpers import APP
 
 TIMEOUT = 60
+COMMONMARK = MarkdownIt("commonmark")
 
 
 def open_page(page: str | None = None, **query: str) -> AppTest:
@@ -73,3 +77,9 @@ def texts(at: AppTest) -> str:
     for kind in ("markdown", "caption", "info", "success", "warning", "error", "code", "title", "subheader"):
         parts += [str(e.value) for e in at.get(kind)]
     return "\n".join(parts)
+
+
+def shown(source: str) -> str:
+    """What a reader sees of a Markdown body (tags dropped, escapes and entities resolved): the
+    app escapes user strings (dashboard.text.plain), so compare those with this, not the source."""
+    return html.unescape(re.sub(r"<[^>]+>", "", COMMONMARK.render(source))).strip()

@@ -127,7 +127,7 @@ def test_launch_watch_and_compare_in_a_browser(tmp_path: Path, browser_page, sho
         number(page, "Update Interval", "5")
         submit.click()
         page.get_by_text("queued.").wait_for()
-        run = api.list_runs(tag="e2e")["data"][0]
+        run = api.get(api.list_runs(tag="e2e")["data"][0]["id"])  # list items carry no config
         assert run["name"] == "e2e vrex run" and run["status"] == "queued"
         assert run["config"]["scheduler"]["params"] == {"warmup_steps": 20, "update_interval": 5}
         screenshot(page, shots / "launch.png")
@@ -180,3 +180,50 @@ def test_launch_watch_and_compare_in_a_browser(tmp_path: Path, browser_page, sho
         assert (shots / f"{name}.png").stat().st_size > 10_000
     if os.environ.get("E2H_KEEP_LOGS"):
         shutil.copy(dashboard.log, shots / "streamlit.log")
+
+
+def test_hostile_strings_are_text_in_a_browser(tmp_path: Path, browser_page, listener) -> None:
+    """Issue 16: a run named (and tagged, and claimed by a worker named) with Markdown image and
+    link syntax, raw HTML and Streamlit directives. The page shows the characters; the image's
+    URL is a loopback listener that must see no connection; no link to the attacker's host."""
+    page = browser_page
+    name = (f"![x](http://127.0.0.1:{listener.port}/pixel.png) <img src=http://127.0.0.1:{listener.port}/i.png> "
+            "[click](http://evil.example/) **bold** :red[red] :material/warning: $x$")
+    tag = f"![t](http://127.0.0.1:{listener.port}/t.png)"
+    worker_id = "[w](http://evil.example/w) <b>w</b> :blue-badge[ok]"
+    (tmp_path / "api").mkdir()
+    server = ApiServer(tmp_path / "api")
+    dashboard = Dashboard(tmp_path, server.url)
+    api, worker = Client(server.url), FakeWorker(server.url, WORKER_TOKEN, worker_id=worker_id)
+    try:
+        run, _ = started_run(api, worker, {"algorithm": {"max_steps": 50}, "scheduler": {"name": "cosine"}},
+                             steps=5, name=name, tags=[tag])
+        page.goto(f"{dashboard.url}/run?run={run['id']}")
+        main = page.get_by_test_id("stMain")
+        main.get_by_text(name, exact=True).wait_for()
+        main.get_by_text(f"Worker: {worker_id}").wait_for()
+        main.get_by_text(f"Tags: {tag}").wait_for()
+        chart(page, "Task probabilities per level").wait_for()
+        wait_idle(page)
+        shown = main.inner_text()
+        assert "bold" not in shown.replace("**bold**", "")  # only as typed, never in bold
+
+        page.locator("[data-testid='stSidebarNav'] a", has_text="Runs").click()
+        page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Run", exact=True)).click()
+        page.get_by_role("option", name=f"#{run['id']} {name} (running)", exact=True).click()
+        page.locator("[data-testid='stButton'] button").filter(has_text="Clone").first.click()
+        page.get_by_text(f"Run #{run['id']} cloned as #{run['id'] + 1}.", exact=True).wait_for()
+        wait_idle(page)
+        page.wait_for_timeout(1000)  # an image the page asked for would have connected by now
+
+        assert page.locator(f"img[src*='127.0.0.1:{listener.port}']").count() == 0
+        links = page.locator("a[href*='evil.example']")
+        assert links.count() == 0, [links.nth(i).evaluate("e => e.parentElement.parentElement.outerHTML")
+                                    for i in range(links.count())]
+        assert page.locator("[data-testid='stException']").count() == 0
+        assert not listener.accepted(), "the dashboard made the browser fetch a submitter's image"
+    finally:
+        worker.close()
+        api.close()
+        dashboard.stop()
+        server.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dashboard import nav
-from tests.dashboard.apptest import assert_clean, button, next_sibling, open_page, widget
+from tests.dashboard.apptest import assert_clean, button, next_sibling, open_page, shown, widget
 from tests.dashboard.simulate import started_run
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def test_submit_creates_the_run(dashboard_env: str, api) -> None:
     assert_clean(at)
     assert not at.error
     assert "queued" in at.success[0].value
-    run = api.list_runs(tag="form")["data"][0]
+    run = api.get(api.list_runs(tag="form")["data"][0]["id"])  # list items carry no config
     assert at.success[0].value.startswith(f"Run #{run['id']} ")
     assert run["name"] == "launched-from-form" and run["tags"] == ["form", "smoke"] and run["status"] == "queued"
     assert run["max_steps"] == 300
@@ -66,7 +66,7 @@ def test_a_422_is_shown_next_to_the_field_it_names(dashboard_env: str, api) -> N
     assert field.value == 0.5  # the edit is kept
     message = next_sibling(at, field)
     assert message is not None and message.type == at.error[0].type  # an st.error right under the field
-    assert "min_prob=0.5 is infeasible for 5 levels" in message.value
+    assert "min_prob=0.5 is infeasible for 5 levels" in shown(message.value)
     assert "rejected" in at.error[0].value
 
     # A field-level check (pydantic) is placed the same way.
@@ -109,7 +109,7 @@ def test_clone_and_edit_starts_from_the_runs_config(dashboard_env: str, api, wor
     widget(at.number_input, "algorithm.max_steps").set_value(150)
     button(at, "Submit run").click().run()
     assert_clean(at)
-    clone = api.list_runs(tag="src")["data"][0]
+    clone = api.get(api.list_runs(tag="src")["data"][0]["id"])
     assert clone["id"] != source["id"] and clone["name"] == source["name"] + " (clone)"
     assert clone["max_steps"] == 150
     assert clone["config"]["task"]["train_levels"] == [0, 1, 2]

@@ -71,7 +71,7 @@ def test_cancel_clone_and_delete(dashboard_env: str, api, runs: dict) -> None:
     button(at, "Clone").click().run()
     assert_clean(at)
     assert api.list_runs()["count"] == before + 1
-    clone = api.list_runs()["data"][0]
+    clone = api.get(api.list_runs()["data"][0]["id"])
     assert clone["config"] == runs["done"]["config"] and clone["status"] == "queued"
     assert f"cloned as #{clone['id']}" in texts(at)
 
