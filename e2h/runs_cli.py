@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import typer
@@ -15,12 +16,43 @@ ServerOpt = typer.Option("http://127.0.0.1:8000", "--server", envvar="E2H_SERVER
 TokenOpt = typer.Option(None, "--token", envvar="E2H_API_TOKEN", help="API token (when the server sets one)")
 
 
+# C0 and C1 control characters (ESC starts colour, cursor and OSC 8 hyperlink sequences); newline
+# and tab only where a multi-line text is printed as such.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_KEEP_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(match: re.Match) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
+def safe(value: object, lines: bool = False) -> str:
+    """A server-supplied string for the terminal: control characters shown as ``\\xNN``."""
+    return (_CONTROL_KEEP_LINES if lines else _CONTROL).sub(_visible, "" if value is None else str(value))
+
+
+def cell(value: object) -> str:
+    """A server-supplied string for Rich (tables, progress descriptions): shown literally, its
+    ``[markup]`` escaped and its control characters made visible."""
+    from rich.markup import escape
+
+    return escape(safe(value))
+
+
+def _config_name(run: dict, section: str) -> str:
+    # A list item (a summary) names its task and scheduler at the top level; a full run in its config.
+    if isinstance(run.get(section), str):
+        return run[section]
+    part = (run.get("config") or {}).get(section)
+    return part.get("name", "") if isinstance(part, dict) else ""
+
+
 def _client(server: str, token: str | None) -> Client:
     return Client(server, token=token)
 
 
 def _fail(e: Exception) -> typer.Exit:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {safe(e, lines=True)}", fg=typer.colors.RED, err=True)
     return typer.Exit(1)
 
 
@@ -47,7 +79,7 @@ def submit(
             run = c.submit(config.model_dump(mode="json"), name=name, priority=priority, tags=tag or [])
     except (ValueError, APIError) as e:
         raise _fail(e) from None
-    typer.echo(f"run {run['id']} queued: {run['name']}")
+    typer.echo(f"run {run['id']} queued: {safe(run['name'])}")
 
 
 @app.command("ls")
@@ -69,10 +101,9 @@ def list_runs(
         raise _fail(e) from None
     table = Table("id", "name", "status", "progress", "task", "scheduler", "attempt", "worker")
     for r in page["data"]:
-        cfg = r["config"]
-        table.add_row(str(r["id"]), r["name"], r["status"], f"{r['step']}/{r['max_steps']}",
-                      cfg.get("task", {}).get("name", ""), cfg.get("scheduler", {}).get("name", ""),
-                      str(r["attempt"]), r["worker_id"] or "")
+        table.add_row(str(r["id"]), cell(r["name"]), cell(r["status"]), f"{r['step']}/{r['max_steps']}",
+                      cell(_config_name(r, "task")), cell(_config_name(r, "scheduler")), str(r["attempt"]),
+                      cell(r["worker_id"] or ""))
     Console().print(table)
     typer.echo(f"{len(page['data'])} of {page['count']} runs")
 
@@ -85,7 +116,7 @@ def cancel(run_id: int, server: str = ServerOpt, token: str = TokenOpt) -> None:
             run = c.cancel(run_id)
     except APIError as e:
         raise _fail(e) from None
-    typer.echo(f"run {run_id}: {run['status']}" + (" (cancel requested)" if run["cancel_requested"] else ""))
+    typer.echo(f"run {run_id}: {safe(run['status'])}" + (" (cancel requested)" if run["cancel_requested"] else ""))
 
 
 def _levels_table(run: dict, history: dict):
@@ -121,7 +152,7 @@ def watch(run_id: int, interval: float = typer.Option(1.0, "--interval"), server
                 history = c.history(run_id, max_points=2)
                 if bar is None:
                     bar = progress.add_task("", total=run["max_steps"])
-                progress.update(bar, completed=run["step"], description=f"run {run_id} {run['status']}")
+                progress.update(bar, completed=run["step"], description=f"run {run_id} {cell(run['status'])}")
                 live.update(Group(progress, _levels_table(run, history)))
                 if run["status"] in TERMINAL_STATUSES:
                     break
@@ -129,7 +160,7 @@ def watch(run_id: int, interval: float = typer.Option(1.0, "--interval"), server
     except APIError as e:
         raise _fail(e) from None
     if run.get("error"):
-        typer.secho(run["error"], fg=typer.colors.RED, err=True)
+        typer.secho(safe(run["error"], lines=True), fg=typer.colors.RED, err=True)
     raise typer.Exit(0 if run["status"] == "succeeded" else 1)
 
 
