@@ -1,8 +1,10 @@
 """``e2h up``: the server, one worker and the dashboard on loopback, started and stopped together.
 
 Each service is a child process in its own process group; the stack waits until each
-answers its health check, prints the URLs, and on Ctrl-C or SIGTERM stops all of them
-(SIGTERM, then SIGKILL after a grace period) so nothing is left running. The SQLite
+answers its health check, prints the URLs, and on Ctrl-C, SIGTERM or SIGHUP (the terminal
+closed) stops all of them (SIGTERM, then SIGKILL after a grace period) so nothing is left
+running. Should the launcher itself be SIGKILLed, Linux sends each child SIGTERM
+(:func:`die_with_parent`), so no orphaned worker keeps training. The SQLite
 database and the generated worker token live in the data dir, so a second ``e2h up``
 finds its runs again.
 """
@@ -25,8 +27,34 @@ import httpx
 logger = logging.getLogger("e2h.up")
 
 TOKEN_FILE = "worker_token"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DEMO_CONFIG = {"algorithm": {"max_steps": 60, "eval_steps": 20, "save_steps": 20},
                "scheduler": {"name": "variance_regularized", "params": {"warmup_steps": 10, "update_interval": 5}}}
+
+
+def die_with_parent(signum: int = signal.SIGTERM):
+    """A ``preexec_fn`` that has the kernel send ``signum`` to the child when its parent dies,
+    even by SIGKILL (Linux's PR_SET_PDEATHSIG); None elsewhere, where there is no such thing.
+
+    The child gets it when the thread that started it ends: start children from the main thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+
+    def set_pdeathsig() -> None:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
+        if os.getppid() != parent:  # the parent died before the line above ran
+            os.kill(os.getpid(), signum)
+
+    return set_pdeathsig
+
+
+class Stopped(Exception):
+    """A stop was requested (a signal) while the stack was still starting."""
 
 
 def worker_token(data_dir: Path) -> str:
@@ -53,14 +81,18 @@ class Service:
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps writing after this returns
-        self.proc = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(self.log_path, "ab") as log:  # the child writes through its own copy of the fd
+            self.proc = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=die_with_parent(signal.SIGTERM))
 
-    def wait_healthy(self, timeout: float, settle: float = 2.0) -> None:
-        """Poll the health URL; a service without one must at least stay up for ``settle`` seconds."""
+    def wait_healthy(self, timeout: float, settle: float = 2.0, stopping=lambda: False) -> None:
+        """Poll the health URL; a service without one must at least stay up for ``settle`` seconds.
+        Raises :class:`Stopped` as soon as ``stopping()`` is true."""
         deadline = time.monotonic() + (timeout if self.health_url else settle)
         while time.monotonic() < deadline:
+            if stopping():
+                raise Stopped(self.name)
             if self.proc.poll() is not None:
                 tail = self.log_path.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}:\n{tail}")
@@ -125,9 +157,11 @@ class Stack:
 
     def start(self, timeout: float = 120.0) -> None:
         for service in self.build():
+            if self.stopping:
+                raise Stopped(service.name)
             self.services.append(service)
             service.start()
-            service.wait_healthy(timeout)
+            service.wait_healthy(timeout, stopping=lambda: self.stopping)
             logger.info("%s is up", service.name)
 
     def stop(self, grace: float = 60.0) -> None:
@@ -158,15 +192,18 @@ class Stack:
 
 
 def up(stack: Stack, demo: bool = False, echo=print) -> int:
-    """Start the stack, optionally queue the demo run, and serve until Ctrl-C or SIGTERM."""
+    """Start the stack, optionally queue the demo run, and serve until Ctrl-C, SIGTERM or SIGHUP
+    (each stops every service; a signal while starting stops what has started)."""
 
     def request_stop(signum, frame):
         stack.stopping = True
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    previous = {signum: signal.signal(signum, request_stop) for signum in STOP_SIGNALS}
     try:
-        stack.start()
+        try:
+            stack.start()
+        except Stopped:
+            return 0
         echo(f"server     {stack.server_url}  (API docs: {stack.server_url}/docs)")
         if stack.with_dashboard:
             echo(f"dashboard  {stack.dashboard_url}")
@@ -185,4 +222,6 @@ def up(stack: Stack, demo: bool = False, echo=print) -> int:
         return 0
     finally:
         stack.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         echo("stopped")
