@@ -30,8 +30,12 @@ MIN_SECRET_CHARS = 8  # shorter values ("1", "true", a port) would redact ordina
 # when the operator opts in), and their values are redacted from what the worker posts.
 SECRET_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
 HUB_CREDENTIAL_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_API_TOKEN")
-# The E2H_* variables the training child reads; every other one (tokens, database URLs) stays here.
-CHILD_E2H_VARS = frozenset({"E2H_CPU_THREADS", "E2H_TRAIN_LOG_CAPTURED"})
+# The E2H_* variables the training child reads (e2h.train, e2h.plan); every other one (tokens,
+# database URLs) stays here. tests/worker/test_policy.py fails when e2h/ names one not listed.
+CHILD_E2H_VARS = frozenset({
+    "E2H_CPU_THREADS", "E2H_TRAIN_LOG_CAPTURED",
+    "E2H_VLLM_SERVE_COMMAND", "E2H_VLLM_SERVER_PORT", "E2H_VLLM_GROUP_PORT",
+})
 _URL_PASSWORD = re.compile(r"://[^/\s:@]*:([^/\s@]+)@")
 NETNS_STRICTNESS = {"off": 0, "auto": 1, "require": 2}
 

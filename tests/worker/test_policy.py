@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from e2h.tasks import get_task
 from worker.policy import check_run
-from worker.settings import REDACTED, Redactor, WorkerSettings, child_environment, secret_values
+from worker.settings import CHILD_E2H_VARS, REDACTED, Redactor, WorkerSettings, child_environment, secret_values
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def dataset(path, **options) -> dict:
@@ -152,6 +155,20 @@ def test_the_child_environment_holds_no_credentials(tmp_path):
     opted_in = child_environment(WorkerSettings(pass_hub_credentials=True), environ, tmp_path)
     assert opted_in["HF_TOKEN"] == environ["HF_TOKEN"] and "HF_TOKEN_PATH" not in opted_in
     assert "E2H_WORKER_TOKEN" not in opted_in and "GITHUB_TOKEN" not in opted_in
+
+
+def test_every_e2h_variable_the_training_code_reads_reaches_the_child():
+    # The child's environment keeps only the E2H_* variables it is known to read: a new one in the
+    # training code must be added to CHILD_E2H_VARS (or it silently never arrives).
+    not_training = {"cli.py", "stack.py", "runs_cli.py", "client.py"}
+    named = {
+        name
+        for path in (REPO / "e2h").rglob("*.py")
+        if path.name not in not_training
+        for name in re.findall(r"[\"'](E2H_[A-Z0-9_]+)[\"']", path.read_text())
+    }
+    assert "E2H_CPU_THREADS" in named
+    assert named <= CHILD_E2H_VARS, sorted(named - CHILD_E2H_VARS)
 
 
 def test_redactor_finds_the_workers_secrets_and_replaces_them(tmp_path):
