@@ -51,10 +51,14 @@ from server.models import (
 
 @dataclass(frozen=True)
 class Fence:
-    """Who claims to hold a run: worker writes are refused unless it still does."""
+    """Who claims to hold a run: worker writes are refused unless it still does.
 
-    worker_id: str | None = None
-    attempt: int | None = None
+    ``attempt`` is always given (a write that does not say which attempt it belongs to
+    could be a stale one); ``worker_id`` may be left out on snapshot, eval and log posts.
+    """
+
+    worker_id: str | None
+    attempt: int
 
 
 # -- runs -------------------------------------------------------------------------------
@@ -249,7 +253,7 @@ def _check_fence(run: Run, fence: Fence) -> None:
         raise Conflict(f"run {run.id} is {run.status}, not running: this worker no longer holds its lease")
     if fence.worker_id is not None and run.worker_id != fence.worker_id:
         raise Conflict(f"run {run.id} is leased to worker {run.worker_id!r}, not {fence.worker_id!r}")
-    if fence.attempt is not None and run.attempt != fence.attempt:
+    if run.attempt != fence.attempt:
         raise Conflict(f"attempt {fence.attempt} of run {run.id} is stale: the run is on attempt {run.attempt}")
 
 
@@ -286,13 +290,18 @@ def finish_run(
     output_dir: str | None = None,
     now: datetime | None = None,
 ) -> Run:
+    """The worker's outcome; a run whose cancel was requested ends cancelled whatever it reports."""
     now = now or utcnow()
     with write_transaction(session):
         run = _locked_run(session, run_id)
+        if run.cancel_requested and status != RunStatus.cancelled:
+            note = f"cancel requested; the worker then reported {status.value}"
+            error = f"{note}: {error}" if error else note
+            status = RunStatus.cancelled
         if (
             run.status == status
             and run.worker_id == fence.worker_id
-            and fence.attempt in (None, run.attempt)
+            and run.attempt == fence.attempt
             and run.finished_at is not None
         ):
             return run  # a retried finish whose first reply was lost
@@ -393,6 +402,7 @@ _RUN_FOR_INGEST = (
         _runs.c.worker_id,
         _runs.c.attempt,
         _runs.c.num_levels,
+        _runs.c.max_steps,
         _runs.c.step,
         _runs.c.probabilities,
     )
@@ -484,15 +494,7 @@ def add_snapshots(
         if run is None:
             raise NotFound(f"run {run_id} not found")
         _check_fence(run, fence)
-        errors = [
-            error_entry(
-                ["body", i, "levels"],
-                f"{len(s['levels'])} levels given, run {run_id} has {run.num_levels} "
-                f"(one per training level, task.train_levels)",
-            )
-            for i, s in enumerate(snapshots)
-            if len(s["levels"]) != run.num_levels
-        ]
+        errors = _snapshot_errors_for_run(run, snapshots)
         if errors:
             raise Invalid(errors)
         by_step: dict[int, SnapshotIn] = {}
@@ -512,6 +514,29 @@ def add_snapshots(
             else:
                 conn.execute(_RUN_COUNT, params)
     return len(new), len(snapshots) - len(new)
+
+
+def _snapshot_errors_for_run(run: Any, snapshots: list[SnapshotIn]) -> list[dict[str, Any]]:
+    """What only the run can say about a snapshot: its step range and its levels."""
+    errors = []
+    for i, s in enumerate(snapshots):
+        if s["step"] > run.max_steps:
+            msg = f"step {s['step']} is past the run's last step, algorithm.max_steps={run.max_steps}"
+            errors.append(error_entry(["body", i, "step"], msg))
+        if len(s["levels"]) != run.num_levels:
+            msg = (
+                f"{len(s['levels'])} levels given, run {run.id} has {run.num_levels} "
+                "(one per training level, task.train_levels)"
+            )
+            errors.append(error_entry(["body", i, "levels"], msg))
+        for j, level in enumerate(s["levels"]):
+            if level["level"] >= run.num_levels:
+                msg = (
+                    f"level {level['level']} is not one of run {run.id}'s levels 0..{run.num_levels - 1} "
+                    "(scheduler indices into task.train_levels)"
+                )
+                errors.append(error_entry(["body", i, "levels", j, "level"], msg))
+    return errors
 
 
 def snapshot_series(session: Session, run_id: int, after_step: int | None, max_points: int) -> dict[str, Any]:

@@ -386,7 +386,7 @@ class ClaimResponse(BaseModel):
 
 class HeartbeatRequest(BaseModel):
     worker_id: WorkerId
-    attempt: Attempt | None = Field(None, description="The claimed run's attempt; fences stale workers.")
+    attempt: Attempt = Field(description="The claimed run's attempt; fences stale workers.")
     step: Step | None = None
     output_dir: OutputDir | None = Field(None, description="Where this attempt writes (for resume).")
 
@@ -398,13 +398,13 @@ class HeartbeatResponse(BaseModel):
 
 class ReleaseRequest(BaseModel):
     worker_id: WorkerId
-    attempt: Attempt | None = None
+    attempt: Attempt = Field(description="The claimed run's attempt.")
     output_dir: OutputDir | None = Field(None, description="Where the next attempt resumes from.")
 
 
 class FinishRequest(BaseModel):
     worker_id: WorkerId
-    attempt: Attempt | None = None
+    attempt: Attempt = Field(description="The claimed run's attempt.")
     status: RunStatus
     error: ErrorText | None = None
     output_dir: OutputDir | None = None

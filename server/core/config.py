@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from e2h.config import DEFAULT_CEILINGS
 
@@ -46,6 +47,36 @@ class Settings(BaseSettings):
     events_poll_seconds: float = Field(
         0.5, gt=0, description="SSE re-reads the database this often (writes by other server processes)."
     )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        ["http://127.0.0.1:8501", "http://localhost:8501"],
+        description="Comma-separated browser origins (scheme://host[:port]) besides the server's own whose "
+        "requests are answered; any other Origin gets 403. Default: the dashboard's default address (the "
+        "dashboard itself calls the API from Python and sends no Origin).",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="Comma-separated Host names answered on a loopback connection besides localhost, "
+        "127.0.0.1 and [::1] (e.g. the name a reverse proxy on this machine forwards); others get 421.",
+    )
+    max_event_streams: int = Field(64, ge=1, description="Most concurrent SSE streams (503 above).")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="A connection that has not sent a complete request head by then is closed."
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest wait for the next chunk of a request body (408 after)."
+    )
+    keep_alive_seconds: int = Field(5, ge=1, description="An idle keep-alive connection is closed after this.")
+    max_snapshot_keys: int = Field(
+        256, ge=1, description="Most metric keys per snapshot, and component keys per level (422 above)."
+    )
+    max_snapshot_key_length: int = Field(200, ge=1, description="Longest metric or component name (422 above).")
+
+    @field_validator("allowed_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [part.strip().rstrip("/").lower() for part in v.split(",") if part.strip()]
+        return v
 
     @field_validator("run_ceilings")
     @classmethod

@@ -87,18 +87,19 @@ WORKER_LIMITS: list[tuple[str, str, Any, Any, str, list[str]]] = [
      ["200 characters"]),
     ("32 labels", "/workers/claim", {"worker_id": "w", "labels": ["l"] * 32},
      {"worker_id": "w", "labels": ["l"] * 33}, "labels", ["32 items"]),
-    ("output dir 4096 chars", "/runs/{id}/heartbeat", {"worker_id": HOLDER, "output_dir": "d" * 4096},
-     {"worker_id": HOLDER, "output_dir": "d" * 4097}, "output_dir", ["4096 characters"]),
-    ("log line 20000 chars", "/runs/{id}/logs?worker_id=" + HOLDER, {"lines": ["l" * 20_000]},
+    ("output dir 4096 chars", "/runs/{id}/heartbeat", {"worker_id": HOLDER, "attempt": 1, "output_dir": "d" * 4096},
+     {"worker_id": HOLDER, "attempt": 1, "output_dir": "d" * 4097}, "output_dir", ["4096 characters"]),
+    ("log line 20000 chars", "/runs/{id}/logs?attempt=1&worker_id=" + HOLDER, {"lines": ["l" * 20_000]},
      {"lines": ["l" * 20_001]}, "lines.0", ["20000 characters"]),
-    ("eval name 64 chars", "/runs/{id}/evals?worker_id=" + HOLDER, {"step": 1, "name": "e" * 64, "results": {}},
+    ("eval name 64 chars", "/runs/{id}/evals?attempt=1&worker_id=" + HOLDER,
+     {"step": 1, "name": "e" * 64, "results": {}},
      {"step": 1, "name": "e" * 65, "results": {}}, "name", ["64 characters"]),
-    ("scheduler name 64 chars", "/runs/{id}/snapshots?worker_id=" + HOLDER,
+    ("scheduler name 64 chars", "/runs/{id}/snapshots?attempt=1&worker_id=" + HOLDER,
      [snapshot(1, scheduler="s" * 64)], [snapshot(1, scheduler="s" * 65)], "0.scheduler", ["64 characters"]),
-    ("256 levels in a snapshot", "/runs/{id}/snapshots?worker_id=" + HOLDER, None,
+    ("256 levels in a snapshot", "/runs/{id}/snapshots?attempt=1&worker_id=" + HOLDER, None,
      [{"step": 1, "scheduler": "s", "levels": [{"level": i, "probability": 1 / 257} for i in range(257)]}],
      "0.levels", ["256 items"]),
-    ("levels = the run's", "/runs/{id}/snapshots?worker_id=" + HOLDER, [snapshot(2, k=5)], [snapshot(2, k=6)],
+    ("levels = the run's", "/runs/{id}/snapshots?attempt=1&worker_id=" + HOLDER, [snapshot(2, k=5)], [snapshot(2, k=6)],
      "0.levels", ["6 levels given", "has 5"]),
 ]
 
@@ -114,7 +115,7 @@ def test_worker_inputs_at_and_past_their_bound(client: TestClient, held_run: int
 
 
 def test_the_finish_error_text_is_bounded(client: TestClient, held_run: int) -> None:
-    body = {"worker_id": HOLDER, "status": "failed", "error": "e" * 100_001}
+    body = {"worker_id": HOLDER, "attempt": 1, "status": "failed", "error": "e" * 100_001}
     _one_error(client.post(f"/runs/{held_run}/finish", json=body, headers=WORKER), "error", "100000 characters")
 
 
@@ -128,7 +129,7 @@ def test_batches_over_e2h_max_batch_are_413_naming_it(client: TestClient, held_r
         return {"lines": ["x"] * n}
 
     url = f"/runs/{held_run}/{kind}"
-    params = {"worker_id": HOLDER}
+    params = {"worker_id": HOLDER, "attempt": 1}
     assert client.post(url, json=batch(MAX_BATCH), params=params, headers=WORKER).status_code == 202
     r = client.post(url, json=batch(MAX_BATCH + 1), params=params, headers=WORKER)
     assert r.status_code == 413, r.text

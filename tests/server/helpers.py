@@ -59,15 +59,19 @@ def claim(client: TestClient, worker_id: str = "w1") -> dict[str, Any] | None:
 
 
 def post_snapshots(
-    client: TestClient, run_id: int, snaps: list[dict], worker_id: str | None = None, attempt: int | None = None
+    client: TestClient, run_id: int, snaps: list[dict], worker_id: str | None = None, attempt: int | None = 1
 ):
     params = {k: v for k, v in {"worker_id": worker_id, "attempt": attempt}.items() if v is not None}
     return client.post(f"/runs/{run_id}/snapshots", json=snaps, params=params, headers=WORKER)
 
 
-def finish(client: TestClient, run_id: int, worker_id: str = "w1", status: str = "succeeded", **extra: Any):
+def finish(
+    client: TestClient, run_id: int, worker_id: str = "w1", status: str = "succeeded", attempt: int = 1, **extra: Any
+):
     return client.post(
-        f"/runs/{run_id}/finish", json={"worker_id": worker_id, "status": status, **extra}, headers=WORKER
+        f"/runs/{run_id}/finish",
+        json={"worker_id": worker_id, "attempt": attempt, "status": status, **extra},
+        headers=WORKER,
     )
 
 

@@ -35,7 +35,10 @@ def test_a_finished_runs_stream_replays_from_last_event_id_and_ends(client: Test
     run = submit(client)
     claim(client)
     post_snapshots(client, run["id"], [snapshot(s) for s in range(5)])
-    client.post(f"/runs/{run['id']}/logs", json={"lines": ["loading model", "step 1"]}, headers=WORKER)
+    r = client.post(
+        f"/runs/{run['id']}/logs", json={"lines": ["loading model", "step 1"]}, params={"attempt": 1}, headers=WORKER
+    )
+    assert r.status_code == 202, r.text
     finish(client, run["id"])
 
     events = stream(client, run["id"], "0.0.0")
@@ -59,6 +62,6 @@ def test_a_finished_runs_stream_replays_from_last_event_id_and_ends(client: Test
 
 def test_a_cancelled_queued_run_streams_its_status_and_ends(client: TestClient) -> None:
     run = submit(client)
-    client.post(f"/runs/{run['id']}/cancel")
+    assert client.post(f"/runs/{run['id']}/cancel", headers={"Content-Type": "application/json"}).status_code == 200
     (event,) = stream(client, run["id"])
     assert event["event"] == "status" and json.loads(event["data"])["status"] == "cancelled"

@@ -13,10 +13,13 @@ from server.core.db import new_session
 from server.models import SNAPSHOT_LIST, RunCreate, Snapshot
 from tests.server.helpers import WORKER, claim, post_snapshots, snapshot, submit
 
+MAX_STEPS = 2000
+FENCE = {"worker_id": "w1", "attempt": 1}
+
 
 @pytest.fixture
 def run_id(client: TestClient) -> int:
-    run = submit(client)
+    run = submit(client, config={"algorithm": {"max_steps": MAX_STEPS}})
     claim(client)
     return run["id"]
 
@@ -60,6 +63,11 @@ def _bad(mutate) -> dict:
         (_bad(lambda s: s.update(step=-1)), "1.step"),
         (_bad(lambda s: s["metrics"].update(loss="high")), "1.metrics.loss"),
         (_bad(lambda s: s.update(extra=1)), "1.extra"),
+        (_bad(lambda s: s.update(step=MAX_STEPS + 1)), "1.step"),  # past algorithm.max_steps
+        (_bad(lambda s: s["levels"][4].update(level=5)), "1.levels.4.level"),  # the run has levels 0..4
+        (_bad(lambda s: s["metrics"].update({f"m{i}": 0.0 for i in range(300)})), "1.metrics"),  # > 256 keys
+        (_bad(lambda s: s["metrics"].update({"x" * 201: 0.0})), "1.metrics"),  # a 201-character name
+        (_bad(lambda s: s["levels"][0].update(components={f"c{i}": 0.0 for i in range(300)})), "1.levels.0.components"),
     ],
 )
 def test_an_invalid_snapshot_rejects_the_whole_batch(client: TestClient, run_id: int, bad: dict, field: str) -> None:
@@ -72,7 +80,8 @@ def test_an_invalid_snapshot_rejects_the_whole_batch(client: TestClient, run_id:
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_numbers_are_rejected_and_null_is_fine(client: TestClient, run_id: int, token: str) -> None:
     body = json.dumps([snapshot(1)]).replace('"reward_var": 0.25', f'"reward_var": {token}', 1)
-    r = client.post(f"/runs/{run_id}/snapshots", content=body, headers={**WORKER, "Content-Type": "application/json"})
+    headers = {**WORKER, "Content-Type": "application/json"}
+    r = client.post(f"/runs/{run_id}/snapshots", content=body, params=FENCE, headers=headers)
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "0.levels.0.reward_var"
     s = snapshot(1)
     s["levels"][0]["reward_var"] = None
@@ -103,11 +112,11 @@ def test_snapshots_only_while_running(client: TestClient) -> None:
 def _fill(engine: Engine, steps: list[int]) -> int:
     """A running run with snapshots at ``steps``, written straight through crud (fast)."""
     with new_session(engine) as s:
-        run_id = crud.create_run(s, RunCreate()).id
+        run_id = crud.create_run(s, RunCreate(config={"algorithm": {"max_steps": max(*steps, 1000)}})).id
         crud.claim_run(s, "w", [], 600)
         snaps = SNAPSHOT_LIST.validate_python([snapshot(step) for step in steps])
         for i in range(0, len(snaps), 1000):
-            crud.add_snapshots(s, run_id, snaps[i : i + 1000], crud.Fence(), 1000)
+            crud.add_snapshots(s, run_id, snaps[i : i + 1000], crud.Fence("w", 1), 1000)
     return run_id
 
 
@@ -177,7 +186,7 @@ def test_history_is_columnar_and_incremental(client: TestClient, run_id: int) ->
 def test_evals_are_idempotent_per_name_and_step(client: TestClient, run_id: int) -> None:
     results = {"overall": {"accuracy": 0.5, "support": 10}, "level_0": {"accuracy": 1.0, "support": 2}}
     url = f"/runs/{run_id}/evals"
-    assert client.post(url, json={"step": 50, "results": results}, headers=WORKER).json() == {
+    assert client.post(url, json={"step": 50, "results": results}, params=FENCE, headers=WORKER).json() == {
         "accepted": 1,
         "duplicates": 0,
     }
@@ -186,16 +195,21 @@ def test_evals_are_idempotent_per_name_and_step(client: TestClient, run_id: int)
         {"step": 100, "results": results},
         {"step": 100, "name": "test", "results": {}},
     ]
-    assert client.post(url, json=batch, headers=WORKER).json() == {"accepted": 2, "duplicates": 1}
+    assert client.post(url, json=batch, params=FENCE, headers=WORKER).json() == {"accepted": 2, "duplicates": 1}
     got = client.get(url).json()
     assert [(e["name"], e["step"]) for e in got] == [("eval", 50), ("eval", 100), ("test", 100)]
     assert got[0]["results"] == results and got[0]["created_at"].endswith("Z")
-    assert client.post(url, json={"results": {}}, headers=WORKER).status_code == 422
+    assert client.post(url, json={"results": {}}, params=FENCE, headers=WORKER).status_code == 422
+    # Without the attempt the write could be a stale worker's: refused, nothing stored.
+    r = client.post(url, json={"step": 150, "results": results}, params={"worker_id": "w1"}, headers=WORKER)
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "attempt"
+    assert len(client.get(url).json()) == 3
 
 
 def test_logs_page_by_id(client: TestClient, run_id: int) -> None:
     url = f"/runs/{run_id}/logs"
-    assert client.post(url, json={"lines": [f"line {i}" for i in range(5)]}, headers=WORKER).json()["accepted"] == 5
+    lines = {"lines": [f"line {i}" for i in range(5)]}
+    assert client.post(url, json=lines, params=FENCE, headers=WORKER).json()["accepted"] == 5
     first = client.get(url, params={"limit": 3}).json()
     assert [x["line"] for x in first["data"]] == ["line 0", "line 1", "line 2"]
     rest = client.get(url, params={"after": first["next_after"]}).json()
@@ -204,4 +218,5 @@ def test_logs_page_by_id(client: TestClient, run_id: int) -> None:
         "data": [],
         "next_after": rest["next_after"],
     }
-    assert client.post(url, json={"lines": ["x"] * 1001}, headers=WORKER).status_code == 413
+    assert client.post(url, json={"lines": ["x"] * 1001}, params=FENCE, headers=WORKER).status_code == 413
+    assert client.post(url, json={"lines": ["x"]}, headers=WORKER).status_code == 422  # no attempt

@@ -120,7 +120,10 @@ def test_a_stale_worker_is_fenced_off(client: TestClient, settings: Settings) ->
             ).status_code,
             post_snapshots(client, rid, [snapshot(1)], worker_id=worker, attempt=attempt).status_code,
             client.post(
-                f"/runs/{rid}/logs", params={"worker_id": worker}, json={"lines": ["x"]}, headers=WORKER
+                f"/runs/{rid}/logs",
+                params={"worker_id": worker, "attempt": attempt},
+                json={"lines": ["x"]},
+                headers=WORKER,
             ).status_code,
             client.post(
                 f"/runs/{rid}/finish",
@@ -132,7 +135,7 @@ def test_a_stale_worker_is_fenced_off(client: TestClient, settings: Settings) ->
     assert stale_writes("A", 1) == [409, 409, 409, 409]  # requeued: nobody holds it
     assert claim(client, "B")["attempt"] == 2
     assert stale_writes("A", 1) == [409, 409, 409, 409]  # B holds it
-    r = client.post(f"/runs/{rid}/heartbeat", json={"worker_id": "A"}, headers=WORKER)
+    r = client.post(f"/runs/{rid}/heartbeat", json={"worker_id": "A", "attempt": 2}, headers=WORKER)
     assert "leased to worker 'B'" in r.json()["detail"]
 
     with new_session(client.app.state.engine) as s:
@@ -284,11 +287,11 @@ def test_release_requeues_as_a_new_attempt_without_counting_as_a_lost_lease(clie
         assert (r.json()["attempt"], r.json()["leases_lost"], r.json()["output_dir"]) == (attempt + 1, 0, "/o/1")
         # The released attempt is fenced off, even for the same worker.
         assert post_snapshots(client, rid, [snapshot(1)], worker_id="A", attempt=attempt).status_code == 409
-    assert client.post(f"/runs/{rid}/release", json={"worker_id": "A"}, headers=WORKER).status_code == 409
+    assert client.post(f"/runs/{rid}/release", json={"worker_id": "A", "attempt": 6}, headers=WORKER).status_code == 409
 
     claim(client, "B")
-    client.post(f"/runs/{rid}/cancel")
-    r = client.post(f"/runs/{rid}/release", json={"worker_id": "B"}, headers=WORKER)
+    client.post(f"/runs/{rid}/cancel", headers={"Content-Type": "application/json"})
+    r = client.post(f"/runs/{rid}/release", json={"worker_id": "B", "attempt": 6}, headers=WORKER)
     assert r.json()["status"] == "cancelled"  # asked to stop: no point requeueing
 
 
@@ -309,3 +312,37 @@ def test_a_restarted_server_gives_workers_a_lease_period_before_reaping(settings
         while (got := c.get(f"/runs/{run['id']}").json())["status"] != "queued":
             assert time.monotonic() < deadline, got
             time.sleep(0.05)
+
+
+def test_every_worker_write_must_name_its_attempt(client: TestClient) -> None:
+    """A write that does not say which attempt it belongs to could come from a stale worker: 422."""
+    rid = submit(client)["id"]
+    claim(client, "A")
+    without = [
+        client.post(f"/runs/{rid}/heartbeat", json={"worker_id": "A", "step": 3}, headers=WORKER),
+        post_snapshots(client, rid, [snapshot(1)], worker_id="A", attempt=None),
+        client.post(f"/runs/{rid}/evals", params={"worker_id": "A"}, json={"step": 1, "results": {}}, headers=WORKER),
+        client.post(f"/runs/{rid}/logs", params={"worker_id": "A"}, json={"lines": ["x"]}, headers=WORKER),
+        client.post(f"/runs/{rid}/release", json={"worker_id": "A"}, headers=WORKER),
+        client.post(f"/runs/{rid}/finish", json={"worker_id": "A", "status": "succeeded"}, headers=WORKER),
+    ]
+    assert [r.status_code for r in without] == [422] * 6
+    assert all("attempt" in [e["field"] for e in r.json()["detail"]] for r in without)
+    run = client.get(f"/runs/{rid}").json()
+    assert (run["status"], run["step"], run["snapshot_count"]) == ("running", 0, 0)
+    assert client.get(f"/runs/{rid}/logs").json()["data"] == [] and client.get(f"/runs/{rid}/evals").json() == []
+
+
+@pytest.mark.parametrize("reported", ["succeeded", "failed"])
+def test_a_run_whose_cancel_was_requested_ends_cancelled_whatever_the_worker_reports(
+    client: TestClient, reported: str
+) -> None:
+    rid = submit(client)["id"]
+    claim(client, "A")
+    assert client.post(f"/runs/{rid}/cancel", headers={"Content-Type": "application/json"}).json()["cancel_requested"]
+    r = finish(client, rid, "A", status=reported, error="boom" if reported == "failed" else None)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    assert r.json()["error"].startswith(f"cancel requested; the worker then reported {reported}")
+    again = finish(client, rid, "A", status=reported)  # a retried finish whose reply was lost
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+    assert finish(client, rid, "A", status="cancelled").json()["status"] == "cancelled"

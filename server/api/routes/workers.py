@@ -1,7 +1,8 @@
 """Worker protocol (bearer E2H_WORKER_TOKEN): claim, heartbeat, report, finish.
 
-A worker identifies itself on every write: ``worker_id`` (and ``attempt``, from the
-claimed run) in the body, or as query parameters on the snapshot, eval and log posts.
+A worker identifies itself on every write: ``attempt`` (from the claimed run, always
+required) and ``worker_id``, in the body, or as query parameters on the snapshot, eval and
+log posts (where ``worker_id`` may be left out).
 Writes from a worker that no longer holds the run (its lease expired and the run was
 requeued or handed to another attempt) get 409.
 """
@@ -43,11 +44,11 @@ SNAPSHOTS_SCHEMA = SNAPSHOT_LIST.json_schema(ref_template="#/components/schemas/
 SNAPSHOT_SCHEMA_DEFS = SNAPSHOTS_SCHEMA.pop("$defs")
 
 
-def parse_snapshots(body: bytes) -> list[SnapshotIn]:
+def parse_snapshots(body: bytes, max_keys: int = 256, max_key_length: int = 200) -> list[SnapshotIn]:
     """Validate a JSON array of snapshots; errors are located like FastAPI's (``body``, index, ...)."""
     try:
         snapshots = SNAPSHOT_LIST.validate_json(body)
-        errors = snapshot_errors(snapshots)
+        errors = snapshot_errors(snapshots) + key_errors(snapshots, max_keys, max_key_length)
     except ValidationError as e:
         errors = e.errors(include_url=False, include_input=False)
     if errors:
@@ -55,11 +56,36 @@ def parse_snapshots(body: bytes) -> list[SnapshotIn]:
     return snapshots
 
 
+def key_errors(snapshots: list[SnapshotIn], max_keys: int, max_key_length: int) -> list[dict]:
+    """Metric names and component names are free text a worker chooses: bounded in number and length,
+    so one run cannot make every history read of it huge (E2H_MAX_SNAPSHOT_KEYS, ..._KEY_LENGTH)."""
+    errors = []
+
+    def check(names: dict | None, loc: tuple) -> None:
+        if not names:
+            return
+        if len(names) > max_keys:
+            msg = f"{len(names)} keys, at most {max_keys} are kept per snapshot (E2H_MAX_SNAPSHOT_KEYS)"
+            errors.append({"loc": loc, "msg": f"Value error, {msg}", "type": "value_error"})
+        if long := [name for name in names if len(name) > max_key_length]:
+            msg = (
+                f"key {long[0][:40]!r}... is {len(long[0])} characters, at most {max_key_length} "
+                "(E2H_MAX_SNAPSHOT_KEY_LENGTH)"
+            )
+            errors.append({"loc": loc, "msg": f"Value error, {msg}", "type": "value_error"})
+
+    for i, snapshot in enumerate(snapshots):
+        check(snapshot.get("metrics"), (i, "metrics"))
+        for j, level in enumerate(snapshot["levels"]):
+            check(level.get("components"), (i, "levels", j, "components"))
+    return errors
+
+
 async def _fence(
+    attempt: Annotated[int, Query(ge=1, le=INT32_MAX, description="The attempt it claimed (required).")],
     worker_id: Annotated[
         str | None, Query(max_length=200, pattern=NO_NUL_PATTERN, description="The worker that claimed the run.")
     ] = None,
-    attempt: Annotated[int | None, Query(ge=1, le=INT32_MAX, description="The attempt it claimed.")] = None,
 ) -> crud.Fence:
     return crud.Fence(worker_id, attempt)
 
@@ -114,7 +140,7 @@ def post_snapshots(
     """A JSON array of snapshots (DESIGN.md section 7), at most 1,000; idempotent on step."""
     # Parsed and validated straight from the bytes by pydantic: half the cost of
     # json.loads followed by validation, on the path that carries thousands per second.
-    snapshots = parse_snapshots(body)
+    snapshots = parse_snapshots(body, settings.max_snapshot_keys, settings.max_snapshot_key_length)
     accepted, duplicates = crud.add_snapshots(session, run_id, snapshots, fence, settings.max_batch)
     notifier.notify(run_id)
     return IngestResult(accepted=accepted, duplicates=duplicates)
