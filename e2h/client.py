@@ -75,6 +75,10 @@ class Client:
     # -- plumbing -----------------------------------------------------------------------
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if method.upper() not in ("GET", "HEAD") and not {"json", "content", "data", "files"} & kwargs.keys():
+            # The server refuses writes that are not JSON (web pages cannot forge it); a
+            # bodiless cancel or delete says it is JSON too.
+            kwargs["headers"] = {"Content-Type": "application/json", **(kwargs.get("headers") or {})}
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as e:

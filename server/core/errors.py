@@ -8,11 +8,13 @@ spans several fields and names the field in its message.
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 
 
 class E2HError(Exception):
@@ -39,6 +41,43 @@ class TooLarge(E2HError):
 
 class Invalid(E2HError):
     status_code = 422
+
+
+# What SQLite (and the OS under it) says when the database cannot take a write, and what
+# the operator should hear instead. Matched on the message: SQLite reports these as
+# OperationalError, sharing the class with SQL mistakes that are real 500s.
+_STORAGE_FAULTS = (
+    ("database or disk is full", "the disk holding the database is full"),
+    ("attempt to write a readonly database", "the database file is read-only"),
+    ("unable to open database file", "the database file cannot be opened (missing, read-only or no permission)"),
+    ("disk i/o error", "the database file could not be written (disk I/O error; read-only or failing disk)"),
+    ("readonly database", "the database file is read-only"),
+    ("no space left on device", "the disk holding the database is full"),  # PostgreSQL
+    ("read-only transaction", "the database is read-only"),  # PostgreSQL hot standby
+)
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EROFS: "the file system is read-only",
+    errno.EDQUOT: "the disk quota is exhausted",
+}
+
+
+def storage_fault(exc: BaseException) -> str | None:
+    """Why the database (or a file the server writes) cannot be written, or None if ``exc`` is no such fault.
+
+    -> the 503 detail: the cause, then the driver's own words.
+    """
+    if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+        return f"{_STORAGE_ERRNOS[exc.errno]}: {exc.strerror}; writes fail until that is fixed"
+    if isinstance(exc, DBAPIError):
+        message = str(exc.orig) if exc.orig is not None else str(exc)
+        lowered = message.lower()
+        for needle, cause in _STORAGE_FAULTS:
+            if needle in lowered:
+                return f"{cause} ({message}); writes fail until that is fixed"
+        if isinstance(exc.orig, OSError):
+            return storage_fault(exc.orig)
+    return None
 
 
 # Cross-field checks raise "Value error, scheduler.params.min_prob: ..." at the model's loc,

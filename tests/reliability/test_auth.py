@@ -128,7 +128,7 @@ def test_the_walk_catches_a_write_route_without_a_token_check(tmp_path: Path) ->
         op = schema["paths"]["/runs/{run_id}/pin"]["post"]
         assert required_token("post", op) == "api"
         assert not op.get("security")  # the declared-scheme check fails ...
-        assert client.post("/runs/1/pin").status_code == 200  # ... and so does the 401 check
+        assert client.post("/runs/1/pin", json={}).status_code == 200  # ... and so does the 401 check
 
 
 def test_without_an_api_token_user_writes_are_open_but_worker_routes_are_not(tmp_path: Path) -> None:
