@@ -91,7 +91,7 @@ def dashboard(
     host: str = typer.Option("127.0.0.1", "--host"),
     token: str = typer.Option(None, "--token", envvar="E2H_API_TOKEN", help="API token, when the server sets one"),
 ) -> None:
-    """Serve the Streamlit dashboard."""
+    """Serve the Streamlit dashboard; Ctrl-C, SIGTERM or SIGHUP stops it (and its Streamlit process)."""
     from dashboard.launch import run
 
     raise typer.Exit(run(server_url, port, host, token))
@@ -105,7 +105,7 @@ def up(
     dashboard_port: int = typer.Option(8501, "--dashboard-port"),
     no_dashboard: bool = typer.Option(False, "--no-dashboard"),
 ) -> None:
-    """Start the server, one worker and the dashboard on loopback; Ctrl-C stops all three."""
+    """Start the server, one worker and the dashboard on loopback; Ctrl-C, SIGTERM or SIGHUP stops all three."""
     import logging
 
     from e2h.stack import Stack
