@@ -231,8 +231,8 @@ def run(
     started = time.perf_counter()
     results = evaluate_in_trainer(trainer, task, test_rows, config.algorithm.max_completion_length)
     if trainer.is_world_process_zero():
-        reporter.eval({"step": trainer.state.global_step, "name": "test", "results": results,
-                       "seconds": time.perf_counter() - started})
+        reporter.eval({"step": trainer.state.global_step, "name": "test", "results": results})
+        logger.info("final test evaluation took %.1f s", time.perf_counter() - started)
         (output_dir / TEST_RESULTS_FILE).write_text(json.dumps(results, indent=2))
     _shut_down_processes(trainer)
     return results
@@ -259,9 +259,10 @@ class EvalCallback(TrainerCallback):
             return
         started = time.perf_counter()  # every rank evaluates its share of the questions
         results = evaluate_in_trainer(self.trainer, self.task, self.rows, self.max_new_tokens)
+        # The step's snapshot (logged right after this) carries the time as metrics["eval/seconds"].
+        self.trainer.eval_seconds = time.perf_counter() - started
         if state.is_world_process_zero:
-            self.reporter.eval({"step": state.global_step, "name": "eval", "results": results,
-                                "seconds": time.perf_counter() - started})
+            self.reporter.eval({"step": state.global_step, "name": "eval", "results": results})
 
 
 class StopCallback(TrainerCallback):

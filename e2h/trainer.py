@@ -67,6 +67,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         # "batch", "counts" (completions per level), "global_step" (TRL's count when it was
         # generated)}. Kept in checkpoints; tests read it.
         self.trained_levels: list[dict] = []
+        self.eval_seconds: float | None = None  # set by an evaluation during the step, for its snapshot
         self._pending_sampler_state: dict | None = None
         self._rng_checkpoint: str | None = None
         super().__init__(*args, **kwargs)
@@ -212,6 +213,8 @@ class CurriculumSnapshotCallback(TrainerCallback):
         }
         metrics["curriculum/dropped_rewards"] = float(self.trainer.scheduler.dropped_rewards)
         metrics.update(self._throughput(logs, snap["time"]))
+        if self.trainer.eval_seconds is not None:
+            metrics["eval/seconds"], self.trainer.eval_seconds = self.trainer.eval_seconds, None
         metrics.update(device_memory(self.trainer.accelerator))  # every rank: it gathers
         snap["metrics"] = metrics
         if state.is_world_process_zero and self.sink is not None:

@@ -66,6 +66,7 @@ def test_e2h_train_cli_writes_the_output_dir(tmp_path):
     assert metrics["gpu/mem_allocated_peak_gib"] is None  # a CPU run: the keys are there, without a value
     assert snaps[0]["metrics"]["throughput/tokens_per_second"] is None
     assert metrics["throughput/tokens_per_second"] > 0
+    assert [s["step"] for s in snaps if "eval/seconds" in s["metrics"]] == [3]  # the step that evaluated
     assert (out / "train.log").stat().st_size > 0
 
 
