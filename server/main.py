@@ -72,6 +72,8 @@ class RequestGuard:
       server's own origin and E2H_ALLOWED_ORIGINS: 403 for every other site.
     * A write (POST, PUT, PATCH, DELETE) needs ``Content-Type: application/json`` or an
       ``Authorization`` header, which no HTML form can send: a cross-site form post gets 415.
+      (``json_writes_only=False`` when both tokens are set: then every write route needs a
+      token anyway, and a request without one is told so, 401, by the route.)
     * A body over the limit is 413: at once when Content-Length says so, else as soon as
       the bytes read pass it. A body whose next chunk takes over ``body_timeout`` s is 408.
     * At most ``max_event_streams`` event streams at once; one more gets 503.
@@ -86,6 +88,7 @@ class RequestGuard:
         allowed_hosts: Iterable[str] = (),
         max_event_streams: int | None = None,
         body_timeout: float | None = None,
+        json_writes_only: bool = True,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -94,6 +97,7 @@ class RequestGuard:
         self.allowed_hosts = LOOPBACK_NAMES | {h.lower() for h in allowed_hosts}
         self.max_event_streams = max_event_streams
         self.body_timeout = body_timeout
+        self.json_writes_only = json_writes_only
         # Only touched on the event loop: no lock needed.
         self.event_streams = 0
 
@@ -180,7 +184,7 @@ class RequestGuard:
                 f"request body of {int(length)} bytes is over the limit of {self.max_body_bytes} bytes "
                 "(E2H_MAX_BODY_BYTES)"
             )
-        if scope["method"] in WRITE_METHODS and b"authorization" not in headers:
+        if self.json_writes_only and scope["method"] in WRITE_METHODS and b"authorization" not in headers:
             media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             if media_type != b"application/json":
                 shown = media_type.decode("latin-1") or "none"
@@ -296,6 +300,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allowed_hosts=settings.allowed_hosts,
         max_event_streams=settings.max_event_streams,
         body_timeout=settings.body_timeout_seconds,
+        json_writes_only=settings.api_token is None or settings.worker_token is None,
     )
 
     @app.exception_handler(E2HError)

@@ -38,6 +38,7 @@ from tests.server.helpers import WORKER, WORKER_TOKEN, snapshot
 API_TOKEN = "fuzz-api-token"
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 HOLDER = "fuzz-worker"
+HELD = f"attempt=1&worker_id={HOLDER}"
 EXAMPLES_PER_OPERATION_AND_MODE = 36
 MIN_REQUESTS = 1000
 # The most an event stream is read (an open run's stream never ends by itself).
@@ -56,7 +57,7 @@ def _seed(client: TestClient) -> list[int]:
     for _ in range(3):
         r = client.post("/workers/claim", json={"worker_id": HOLDER}, headers=WORKER)
         assert r.status_code == 200, r.text
-    held = {"worker_id": HOLDER}
+    held = {"worker_id": HOLDER, "attempt": 1}
     for step in range(3):
         r = client.post(f"/runs/{ids[0]}/snapshots", json=[snapshot(step)], params=held, headers=WORKER)
         assert r.status_code == 202, r.text
@@ -64,7 +65,7 @@ def _seed(client: TestClient) -> list[int]:
                     params=held, headers=WORKER)
     assert r.status_code == 202, r.text
     assert client.post(f"/runs/{ids[0]}/logs", json={"lines": ["a", "b"]}, params=held, headers=WORKER).status_code
-    r = client.post(f"/runs/{ids[1]}/finish", json={"worker_id": HOLDER, "status": "succeeded"}, headers=WORKER)
+    r = client.post(f"/runs/{ids[1]}/finish", json={**held, "status": "succeeded"}, headers=WORKER)
     assert r.status_code == 200, r.text
     assert client.post(f"/runs/{ids[3]}/cancel", headers=API).status_code == 200
     return ids
@@ -99,12 +100,13 @@ def _steer(case, pick: int, hold: bool, ids: list[int]) -> None:
         case.path_parameters["run_id"] = ids[pick]
     if not hold:
         return
+    # Every seeded run is on its first attempt.
     if isinstance(case.body, dict) and "worker_id" in case.body:
         case.body["worker_id"] = HOLDER
-        case.body.pop("attempt", None)
-    if case.query and "worker_id" in case.query:
+        case.body["attempt"] = 1
+    if case.query and "attempt" in case.query:
         case.query["worker_id"] = HOLDER
-        case.query.pop("attempt", None)
+        case.query["attempt"] = 1
 
 
 class Tally:
@@ -185,11 +187,12 @@ HOSTILE_REQUESTS = [
     ("GET", "/runs/{id}/logs?after=" + str(2**64), {}, {}, "after"),
     ("POST", "/workers/claim", {"json": {"worker_id": "w\x00"}}, WORKER, "worker_id"),
     ("POST", "/workers/claim", {"json": {"worker_id": "w", "labels": ["\x00"]}}, WORKER, "labels.0"),
-    ("POST", "/runs/{id}/heartbeat", {"json": {"worker_id": HOLDER, "step": 2**31}}, WORKER, "step"),
-    ("POST", "/runs/{id}/heartbeat", {"json": {"worker_id": HOLDER, "output_dir": "/a\x00"}}, WORKER, "output_dir"),
-    ("POST", "/runs/{id}/snapshots?worker_id=" + HOLDER, {"json": [snapshot(2**40)]}, WORKER, "0.step"),
-    ("POST", "/runs/{id}/evals?worker_id=" + HOLDER, {"json": {"step": 2**31, "results": {}}}, WORKER, "step"),
-    ("POST", "/runs/{id}/evals?worker_id=" + HOLDER, {"content": b'{"step": 1, "results": {"a": [Infinity]}}'},
+    ("POST", "/runs/{id}/heartbeat", {"json": {"worker_id": HOLDER, "attempt": 1, "step": 2**31}}, WORKER, "step"),
+    ("POST", "/runs/{id}/heartbeat", {"json": {"worker_id": HOLDER, "attempt": 1, "output_dir": "/a\x00"}}, WORKER,
+     "output_dir"),
+    ("POST", "/runs/{id}/snapshots?" + HELD, {"json": [snapshot(2**40)]}, WORKER, "0.step"),
+    ("POST", "/runs/{id}/evals?" + HELD, {"json": {"step": 2**31, "results": {}}}, WORKER, "step"),
+    ("POST", "/runs/{id}/evals?" + HELD, {"content": b'{"step": 1, "results": {"a": [Infinity]}}'},
      WORKER, "results.a.0"),
 ]
 
@@ -210,7 +213,7 @@ def test_nul_in_log_lines_and_errors_is_kept_visibly(fuzz_app) -> None:
     # Text a training process printed is the worker's to forward, not the client's to fix:
     # NUL becomes U+FFFD instead of refusing the batch.
     app, ids = fuzz_app
-    held = {"worker_id": HOLDER}
+    held = {"worker_id": HOLDER, "attempt": 1}
     with TestClient(app) as client:
         r = client.post(f"/runs/{ids[2]}/logs", json={"lines": ["a\x00b"]}, params=held, headers=WORKER)
         assert r.status_code == 202, r.text

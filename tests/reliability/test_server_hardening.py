@@ -71,6 +71,22 @@ def test_a_cross_site_form_cannot_cancel_or_clone_a_run(fault_server: FaultServe
     api.close()
 
 
+def test_with_both_tokens_set_a_form_post_is_told_it_needs_the_token(tmp_path: Path) -> None:
+    """Every write then needs a bearer token, which no form can send: the route's 401 refuses it."""
+    env = {
+        "E2H_DATABASE_URL": f"sqlite:///{tmp_path / 'e2h.db'}",
+        "E2H_DATA_DIR": str(tmp_path),
+        "E2H_WORKER_TOKEN": WORKER_TOKEN,
+        "E2H_API_TOKEN": "api-secret",
+    }
+    with serving(env, tmp_path / "server.log") as server, Client(server.url, token="api-secret") as api:
+        rid = api.submit(cheapest_config())["id"]
+        for path in (f"/runs/{rid}/cancel", f"/runs/{rid}/clone"):
+            r = httpx.post(f"{server.url}{path}", content=b"x=1", headers={"Content-Type": "text/plain"}, timeout=10)
+            assert r.status_code == 401 and "E2H_API_TOKEN" in r.json()["detail"], r.text
+        assert api.get(rid)["status"] == "queued" and api.list_runs()["count"] == 1
+
+
 def test_a_foreign_origin_is_refused_and_the_servers_own_is_answered(fault_server: FaultServer) -> None:
     url = fault_server.url
     for origin in (EVIL, "null", "http://127.0.0.1:1", f"{url}.evil.example", "file://"):
