@@ -449,16 +449,29 @@ class VarianceRegularizedScheduler(Scheduler):
 
 
 class SECParams(_Params):
-    alpha: float = Field(0.5, gt=0, le=1, description="Step size of the learning-progress estimate Q.")
-    temperature: float = Field(0.1, gt=0, description="Softmax temperature over the difficulty-weighted Q.")
+    alpha: float = Field(0.1, gt=0, le=1, description="Step size of the learning-progress estimate Q.")
+    temperature: float = Field(0.05, gt=0, description="Softmax temperature over the difficulty-weighted Q.")
     hardness: float = Field(
-        2.0,
+        8.0,
         ge=0,
         description="Easy-to-hard weight: level i's Q counts (1 + hardness * i/(K-1)) times; 0 = plain SEC.",
     )
-    beta: float = Field(0.1, ge=0, le=1, description="Share of the uniform distribution mixed in.")
-    min_prob: float = Field(0.02, ge=0, lt=1, description="Exact floor on every level's probability.")
+    beta: float = Field(0.02, ge=0, le=1, description="Share of the uniform distribution mixed in (active levels).")
+    min_prob: float = Field(0.005, ge=0, lt=1, description="Exact floor on every active level's probability.")
     reward_max: float = Field(1.0, gt=0, description="Largest reward of the task (scales advantages).")
+    settle_ratio: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description=(
+            "A level tried in at least settle_groups groups whose Q is below settle_ratio x the largest Q "
+            "is settled (mastered or unlearnable: it teaches little) and sampled with settled_prob; 0 = never."
+        ),
+    )
+    settle_groups: int = Field(4, ge=1, description="Groups a level must have been tried in before it can settle.")
+    settled_prob: float = Field(
+        0.01, ge=0, lt=1, description="Exact probability of a settled level (its re-test rate)."
+    )
 
 
 class SECScheduler(Scheduler):
@@ -467,27 +480,45 @@ class SECScheduler(Scheduler):
     A level's learning progress is the mean absolute GRPO advantage |r - mean(group)| of
     its groups in the batch (scaled by reward_max): groups that all succeed or all fail
     teach GRPO nothing. Q_i <- alpha r_i + (1 - alpha) Q_i for levels seen in the batch.
-    Sampling: p ∝ exp(Q_i (1 + hardness * i/(K-1)) / temperature), blended with uniform and
-    floored. The hardness weight prefers the harder of two levels that teach equally (the
-    easy-to-hard prior); a level that teaches nothing (Q = 0) gains nothing from it.
-    Defaults (temperature 0.1, hardness 2) come from docs/benchmarks.md; temperature 1.0
-    with hardness 0 is the earlier plain SEC.
+    Scores: p ∝ exp(Q_i (1 + hardness * i/(K-1)) / temperature) = pi. The hardness weight
+    prefers the harder of two levels that teach equally (the easy-to-hard prior); a level
+    that teaches nothing (Q = 0) gains nothing from it.
+
+    Settling rule (mastered and unlearnable levels fade out): level i is *settled* when it
+    has been tried in at least ``settle_groups`` groups and Q_i < settle_ratio * max_j Q_j,
+    i.e. its groups now teach less than that share of the best level's (nearly all solved,
+    or nearly all failed). A settled level is sampled with probability exactly
+    ``settled_prob`` (its re-test rate: each re-test updates Q_i, so a level that becomes
+    learnable again, by transfer or forgetting, leaves the settled set at once). The other,
+    *active* levels share the rest: (1 - beta) pi + beta uniform over active levels, floored
+    at ``min_prob``. The level with the largest Q is always active, and nothing settles
+    before any level has shown progress, so a level the model is still learning keeps at
+    least ``min_prob``. Snapshot components: ``settled`` (1/0), ``q_ratio`` (Q_i / max Q)
+    and ``floor`` (the floor the level got) beside Q, its progress, score and pi.
+    ``settle_ratio=0`` turns the rule off. Defaults (tuned on the simulated learner's tuning
+    settings and seeds, docs/benchmarks.md): temperature 0.05, alpha 0.1, hardness 8, beta 0.02,
+    min_prob 0.005, settle_ratio 0.5 after 4 groups, settled_prob 0.01 (a settled level is re-tested
+    about once per 6 steps of 16 prompts; it takes no share of pi or of the uniform mix). The
+    issue-9 SEC is temperature 0.1, alpha 0.5, hardness 2, beta 0.1, min_prob 0.02, settle_ratio 0.
     """
 
     name = "sec"
     description = (
         "Adaptive (Self-Evolving Curriculum): favours levels whose groups have the largest absolute "
-        "GRPO advantage, i.e. where the model is currently learning."
+        "GRPO advantage, i.e. where the model is currently learning; levels that teach little "
+        "(mastered or unlearnable) settle to a small re-test probability."
     )
     Params = SECParams
 
     def __init__(self, num_levels: int, total_steps: int, num_generations: int = 1, **params: Any):
         super().__init__(num_levels, total_steps, num_generations, **params)
-        if num_levels * self.params.min_prob > 1.0:
-            raise ValueError(
-                f"min_prob={self.params.min_prob} is infeasible for {num_levels} levels: "
-                f"K * min_prob = {num_levels * self.params.min_prob:.3f} > 1"
-            )
+        for field in ("min_prob", "settled_prob"):
+            value = getattr(self.params, field)
+            if num_levels * value > 1.0:
+                raise ValueError(
+                    f"{field}={value} is infeasible for {num_levels} levels: "
+                    f"K * {field} = {num_levels * value:.3f} > 1"
+                )
         self._q = np.zeros(self.num_levels)
         self._progress_last = np.full(self.num_levels, np.nan)
 
@@ -512,22 +543,41 @@ class SECScheduler(Scheduler):
     def _probs(self, step: int) -> np.ndarray:
         return self._distribution()[0]
 
+    def settled(self) -> np.ndarray:
+        """Boolean per level: tried in >= settle_groups groups and Q_i < settle_ratio * max Q."""
+        p = self.params
+        tried = self._counts >= p.settle_groups * self.num_generations
+        return tried & (self._q < p.settle_ratio * self._q.max())
+
     def _distribution(self) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
         logits = self._weighted_q() / p.temperature
         pi = np.exp(logits - logits.max())
         pi = pi / pi.sum()
-        blended = (1.0 - p.beta) * pi + p.beta / self.num_levels
-        return floor_probs(blended, p.min_prob), pi
+        settled = self.settled()
+        if not settled.any():
+            blended = (1.0 - p.beta) * pi + p.beta / self.num_levels
+            return floor_probs(blended, p.min_prob), pi
+        active = ~settled
+        blended = (1.0 - p.beta) * pi[active] / pi[active].sum() + p.beta / active.sum()
+        out = np.full(self.num_levels, p.settled_prob)
+        mass = 1.0 - settled.sum() * p.settled_prob
+        out[active] = mass * floor_probs(blended, min(p.min_prob / mass, 1.0 / active.sum()))
+        return out, pi
 
     def _weighted_q(self) -> np.ndarray:
         k = self.num_levels
         return self._q * (1.0 + self.params.hardness * np.arange(k) / max(k - 1, 1))
 
     def _components(self) -> dict[str, np.ndarray]:
+        settled = self.settled()
+        top = self._q.max()
         return {
             "learning_progress": np.nan_to_num(self._progress_last, nan=0.0),
             "q_value": self._q.copy(),
+            "q_ratio": self._q / top if top > 0 else np.zeros(self.num_levels),
+            "settled": settled.astype(float),
+            "floor": np.where(settled, self.params.settled_prob, self.params.min_prob),
             "score": self._weighted_q(),
             "pi": self._distribution()[1],
         }

@@ -135,8 +135,10 @@ def _feed(s, rng, step, batch):
 def _floor_of(s):
     if s.name == "gaussian":
         return s.min_prob
-    if s.name in ("variance_regularized", "sec"):
+    if s.name == "variance_regularized":
         return s.params.min_prob
+    if s.name == "sec":  # a settled level gets settled_prob, the others at least min_prob
+        return min(s.params.min_prob, s.params.settled_prob) * (1 - 1e-12)
     return 0.0
 
 
@@ -265,3 +267,89 @@ def test_fixed_schedulers_report_reward_stats_and_no_components():
     assert levels[2]["reward_mean"] is None and levels[2]["count"] == 0
     assert all(lv["components"] is None for lv in levels)
     assert not s.adaptive and make_scheduler("sec", 3, 10).adaptive
+
+
+# -- sec's settling rule: mastered and unlearnable levels fade out -------------------------------
+
+
+def _sec_batch(s, step, outcomes, rng):
+    """One batch, 2 groups per level; level i's completions succeed with probability outcomes[i]."""
+    g = s.num_generations
+    levels = np.repeat(np.arange(s.num_levels), 2 * g)
+    rewards = (rng.random(levels.size) < np.asarray(outcomes)[levels]).astype(float)
+    s.update(step, levels.tolist(), rewards.tolist())
+
+
+def test_sec_mastered_level_falls_to_the_settled_probability():
+    s = make_scheduler("sec", 4, 200, num_generations=8)
+    rng = np.random.default_rng(0)
+    for step in range(20):
+        _sec_batch(s, step, [1.0, 0.5, 0.4, 0.3], rng)  # level 0 always solved: its groups teach nothing
+    p = s.probs(20)
+    assert p[0] == s.params.settled_prob == 0.01  # exactly the re-test rate
+    assert (p[1:] >= s.params.min_prob).all()
+    issue9 = make_scheduler("sec", 4, 200, num_generations=8, temperature=0.1, alpha=0.5, hardness=2.0,
+                            beta=0.1, min_prob=0.02, settle_ratio=0.0)
+    rng = np.random.default_rng(0)
+    for step in range(20):
+        _sec_batch(issue9, step, [1.0, 0.5, 0.4, 0.3], rng)
+    assert issue9.probs(20)[0] > 0.02  # without the rule the uniform share keeps more on it
+    comps = s.snapshot(20)["levels"]
+    assert comps[0]["components"]["settled"] == 1.0
+    assert comps[0]["components"]["floor"] == s.params.settled_prob
+    assert comps[0]["components"]["q_ratio"] == 0.0
+    assert all(lv["components"]["settled"] == 0.0 for lv in comps[1:])
+
+
+def test_sec_unlearnable_level_does_not_absorb_the_budget():
+    # The top level is never solved: without the rule the hardness prior and the uniform share
+    # keep sending prompts there; with it the level gets exactly settled_prob.
+    s = make_scheduler("sec", 5, 200, num_generations=4)
+    rng = np.random.default_rng(1)
+    for step in range(30):
+        _sec_batch(s, step, [0.9, 0.7, 0.5, 0.3, 0.0], rng)
+    p = s.probs(30)
+    assert p[4] == s.params.settled_prob
+    assert p[1:4].sum() > 0.9
+
+
+def test_sec_settled_level_returns_when_it_teaches_again():
+    s = make_scheduler("sec", 3, 200, num_generations=8)
+    rng = np.random.default_rng(2)
+    for step in range(20):
+        _sec_batch(s, step, [0.5, 0.5, 0.0], rng)
+    assert s.settled().tolist() == [False, False, True]
+    for step in range(20, 30):
+        _sec_batch(s, step, [0.5, 0.5, 0.5], rng)  # level 2 became learnable (transfer, say)
+    assert not s.settled().any()
+    assert s.probs(30)[2] >= s.params.min_prob
+
+
+def test_sec_untried_or_never_progressing_levels_do_not_settle():
+    s = make_scheduler("sec", 3, 100, num_generations=4)
+    s.update(0, [0] * 4 + [1] * 4, [1, 0, 1, 0, 1, 1, 1, 1])  # level 2 untried, level 1 tried once
+    assert not s.settled().any()  # fewer than settle_groups groups each
+    t = make_scheduler("sec", 3, 100, num_generations=4)
+    for step in range(10):
+        t.update(step, [0] * 4 + [1] * 4 + [2] * 4, [0.0] * 12)  # nothing teaches: no level settles
+    assert not t.settled().any()
+    np.testing.assert_allclose(t.probs(10), [1 / 3] * 3)
+
+
+def test_sec_settle_ratio_zero_is_the_issue9_formula():
+    s = make_scheduler("sec", 4, 100, num_generations=8, settle_ratio=0.0)
+    rng = np.random.default_rng(3)
+    for step in range(15):
+        _sec_batch(s, step, [1.0, 0.6, 0.3, 0.0], rng)
+    p = s.params
+    w = s._q * (1 + p.hardness * np.arange(4) / 3)
+    pi = np.exp(w / p.temperature - (w / p.temperature).max())
+    pi /= pi.sum()
+    expected = floor_probs((1 - p.beta) * pi + p.beta / 4, p.min_prob)
+    np.testing.assert_array_equal(s.probs(15), expected)
+    assert not s.settled().any()
+
+
+def test_sec_rejects_infeasible_settled_prob():
+    with pytest.raises(ValueError, match="settled_prob=0.3"):
+        make_scheduler("sec", 4, 100, settled_prob=0.3)
