@@ -28,6 +28,24 @@ same task, so schedules can be compared seed by seed (paired).
 
 Evaluation uses each level's exact success probability (an infinite test set), so the
 spread across seeds is training noise only.
+
+Effects a researcher meets that the ladder above lacks (each off by default; the defaults reproduce
+the issue-9 learner bit for bit):
+
+- ``mastered_cost``: every prompt drawn from a mastered level (success probability >= ``mastery``,
+  0.9; the trivial level always) costs every skill, the held-out one included,
+  ``lr * mastered_cost / prompts``: drilling solved tasks over-fits and invites reward hacking
+  (the E2H paper's reason to fade easy tasks out).
+- ``trivial_level`` / ``unlearnable_level``: an extra level the scheduler sees, outside the ladder
+  (no transfer to or from it), always solved (label 0) or never solved (the top label).
+- ``partial_reward``: the reward is 0.1 format + 0.9 correctness, as the tasks score; a correct
+  completion has the format, a wrong one with probability ``format_rate``. ``reward_noise``: the
+  correctness in the reward is flipped with this probability. Learning follows the true
+  correctness: a group moves its level's skill by ``lr * mean_k(A_k c_k) / prompts`` with GRPO's
+  advantage A_k = (r_k - mean r)/std r and c_k in {0, 1} (for r = c this is std(group), as above),
+  so format-only or noise-only variance teaches nothing, or the wrong thing.
+- ``permute_levels``: per seed, the training levels' labels are shuffled, so difficulty is not
+  monotone in the level number (the held-out level stays the hardest rung).
 """
 
 from __future__ import annotations
@@ -39,7 +57,16 @@ import numpy as np
 
 from e2h.schedulers import Scheduler, make_scheduler
 
-__all__ = ["Setting", "SETTINGS", "RunResult", "simulate", "group_signal", "success_probs"]
+__all__ = [
+    "SETTINGS",
+    "RunResult",
+    "Setting",
+    "group_signal",
+    "grpo_signal",
+    "level_rungs",
+    "simulate",
+    "success_probs",
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,19 @@ class Setting:
     threshold: float = 0.5
     difficulty_jitter: float = 0.3
     lr_jitter: float = 0.25
+    mastered_cost: float = 0.0
+    mastery: float = 0.9
+    trivial_level: bool = False
+    unlearnable_level: bool = False
+    partial_reward: bool = False
+    format_rate: float = 0.5
+    reward_noise: float = 0.0
+    permute_levels: bool = False
+
+    @property
+    def scheduled_levels(self) -> int:
+        """Levels the scheduler sees: the trained ladder plus the trivial and unlearnable extras."""
+        return self.num_levels + int(self.trivial_level) + int(self.unlearnable_level)
 
     @property
     def difficulty(self) -> np.ndarray:
@@ -96,14 +136,41 @@ def group_signal(rewards: np.ndarray) -> np.ndarray:
     return rewards.std(axis=1)
 
 
+def grpo_signal(rewards: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """Per group: mean_k A_k c_k, GRPO's normalised advantage times the true correctness.
+
+    It is the push on the success logit; it equals ``group_signal`` when the reward is the
+    correctness, and it is 0 when all rewards agree or when no completion differs in correctness.
+    """
+    std = rewards.std(axis=1, keepdims=True)
+    adv = np.divide(rewards - rewards.mean(axis=1, keepdims=True), std, out=np.zeros_like(rewards), where=std > 0)
+    return (adv * correct).mean(axis=1)
+
+
+TRIVIAL, UNLEARNABLE = -2, -1
+
+
+def level_rungs(setting: Setting, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The ladder rung behind each scheduler level (TRIVIAL / UNLEARNABLE for the extras)."""
+    rungs = np.arange(setting.num_levels)
+    if setting.permute_levels:
+        if rng is None:
+            raise ValueError("permute_levels needs a random generator")
+        rungs = rng.permutation(rungs)
+    parts = [[TRIVIAL]] if setting.trivial_level else []
+    parts += [rungs.tolist()] + ([[UNLEARNABLE]] if setting.unlearnable_level else [])
+    return np.array([r for part in parts for r in part], dtype=np.int64)
+
+
 @dataclass
 class RunResult:
     setting: str
     schedule: str
     seed: int
     accuracy: np.ndarray  # (total_steps + 1, K + 1): success probability per level before each step and at the end
-    level_share: np.ndarray  # (total_steps, K): fraction of each step's prompts on each level
+    level_share: np.ndarray  # (total_steps, levels the scheduler sees): fraction of each step's prompts per level
     learning_groups: int = 0  # groups with differing rewards (the ones GRPO learns from)
+    mastered_prompts: int = 0  # prompts drawn from a mastered level (counted when mastered_cost > 0)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -123,7 +190,7 @@ def factory(name: str, **params) -> SchedulerFactory:
     """A factory building ``make_scheduler(name, ...)`` for a setting."""
 
     def build(setting: Setting) -> Scheduler:
-        return make_scheduler(name, setting.num_levels, setting.total_steps, setting.generations, **params)
+        return make_scheduler(name, setting.scheduled_levels, setting.total_steps, setting.generations, **params)
 
     return build
 
@@ -131,33 +198,58 @@ def factory(name: str, **params) -> SchedulerFactory:
 def simulate(setting: Setting, make: SchedulerFactory, seed: int, schedule: str = "") -> RunResult:
     """Train the simulated learner for ``setting.total_steps`` steps under the scheduler ``make`` builds."""
     k, g, b = setting.num_levels, setting.generations, setting.prompts
+    kv = setting.scheduled_levels
     # Separate streams for level draws, rewards and the task instance: every schedule gets the
-    # same task for a seed (so differences can be paired) and comparable luck.
-    level_rng, reward_rng, task_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    # same task for a seed (so differences can be paired) and comparable luck. The fourth stream
+    # (format and noise draws) leaves the first three as they were before it existed.
+    level_rng, reward_rng, task_rng, extra_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
+    )
     difficulty = np.sort(setting.difficulty + task_rng.normal(0.0, setting.difficulty_jitter, k + 1))
     lr = setting.lr * float(np.exp(task_rng.normal(0.0, setting.lr_jitter)))
+    rungs = level_rungs(setting, task_rng)
+    on_ladder = rungs >= 0
+    plain = not (setting.partial_reward or setting.reward_noise)
     scheduler = make(setting)
     skill0 = np.zeros(k + 1)
     skill = skill0.copy()
     idx = np.arange(k + 1)
     kernel = setting.transfer ** np.abs(np.arange(k)[:, None] - idx[None, :])  # (K, K+1)
     accuracy = np.empty((setting.total_steps + 1, k + 1))
-    share = np.empty((setting.total_steps, k))
-    learning_groups = 0
+    share = np.empty((setting.total_steps, kv))
+    learning_groups = mastered_prompts = 0
     for step in range(setting.total_steps):
         acc = success_probs(skill, difficulty)
         accuracy[step] = acc
+        p_level = np.where(on_ladder, acc[np.maximum(rungs, 0)], (rungs == TRIVIAL).astype(float))
         p = scheduler.probs(step)
-        levels = level_rng.choice(k, size=b, p=p)
-        rewards = (reward_rng.random((b, g)) < acc[levels][:, None]).astype(float)
+        levels = level_rng.choice(kv, size=b, p=p)
+        correct = (reward_rng.random((b, g)) < p_level[levels][:, None]).astype(float)
+        if plain:
+            rewards = correct
+            signal = group_signal(rewards)
+        else:
+            shown = correct
+            if setting.reward_noise:
+                shown = np.abs(shown - (extra_rng.random((b, g)) < setting.reward_noise))
+            if setting.partial_reward:
+                fmt = np.maximum(shown, extra_rng.random((b, g)) < setting.format_rate)
+                rewards = 0.1 * fmt + 0.9 * shown
+            else:
+                rewards = shown
+            signal = grpo_signal(rewards, correct)
         scheduler.update(step, np.repeat(levels, g).tolist(), rewards.reshape(-1).tolist())
-        signal = group_signal(rewards)
-        learning_groups += int((signal > 0).sum())
-        per_level = np.bincount(levels, weights=signal, minlength=k) / b
+        learning_groups += int((rewards.std(axis=1) > 0).sum())
+        ladder = on_ladder[levels]
+        per_level = np.bincount(rungs[levels[ladder]], weights=signal[ladder], minlength=k) / b
         skill = skill + lr * per_level @ kernel
+        if setting.mastered_cost:
+            drilled = int((p_level[levels] >= setting.mastery).sum())
+            mastered_prompts += drilled
+            skill = skill - lr * setting.mastered_cost * drilled / b
         if setting.forgetting:
             skill = skill0 + (1.0 - setting.forgetting) * (skill - skill0)
-        share[step] = np.bincount(levels, minlength=k) / b
+        share[step] = np.bincount(levels, minlength=kv) / b
     accuracy[-1] = success_probs(skill, difficulty)
-    extra = {"difficulty": difficulty.tolist(), "lr": lr}
-    return RunResult(setting.name, schedule, seed, accuracy, share, learning_groups, extra)
+    extra = {"difficulty": difficulty.tolist(), "lr": lr, "rungs": rungs.tolist()}
+    return RunResult(setting.name, schedule, seed, accuracy, share, learning_groups, mastered_prompts, extra)
