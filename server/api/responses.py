@@ -18,7 +18,7 @@ _DESCRIPTIONS = {
     409: "The run is in the wrong state for this, or this worker no longer holds its lease.",
     413: "The body is over E2H_MAX_BODY_BYTES, or the batch over E2H_MAX_BATCH items.",
     422: "Invalid input; each entry names the field.",
-    503: "The database is unavailable.",
+    503: "The database cannot be written (disk full, read-only file) or is unavailable; the detail names the cause.",
 }
 
 

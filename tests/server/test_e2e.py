@@ -49,7 +49,8 @@ class Watcher(threading.Thread):
 @pytest.mark.slow
 def test_a_worker_run_end_to_end_over_http_and_sse(live_server: LiveServer) -> None:
     api = httpx.Client(base_url=live_server.url, timeout=10)
-    run = api.post("/runs", json={"config": {"scheduler": {"name": "cosine"}}, "tags": ["e2e"]}).json()
+    config = {"scheduler": {"name": "cosine"}, "algorithm": {"max_steps": 300}}
+    run = api.post("/runs", json={"config": config, "tags": ["e2e"]}).json()
     rid = run["id"]
     watcher = Watcher(f"{live_server.url}/runs/{rid}/events")
     (first,) = watcher.take(1)
@@ -81,7 +82,7 @@ def test_a_worker_run_end_to_end_over_http_and_sse(live_server: LiveServer) -> N
     again = resumed.take(151)
     assert [e["id"] for e in again] == [e["id"] for e in live[150:]]
 
-    api.post(f"/runs/{rid}/cancel")
+    assert api.post(f"/runs/{rid}/cancel", headers={"Content-Type": "application/json"}).status_code == 200
     assert api.post(f"/runs/{rid}/heartbeat", json=fence, headers=WORKER).json()["cancel_requested"] is True
     done = api.post(f"/runs/{rid}/finish", json={**fence, "status": "cancelled", "output_dir": "/o"}, headers=WORKER)
     assert done.status_code == 200
