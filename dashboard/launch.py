@@ -48,9 +48,9 @@ def run(server_url: str = "http://127.0.0.1:8000", port: int = 8501, host: str =
 
     SIGINT, SIGTERM and SIGHUP (the terminal closed) stop Streamlit too: it gets SIGTERM, then
     SIGKILL if it is still up ``grace`` seconds later. If this process is SIGKILLed, Linux sends
-    Streamlit SIGTERM (:func:`e2h.stack.die_with_parent`), so it never keeps serving alone.
+    Streamlit SIGTERM (:func:`e2h.processes.die_with_parent`), so it never keeps serving alone.
     """
-    from e2h.stack import STOP_SIGNALS, die_with_parent
+    from e2h.processes import STOP_SIGNALS, die_with_parent
 
     stop_requested: list[int] = []
 

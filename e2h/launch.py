@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from e2h.plan import LaunchPlan
-from e2h.vllm_server import DEFAULT_HEALTH_DEADLINE_S, ManagedVLLMServer, VLLMServerError, die_with_parent
+from e2h.processes import die_with_parent
+from e2h.vllm_server import DEFAULT_HEALTH_DEADLINE_S, ManagedVLLMServer, VLLMServerError
 
 VLLM_LOG_FILE = "vllm.log"
 

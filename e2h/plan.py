@@ -140,7 +140,7 @@ def build_plan(
         env[VLLM_GROUP_PORT_ENV] = str(vllm_ports["vllm_group_port"])
     train_args = ["-m", "e2h.train", "--config", str(config_path), "--output-dir", str(output_dir),
                   "--stop-file", str(output_dir / STOP_FILE)]
-    processes.append(ProcessPlan("train", [*_launcher(config, python, port, bool(gpus)), *train_args], env))
+    processes.append(ProcessPlan("train", [*launcher_command(config, python, port, bool(gpus)), *train_args], env))
     return LaunchPlan(config.model_dump(mode="json"), grpo, peft_config_dict(config), gpus, processes)
 
 
@@ -148,7 +148,7 @@ def _devices(devices: list[int]) -> str:
     return ",".join(str(d) for d in devices)
 
 
-def _launcher(config: RunConfig, python: str, port: Callable[[], int], on_gpu: bool) -> list[str]:
+def launcher_command(config: RunConfig, python: str, port: Callable[[], int], on_gpu: bool) -> list[str]:
     """The command prefix that starts the training processes: plain Python, or accelerate launch."""
     a = config.algorithm
     if a.num_processes == 1 and a.distributed == "ddp" and a.num_machines == 1:

@@ -24,33 +24,13 @@ from pathlib import Path
 
 import httpx
 
+from e2h.processes import STOP_SIGNALS, die_with_parent
+
 logger = logging.getLogger("e2h.up")
 
 TOKEN_FILE = "worker_token"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 DEMO_CONFIG = {"algorithm": {"max_steps": 60, "eval_steps": 20, "save_steps": 20},
                "scheduler": {"name": "variance_regularized", "params": {"warmup_steps": 10, "update_interval": 5}}}
-
-
-def die_with_parent(signum: int = signal.SIGTERM):
-    """A ``preexec_fn`` that has the kernel send ``signum`` to the child when its parent dies,
-    even by SIGKILL (Linux's PR_SET_PDEATHSIG); None elsewhere, where there is no such thing.
-
-    The child gets it when the thread that started it ends: start children from the main thread.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    parent = os.getpid()
-
-    def set_pdeathsig() -> None:
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
-        if os.getppid() != parent:  # the parent died before the line above ran
-            os.kill(os.getpid(), signum)
-
-    return set_pdeathsig
 
 
 class Stopped(Exception):

@@ -13,7 +13,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,23 +20,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from e2h.plan import ProcessPlan
+from e2h.processes import die_with_parent
 
 DEFAULT_HEALTH_DEADLINE_S = 900.0  # a 3B model loads in minutes; a wrong one fails at once
 
 
 class VLLMServerError(RuntimeError):
     """The managed vLLM server did not become healthy."""
-
-
-def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
-    """preexec_fn: Linux sends ``signum`` to the child when its parent dies, even by SIGKILL."""
-
-    def set_pdeathsig() -> None:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
-
-    return set_pdeathsig if sys.platform.startswith("linux") else None
 
 
 class ManagedVLLMServer:

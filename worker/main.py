@@ -2,8 +2,12 @@
 
 Training runs in a child (``python -m e2h.train``, or ``accelerate launch`` for several
 processes) in its own process group, so a crash, an out-of-memory kill or a cancel never
-takes the worker down. While it runs, the worker heartbeats (renewing its lease and
-learning of cancels) and ships the child's spool files (see ``worker.shipper``).
+takes the worker down. What starts, on which of the worker's GPUs (``--gpus``, default every
+visible one), with which environment, is the run's launch plan (``e2h.plan``), the same one
+``e2h train`` follows; a run in ``vllm_mode=server`` gets its managed vLLM server first,
+waited for with a deadline while the worker keeps heartbeating, and stopped with the run.
+While training runs, the worker heartbeats (renewing its lease and learning of cancels) and
+ships the child's spool files (see ``worker.shipper``).
 
 What a run may do here is the operator's call, not the submitter's: before training, the
 claimed run is re-checked against the worker's settings (``worker.settings``, ``E2H_*``:
@@ -25,54 +29,29 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2h.client import APIError, Client, Conflict, ServerUnavailable
+from e2h.config import RunConfig
+from e2h.launch import VLLM_LOG_FILE
+from e2h.plan import STOP_FILE, LaunchPlan, build_plan, gpus_needed, visible_gpus
+from e2h.processes import STOP_SIGNALS, die_with_parent
+from e2h.vllm_server import ManagedVLLMServer, VLLMServerError
 from worker.policy import check_run
 from worker.settings import Redactor, WorkerSettings, child_environment, secret_values
 from worker.shipper import LOG_FILE, Shipper
 
 logger = logging.getLogger("e2h.worker")
 
-STOP_FILE = "STOP"
 TEST_RESULTS_FILE = "test_results.json"
 ERROR_TAIL_LINES = 25
-# --multi_gpu launches through torchrun; without GPUs the processes join over gloo on the CPU
-# (accelerate's --cpu flag would start a single process).
-ACCELERATE_LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
-                     "--mixed_precision", "no", "--dynamo_backend", "no"]
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP: the terminal was closed
 
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-def training_command(config: dict, config_path: Path, output_dir: Path) -> list[str]:
-    """The child's command line: plain Python, or accelerate launch for several processes."""
-    args = ["-m", "e2h.train", "--config", str(config_path), "--output-dir", str(output_dir),
-            "--stop-file", str(output_dir / STOP_FILE)]
-    processes = int(config.get("algorithm", {}).get("num_processes", 1))
-    if processes <= 1:
-        return [sys.executable, *args]
-    return [*ACCELERATE_LAUNCH, "--num_processes", str(processes), *args]
-
-
-def _die_with_parent(signum: int):
-    """preexec_fn: the kernel sends ``signum`` to the child when the worker dies, even by SIGKILL,
-    so an orphaned training process never keeps writing into a run another worker resumes."""
-
-    def set_pdeathsig() -> None:
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
-
-    return set_pdeathsig if sys.platform.startswith("linux") else None
 
 
 def killed_by(signum: int) -> str:
@@ -128,8 +107,10 @@ class Worker:
     burst: bool = False
     max_jobs: int | None = None
     settings: WorkerSettings = field(default_factory=WorkerSettings)
+    gpus: list[int] | None = None  # the GPUs runs may use; None: every visible one
 
     def __post_init__(self) -> None:
+        self.gpus = visible_gpus() if self.gpus is None else list(self.gpus)
         secrets = secret_values(self.settings, os.environ) | ({self.token} if self.token else set())
         self.redactor = Redactor(secrets)
         self.client = RedactingClient(self.server, self.token, self.redactor)
@@ -204,17 +185,23 @@ class Worker:
         shipper = Shipper(self.client, run_id, self.worker_id, attempt, output_dir)
         logger.info("run %d attempt %d -> %s", run_id, attempt, output_dir)
         env = child_environment(self.settings, os.environ, output_dir)
-        command = training_command(run["config"], config_path, output_dir)
-        # torchrun (several processes) stops its workers on SIGTERM; a plain child is simply killed.
-        death_signal = signal.SIGTERM if "accelerate.commands.launch" in command else signal.SIGKILL
-        with open(output_dir / LOG_FILE, "ab") as log:
-            self.child = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent(death_signal),
-            )
-        outcome = self._supervise(run_id, attempt, output_dir, shipper)
-        returncode = self.child.wait()
-        self.child = None
+        try:
+            plan = self.plan(RunConfig.model_validate(run["config"]), output_dir, config_path)
+        except ValueError as e:
+            why = str(e)
+            logger.error("run %d cannot be placed here: %s", run_id, why)
+            self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, "failed", why))
+            return "failed"
+        server = None
+        if (vllm := plan.process("vllm")) is not None:
+            server = ManagedVLLMServer(vllm, output_dir / VLLM_LOG_FILE, env).start()
+        try:
+            outcome, returncode = self._start_and_supervise(plan, server, run_id, attempt, output_dir, shipper, env)
+        finally:
+            if server is not None:
+                server.stop()
+        if outcome == "failed":
+            return outcome
         if outcome == "lost":
             logger.warning("run %d: lease lost, training killed; another attempt owns it now", run_id)
             return "lost"
@@ -223,6 +210,65 @@ class Worker:
         except Conflict:
             logger.warning("run %d: lease lost while reporting the end; another attempt owns it now", run_id)
             return "lost"
+
+    def plan(self, config: RunConfig, output_dir: Path, config_path: Path) -> LaunchPlan:
+        """The run's launch plan on this worker's GPUs (ValueError when it does not fit them)."""
+        return build_plan(config, output_dir, config_path, self.gpus[: gpus_needed(config)] if self.gpus else [])
+
+    def _start_and_supervise(self, plan: LaunchPlan, server: ManagedVLLMServer | None, run_id: int, attempt: int,
+                             output_dir: Path, shipper: Shipper, env: dict[str, str]) -> tuple[str, int]:
+        """Wait for the vLLM server (if any), start training, supervise it: (outcome, returncode)."""
+        if server is not None:
+            outcome = self._wait_for_vllm(server, run_id, attempt, output_dir, shipper)
+            if outcome is not None:
+                return outcome, 0
+        train = plan.process("train")
+        # torchrun (several processes) stops its workers on SIGTERM; a plain child is simply killed.
+        death_signal = signal.SIGTERM if "accelerate.commands.launch" in train.command else signal.SIGKILL
+        with open(output_dir / LOG_FILE, "ab") as log:
+            self.child = subprocess.Popen(
+                train.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**env, **train.env}, start_new_session=True, preexec_fn=die_with_parent(death_signal),
+            )
+        outcome = self._supervise(run_id, attempt, output_dir, shipper)
+        returncode = self.child.wait()
+        self.child = None
+        return outcome, returncode
+
+    def _wait_for_vllm(self, server: ManagedVLLMServer, run_id: int, attempt: int, output_dir: Path,
+                       shipper: Shipper) -> str | None:
+        """None once the server is healthy; else the run's outcome ("cancelled", "released", "lost", "failed")."""
+        state = {"outcome": None, "next_beat": 0.0}
+
+        def keep_lease_and_check() -> bool:
+            if self.signals:
+                state["outcome"] = "released"
+                return True
+            if time.monotonic() >= state["next_beat"]:
+                try:
+                    beat = self.client.heartbeat(run_id, self.worker_id, attempt, shipper.last_step, str(output_dir))
+                except Conflict:
+                    state["outcome"] = "lost"
+                    return True
+                except (ServerUnavailable, APIError) as e:
+                    logger.warning("heartbeat failed (the vLLM server is still starting): %s", e)
+                    return False
+                state["next_beat"] = time.monotonic() + self.heartbeat_s
+                if beat["cancel_requested"]:
+                    state["outcome"] = "cancelled"
+                    return True
+            return False
+
+        try:
+            server.wait_healthy(self.settings.vllm_health_deadline_s, should_abort=keep_lease_and_check)
+            return None
+        except VLLMServerError as e:
+            if state["outcome"] is not None:
+                return state["outcome"]
+            logger.error("run %d: %s", run_id, e)
+            error = f"{e}\n{error_tail(server.log_path)}".strip()
+            self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, "failed", error, str(output_dir)))
+            return "failed"
 
     def _report_end(self, run_id: int, attempt: int, output_dir: Path, shipper: Shipper, outcome: str,
                     returncode: int) -> str:
@@ -315,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m worker.main --server URL --token TOKEN``; the CLI's ``e2h worker`` wraps it."""
     import argparse
 
+    from e2h.launch import parse_gpus
+
     settings = WorkerSettings()
     p = argparse.ArgumentParser(prog="e2h worker", epilog="Policy and secrets: E2H_* settings, see worker/settings.py")
     p.add_argument("--server", default=settings.server_url)
@@ -324,11 +372,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labels", default="")
     p.add_argument("--heartbeat", type=float, default=5.0)
     p.add_argument("--work-dir", default="outputs")
+    p.add_argument("--gpus", help="GPUs this worker's runs may use: a list like 0,1, a count, or none "
+                                  "(default: every visible one)")
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the worker's own
     worker = Worker(ns.server, ns.token, labels=[x for x in ns.labels.split(",") if x], work_dir=Path(ns.work_dir),
-                    heartbeat_s=ns.heartbeat, burst=ns.burst, max_jobs=ns.max_jobs, settings=settings)
+                    heartbeat_s=ns.heartbeat, burst=ns.burst, max_jobs=ns.max_jobs, settings=settings,
+                    gpus=parse_gpus(ns.gpus))
     worker.install_signal_handlers()
     worker.run()
     return 0

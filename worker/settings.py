@@ -83,6 +83,10 @@ class WorkerSettings(BaseSettings):
     sandbox_min_network_namespace: Literal["off", "auto", "require"] = Field(
         "auto", description="The loosest network_namespace a coding run may ask for (off < auto < require)."
     )
+    # -- devices and the managed vLLM server (issue 18) -------------------------------------
+    vllm_health_deadline_s: float = Field(
+        900.0, gt=0, description="How long a run's managed vLLM server may take to answer /health before the run fails."
+    )
     run_ceilings: dict[str, float] = Field(
         default_factory=dict,
         description="Ceilings on a run's resource fields, as JSON {dotted field: most allowed}; the fields given "

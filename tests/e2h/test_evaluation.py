@@ -8,7 +8,7 @@ import pytest
 
 from e2h.evaluation import _shard, summarise
 
-from .test_train import _env
+from .test_train import _env, two_process_launch
 
 OVERRIDES = ["task.test_size_per_level=12", "algorithm.max_completion_length=24"]
 
@@ -32,12 +32,10 @@ def test_summary_has_mean_and_pass_at_k():
 
 @pytest.mark.slow
 def test_two_processes_give_the_same_greedy_evaluation_as_one(tmp_path):
-    from worker.main import ACCELERATE_LAUNCH
-
     outputs = {}
     for n in (1, 2):
         out = tmp_path / f"eval{n}.json"
-        launch = [sys.executable] if n == 1 else [*ACCELERATE_LAUNCH, "--num_processes", "2"]
+        launch = [sys.executable] if n == 1 else two_process_launch()
         cmd = [*launch, "-m", "tests.e2h.eval_ranks", str(out), *OVERRIDES]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -19,7 +19,7 @@ from e2h.geometry import BatchGeometry
 from e2h.reporting import read_jsonl
 from e2h.schedulers import make_scheduler
 
-from .test_train import _env
+from .test_train import _env, two_process_launch
 
 
 def _grid():
@@ -161,11 +161,9 @@ def test_gaussian_level_frequencies_follow_each_windows_probabilities(tmp_path, 
 @pytest.mark.slow
 @pytest.mark.parametrize(("ga", "spg", "ni"), [(4, 1, 1), (2, 3, 2)])
 def test_two_processes_follow_the_classic_schedule(tmp_path, ga, spg, ni):
-    from worker.main import ACCELERATE_LAUNCH
-
     steps = 5
     out = tmp_path / "ddp"
-    cmd = [*ACCELERATE_LAUNCH, "--num_processes", "2", "-m", "e2h.train", *BASE, "scheduler=classic",
+    cmd = [*two_process_launch(), "-m", "e2h.train", *BASE, "scheduler=classic",
            "algorithm.num_processes=2", f"algorithm.max_steps={steps}", f"algorithm.save_steps={steps}",
            *_geometry_overrides(ga, spg, ni), "--output-dir", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)

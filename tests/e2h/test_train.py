@@ -30,6 +30,13 @@ def _env():
     return env
 
 
+def two_process_launch() -> list[str]:
+    """The launch plan's command prefix for 2 training processes on the CPU (accelerate, gloo)."""
+    from e2h.plan import free_port, launcher_command
+
+    return launcher_command(compose(["algorithm.num_processes=2"]), sys.executable, free_port, on_gpu=False)
+
+
 def _check_snapshots(snaps, k, steps):
     assert [s["step"] for s in snaps] == steps
     for s in snaps:
@@ -97,9 +104,8 @@ def test_two_processes_record_identical_curricula(tmp_path):
     out = tmp_path / "ddp"
     # accelerate's --cpu flag uses its single-process launcher (several CPU processes need MPI);
     # --multi_gpu runs torchrun, and with no GPU the Accelerator joins the processes over gloo.
-    from worker.main import ACCELERATE_LAUNCH
 
-    cmd = [*ACCELERATE_LAUNCH, "--num_processes", "2", "-m", "e2h.train", *FAST, "scheduler=sec",
+    cmd = [*two_process_launch(), "-m", "e2h.train", *FAST, "scheduler=sec",
            "algorithm.max_steps=3", "algorithm.num_processes=2",
            "algorithm.per_device_train_batch_size=4", "algorithm.eval_steps=2", "algorithm.save_steps=100",
            "--output-dir", str(out)]

@@ -21,7 +21,7 @@ def _plan(port):
 
 
 def _env(tmp_path, mode):
-    return dict(os.environ, E2H_STANDIN=mode, E2H_STANDIN_RECORD=str(tmp_path / "record.json"))
+    return dict(os.environ, VLLM_STANDIN=mode, VLLM_STANDIN_RECORD=str(tmp_path / "record.json"))
 
 
 def _gone(pid, within=10.0):
