@@ -63,8 +63,10 @@ def server(
 
 @app.command()
 def worker(
-    server_url: str = typer.Option("http://127.0.0.1:8000", "--server", help="Server URL"),
+    server_url: str = typer.Option("http://127.0.0.1:8000", "--server", envvar="E2H_SERVER_URL", help="Server URL"),
     token: str = typer.Option(None, "--token", envvar="E2H_WORKER_TOKEN", help="Worker bearer token"),
+    gpus: str = typer.Option(None, "--gpus", help="GPUs this worker's runs may use: a list like 0,1, a count, or "
+                             "none (default: every visible one); a run is claimed only when it fits them"),
     burst: bool = typer.Option(False, "--burst", help="Exit when the queue is empty"),
     max_jobs: int = typer.Option(None, "--max-jobs", help="Exit after this many runs"),
     labels: str = typer.Option("", "--labels", help="Comma-separated labels"),
@@ -81,6 +83,8 @@ def worker(
         argv.append("--burst")
     if max_jobs is not None:
         argv += ["--max-jobs", str(max_jobs)]
+    if gpus is not None:
+        argv += ["--gpus", gpus]
     raise typer.Exit(worker_main(argv))
 
 

@@ -227,9 +227,13 @@ class Client:
 
     # -- worker protocol (bearer E2H_WORKER_TOKEN) ----------------------------------------------
 
-    def claim(self, worker_id: str, labels: list[str] | None = None) -> dict | None:
-        """Claim the next queued run: {run, lease_expires_at}, or None when the queue is empty."""
-        return self._json("POST", "/workers/claim", json={"worker_id": worker_id, "labels": labels or []})
+    def claim(self, worker_id: str, labels: list[str] | None = None, gpus_free: int | None = None) -> dict | None:
+        """Claim the next queued run that fits ``gpus_free`` GPUs (None: any): {run, lease_expires_at},
+        or None when no queued run fits."""
+        body = {"worker_id": worker_id, "labels": labels or []}
+        if gpus_free is not None:
+            body["gpus_free"] = gpus_free
+        return self._json("POST", "/workers/claim", json=body)
 
     def heartbeat(self, run_id: int, worker_id: str, attempt: int, step: int | None = None,
                   output_dir: str | None = None) -> dict:

@@ -224,18 +224,41 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
 # -- the worker protocol ----------------------------------------------------------------
 
 
+CLAIM_SCAN = 200  # queued runs looked at for one that fits a worker's GPUs
+
+
+def fits(config: dict, gpus_free: int | None) -> bool:
+    """Whether a run with ``config`` can be placed on a worker with ``gpus_free`` GPUs (None: any)."""
+    if gpus_free is None:
+        return True
+    from e2h.config import RunConfig
+    from e2h.plan import gpus_needed
+
+    try:
+        parsed = RunConfig.model_validate(config)
+    except ValueError:
+        return True  # the worker refuses it with the reason, which fails it instead of leaving it queued
+    if gpus_free == 0:
+        return not parsed.algorithm.use_vllm
+    return gpus_needed(parsed) <= gpus_free
+
+
 def claim_run(
-    session: Session, worker_id: str, labels: list[str], lease_seconds: float, now: datetime | None = None
+    session: Session, worker_id: str, labels: list[str], lease_seconds: float, now: datetime | None = None,
+    gpus_free: int | None = None,
 ) -> Run | None:
-    """Hand the next queued run (highest priority, then oldest) to ``worker_id``: exactly once."""
+    """Hand the next queued run (highest priority, then oldest) that fits the worker's GPUs to
+    ``worker_id``: exactly once."""
     now = now or utcnow()
     with write_transaction(session):
+        query = select(Run).where(Run.status == RunStatus.queued)
+        if gpus_free is not None:
+            rows = session.exec(select(Run.id, Run.config).where(Run.status == RunStatus.queued)
+                                .order_by(Run.priority.desc(), Run.id).limit(CLAIM_SCAN)).all()
+            fitting = next((run_id for run_id, config in rows if fits(config or {}, gpus_free)), None)
+            query = query.where(Run.id == fitting)  # None: nothing fits, nothing is claimed
         run = session.exec(
-            select(Run)
-            .where(Run.status == RunStatus.queued)
-            .order_by(Run.priority.desc(), Run.id)
-            .limit(1)
-            .with_for_update(skip_locked=True),
+            query.order_by(Run.priority.desc(), Run.id).limit(1).with_for_update(skip_locked=True),
             execution_options={"populate_existing": True},
         ).first()
         if run is not None:

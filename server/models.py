@@ -377,6 +377,11 @@ class RunsPublic(BaseModel):
 class ClaimRequest(BaseModel):
     worker_id: WorkerId
     labels: list[Tag] = Field(default_factory=list, max_length=32)
+    gpus_free: int | None = Field(
+        None, ge=0, le=1024,
+        description="GPUs the worker has free: only runs that fit them are handed out (0: a CPU worker, which "
+        "gets no vLLM run). Omitted: any run.",
+    )
 
 
 class ClaimResponse(BaseModel):

@@ -143,7 +143,8 @@ class Worker:
         logger.info("worker %s serving %s", self.worker_id, self.server)
         while not self.signals and (self.max_jobs is None or done < self.max_jobs):
             try:
-                claim = self.client.claim(self.worker_id, self.labels)
+                # One run at a time: all of this worker's GPUs are free when it asks.
+                claim = self.client.claim(self.worker_id, self.labels, gpus_free=len(self.gpus))
             except ServerUnavailable as e:
                 # An unreachable server says nothing about the queue: even a burst worker waits
                 # for it to come back instead of leaving queued runs behind.

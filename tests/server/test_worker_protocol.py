@@ -40,6 +40,26 @@ def test_claim_takes_the_highest_priority_then_the_oldest(client: TestClient) ->
     assert workers["w0"]["labels"] == ["cpu"] and workers["w0"]["run_id"] == high1["id"]
 
 
+def _claim_with_gpus(client: TestClient, gpus_free: int) -> int | None:
+    r = client.post("/workers/claim", json={"worker_id": f"g{gpus_free}", "gpus_free": gpus_free}, headers=WORKER)
+    assert r.status_code in (200, 204), r.text
+    return r.json()["run"]["id"] if r.status_code == 200 else None
+
+
+def test_a_run_is_only_claimed_by_a_worker_with_the_gpus_it_needs(client: TestClient) -> None:
+    e2h_layout = {"model": {"name_or_path": "builtin:tiny"},
+                  "algorithm": {"use_vllm": True, "vllm_mode": "server", "num_processes": 2}}
+    three = submit(client, name="vllm-server-and-2-processes", priority=9, config=e2h_layout)
+    two = submit(client, name="2-processes", priority=5, config={"algorithm": {"num_processes": 2}})
+    one = submit(client, name="1-process")
+    # A CPU worker (0 GPUs) gets no vLLM run; a 1-GPU worker skips the runs needing more, keeping their order.
+    assert _claim_with_gpus(client, 1) == one["id"]
+    assert _claim_with_gpus(client, 0) == two["id"]  # several CPU processes join over gloo
+    assert _claim_with_gpus(client, 2) is None  # the run left needs 3
+    assert client.get(f"/runs/{three['id']}").json()["status"] == "queued"
+    assert _claim_with_gpus(client, 3) == three["id"]
+
+
 def test_claim_response_carries_the_run_and_its_lease(client: TestClient) -> None:
     submit(client)
     r = client.post("/workers/claim", json={"worker_id": "w1"}, headers=WORKER)

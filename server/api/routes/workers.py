@@ -99,7 +99,7 @@ FenceDep = Annotated[crud.Fence, Depends(_fence)]
     responses={204: {"description": "The queue is empty."}, **errors(401, 413, 422)},
 )
 def claim(body: ClaimRequest, session: SessionDep, settings: SettingsDep, notifier: NotifierDep) -> ClaimResponse:
-    run = crud.claim_run(session, body.worker_id, body.labels, settings.lease_seconds)
+    run = crud.claim_run(session, body.worker_id, body.labels, settings.lease_seconds, gpus_free=body.gpus_free)
     if run is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     notifier.notify(run.id)
