@@ -21,7 +21,8 @@ from trl import GRPOConfig, GRPOTrainer
 
 from e2h.config import compose
 from e2h.models import load_model, load_tokenizer
-from e2h.train import build_datasets, build_task, grpo_config_kwargs, make_scheduler_for
+from e2h.plan import grpo_config_kwargs
+from e2h.train import build_datasets, build_task, make_scheduler_for
 from e2h.trainer import CurriculumGRPOTrainer
 
 

@@ -16,12 +16,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from transformers import TrainerCallback
 
-from e2h.config import GRPO_KWARGS_ALLOWED, RunConfig
+from e2h.config import RunConfig
 from e2h.evaluation import evaluate_in_trainer
+from e2h.plan import grpo_config_kwargs, peft_config_dict, planned_vllm_ports
 from e2h.reporting import EVALS_FILE, SNAPSHOTS_FILE, FileReporter, Reporter, truncate_after_step
 
 logger = logging.getLogger("e2h.train")
@@ -86,80 +86,6 @@ def make_scheduler_for(config: RunConfig, task):
         num_generations=config.algorithm.num_generations,
         **params,
     )
-
-
-def grpo_config_kwargs(
-    config: RunConfig, output_dir: str | Path, use_cpu: bool, vllm_ports: dict[str, int] | None = None
-) -> dict[str, Any]:
-    """Translate the algorithm section into trl.GRPOConfig keyword arguments.
-
-    ``vllm_ports`` (``vllm_server_port``, ``vllm_group_port``) are the managed vLLM server's, from
-    the launch plan (``e2h.plan``); the server always listens on loopback.
-    """
-    a = config.algorithm
-    kwargs: dict[str, Any] = dict(
-        output_dir=str(output_dir),
-        max_steps=a.max_steps,
-        learning_rate=a.learning_rate,
-        per_device_train_batch_size=a.per_device_train_batch_size,
-        num_generations=a.num_generations,
-        gradient_accumulation_steps=a.gradient_accumulation_steps,
-        steps_per_generation=a.effective_steps_per_generation,
-        num_iterations=a.num_iterations,
-        beta=a.beta,
-        max_completion_length=a.max_completion_length,
-        temperature=a.temperature,
-        logging_steps=a.logging_steps,
-        save_strategy="steps",
-        save_steps=a.save_steps,
-        eval_strategy="no",  # per-level evaluation is ours (EvalCallback)
-        seed=a.seed,
-        bf16=a.bf16,
-        use_vllm=a.use_vllm,
-        vllm_mode=a.vllm_mode,
-        gradient_checkpointing=a.gradient_checkpointing,
-        tf32=None if use_cpu else True,
-        save_total_limit=a.save_total_limit,
-        report_to=[r for r in a.report_to if r != "none"] or "none",
-        run_name=config.output_name(),
-        # The curriculum sampler restores its own position; the Trainer must not skip batches by
-        # drawing them again (that would advance the curriculum).
-        ignore_data_skip=True,
-        use_cpu=use_cpu,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-    )
-    # A validated RunConfig holds only allowlisted keys, none of them set above; checked again
-    # here because a config can be built without validation (model_construct).
-    refused = sorted(set(a.grpo_kwargs) - GRPO_KWARGS_ALLOWED | set(a.grpo_kwargs) & set(kwargs))
-    if refused:
-        raise ValueError(f"algorithm.grpo_kwargs: {refused} may not be set (see e2h.config.GrpoKwargs)")
-    kwargs.update(a.grpo_kwargs)
-    if a.use_vllm and a.vllm_mode == "server":
-        if not vllm_ports:
-            raise ValueError("algorithm.vllm_mode: server mode needs the managed vLLM server's ports from the "
-                             "launch plan; start the run with `e2h train` or a worker")
-        kwargs.update(vllm_server_host="127.0.0.1", vllm_server_timeout=60.0, **vllm_ports)
-    return kwargs
-
-
-def planned_vllm_ports() -> dict[str, int] | None:
-    """The managed vLLM server's ports, as the launch plan passed them to this process."""
-    from e2h.plan import VLLM_GROUP_PORT_ENV, VLLM_PORT_ENV
-
-    if VLLM_PORT_ENV not in os.environ:
-        return None
-    return {"vllm_server_port": int(os.environ[VLLM_PORT_ENV]),
-            "vllm_group_port": int(os.environ[VLLM_GROUP_PORT_ENV])}
-
-
-def peft_config_dict(config: RunConfig) -> dict | None:
-    """The LoRA settings as peft.LoraConfig keyword arguments, or None (no adapters)."""
-    lora = config.model.lora
-    if lora is None:
-        return None
-    return dict(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
 
 
 def peft_config_for(config: RunConfig):

@@ -109,7 +109,8 @@ def test_json_schema_is_exported():
 
 
 def test_grpo_translation_and_peft():
-    from e2h.train import grpo_config_kwargs, peft_config_for
+    from e2h.plan import grpo_config_kwargs
+    from e2h.train import peft_config_for
 
     c = compose(["model=qwen15", "algorithm.use_vllm=true", "algorithm.vllm_mode=server",
                  "algorithm.grpo_kwargs={loss_type: dr_grpo}", "algorithm.num_iterations=2"])
@@ -161,7 +162,7 @@ GRPO_SAMPLE = {
 def test_every_allowlisted_key_reaches_trl_grpo_config():
     from trl import GRPOConfig
 
-    from e2h.train import grpo_config_kwargs
+    from e2h.plan import grpo_config_kwargs
 
     assert set(GRPO_SAMPLE) == GRPO_KWARGS_ALLOWED  # a new allowed key needs a sample value here
     config = RunConfig.model_validate({"algorithm": {"grpo_kwargs": GRPO_SAMPLE}})

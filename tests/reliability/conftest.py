@@ -119,13 +119,14 @@ class WorkerProcess:
 
 @pytest.fixture
 def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """``spawn_worker(url, *args)`` starts a worker process with its own work dir and log;
-    every worker still running at the end is stopped."""
+    """``spawn_worker(url, *args)`` starts a worker process with its own log; every worker still
+    running at the end is stopped. The workers share one work dir, as machines sharing a
+    filesystem do: a worker resumes a run only from ``<its --work-dir>/run-<id>``."""
     started: list[WorkerProcess] = []
 
     def spawn(url: str, *args: str) -> WorkerProcess:
         n = len(started) + 1
-        w = WorkerProcess(url, tmp_path / f"work-{n}", tmp_path / f"worker-{n}.log", *args)
+        w = WorkerProcess(url, tmp_path / "work", tmp_path / f"worker-{n}.log", *args)
         started.append(w)
         return w
 
