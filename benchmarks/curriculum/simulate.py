@@ -411,7 +411,8 @@ def figures(cells: dict, families: list[Family], settings: dict, seeds: int, out
     m = np.array([s[0] for s in stats])
     err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
     colors = ["tab:green" if s[1] >= 0 else "tab:red" for s in stats]
-    ax.errorbar(m, y, xerr=err, fmt="none", ecolor=colors, capsize=2)
+    for i, c in enumerate(colors):
+        ax.errorbar(m[i], y[i], xerr=err[:, i : i + 1], fmt="none", ecolor=c, capsize=2)
     ax.scatter(m, y, c=colors, s=12, zorder=3)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(y)
