@@ -119,14 +119,15 @@ class WorkerProcess:
 
 @pytest.fixture
 def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """``spawn_worker(url, *args)`` starts a worker process with its own log; every worker still
-    running at the end is stopped. The workers share one work dir, as machines sharing a
-    filesystem do: a worker resumes a run only from ``<its --work-dir>/run-<id>``."""
+    """``spawn_worker(url, *args, work_dir=None)`` starts a worker process with its own log and,
+    unless ``work_dir`` is given, its own work dir; every worker still running at the end is
+    stopped. A worker resumes a run only from ``<its --work-dir>/run-<id>``: workers that are to
+    resume each other's runs share one, as machines sharing a filesystem do."""
     started: list[WorkerProcess] = []
 
-    def spawn(url: str, *args: str) -> WorkerProcess:
+    def spawn(url: str, *args: str, work_dir: Path | None = None) -> WorkerProcess:
         n = len(started) + 1
-        w = WorkerProcess(url, tmp_path / "work", tmp_path / f"worker-{n}.log", *args)
+        w = WorkerProcess(url, work_dir or tmp_path / f"work-{n}", tmp_path / f"worker-{n}.log", *args)
         started.append(w)
         return w
 

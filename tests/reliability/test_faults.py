@@ -82,12 +82,13 @@ def held_past(api: Client, run_id: int, workers: list[WorkerProcess], attempt: i
     return None
 
 
-def test_worker_sigkilled_mid_run_is_resumed_by_another_worker(fault_server, fault_api, spawn_worker):
+def test_worker_sigkilled_mid_run_is_resumed_by_another_worker(fault_server, fault_api, spawn_worker, tmp_path):
     """Kill the worker holding the run (SIGKILL, twice, each time after a checkpoint): an idle
     worker process takes it over once the lease expires and resumes from the checkpoint."""
     api, max_steps = fault_api, 24
     run_id = api.submit(tiny_config(max_steps, save_steps=3), name="outlives-its-workers")["id"]
-    workers = [spawn_worker(fault_server.url), spawn_worker(fault_server.url)]
+    shared = tmp_path / "shared-work"  # the workers resume each other's runs: a shared filesystem
+    workers = [spawn_worker(fault_server.url, work_dir=shared), spawn_worker(fault_server.url, work_dir=shared)]
     started = time.monotonic()
     killed_at: list[int] = []
     expected_resume: list[int] = []
@@ -112,7 +113,7 @@ def test_worker_sigkilled_mid_run_is_resumed_by_another_worker(fault_server, fau
         newest = last_complete_checkpoint(run["output_dir"])
         assert newest, f"no complete checkpoint in {run['output_dir']} at step {run['step']}"
         expected_resume.append(int(Path(newest).name.removeprefix("checkpoint-")))
-        workers.append(spawn_worker(fault_server.url))  # keep a spare: the survivor takes the run
+        workers.append(spawn_worker(fault_server.url, work_dir=shared))  # a spare: the survivor takes the run
 
     final = wait_for(lambda: finished(api, run_id), 400, "the run to finish",
                      logs=lambda: "\n".join(w.log() for w in workers))
