@@ -266,6 +266,10 @@ DEFAULT_CEILINGS: dict[str, float] = {
     "algorithm.max_prompt_length": 8192,
     "algorithm.max_completion_length": 8192,
     "algorithm.num_processes": 8,
+    # A multi-node run has torchrun connect to algorithm.main_process_ip, which the submitter
+    # names: single-machine unless the operator raises it.
+    "algorithm.num_machines": 1,
+    "algorithm.vllm_gpus": 8,
 }
 # A ceiling on these also refuses null, which means "no limit".
 _NULL_IS_UNBOUNDED = frozenset({"algorithm.max_prompt_length"})

@@ -132,3 +132,13 @@ def test_dry_run_refuses_a_plan_that_does_not_fit(tmp_path):
     cmd = [sys.executable, "-m", "e2h.cli", "train", "algorithm.num_processes=4", "--gpus", "2", "--dry-run"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and "needs 4 GPUs" in proc.stderr
+
+
+def test_a_multi_node_run_is_over_the_default_ceiling():
+    from e2h.config import DEFAULT_CEILINGS, ceiling_errors
+
+    config = compose(["algorithm.num_processes=2", "algorithm.num_machines=2", "algorithm.main_process_ip=10.0.0.1",
+                      "algorithm.main_process_port=29400"])
+    errors = ceiling_errors(config, DEFAULT_CEILINGS, "E2H_RUN_CEILINGS")
+    assert [field for field, _ in errors] == ["algorithm.num_machines"]
+    assert not ceiling_errors(config, {**DEFAULT_CEILINGS, "algorithm.num_machines": 2}, "E2H_RUN_CEILINGS")

@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
+from tests.e2h.test_vllm_server import _gone
 from tests.server.helpers import WORKER_TOKEN
 from tests.worker.conftest import wait_for
 from tests.worker.test_worker import _run_in_thread, make_worker, tiny_config
@@ -39,15 +39,6 @@ def standin(tmp_path, monkeypatch):
 
 def vllm_config(**algorithm) -> dict:
     return tiny_config(use_vllm=True, vllm_mode="server", **algorithm)
-
-
-def _gone(pid: int, within: float = 15.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _standin_pid(record: Path) -> int:
