@@ -17,13 +17,15 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from importlib import resources
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# Shipped inside the package (wheel or editable install alike); Alembic reads it as a directory.
+MIGRATIONS_DIR = Path(str(resources.files("server") / "migrations"))
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_PAGE_SIZE = 16_384
 
