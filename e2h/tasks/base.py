@@ -12,6 +12,16 @@ only whitespace, ``<answer>``, a non-empty answer, ``</answer>``, only whitespac
 ``<think>``/``</think>``/``<answer>``/``</answer>`` tag may appear anywhere else. The answer
 of a badly formatted completion is not scored, so such a completion earns exactly 0
 (a correct answer in a broken format must not outscore a wrong answer in the right one).
+This is E2H's ``FormatReward`` (``src/rewards.py``), rule for rule.
+
+E2H's ``base_reward_fn`` also gives 0 in total, format reward included, when checking the
+answer fails with an error (an expression that does not parse, a division by zero): a task's
+``score`` says so by returning NaN (``SCORE_ERROR``) or raising.
+
+Prompts never hold a BOS token the tokenizer adds itself: training (TRL tokenizes prompts
+with the tokenizer's special tokens) and evaluation then both see exactly one, whatever the
+chat template (Llama 3's template writes ``<|begin_of_text|>``, and its tokenizer adds it
+again). ``prompt_token_count`` counts a prompt the way training tokenizes it.
 """
 
 from __future__ import annotations
@@ -32,6 +42,12 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant. You first think about the reasoning process in the mind "
     "and then provide the user with the answer."
 )
+# E2H's system prompt, as its task configs write it (grammar and final newline included).
+E2H_SYSTEM_PROMPT = (
+    "You are a helpful assistant. You first thinks about the reasoning process in the mind "
+    "and then provides the user with the answer.\n"
+)
+SCORE_ERROR = float("nan")  # a score meaning "checking failed with an error": the whole reward is 0
 FORMAT_INSTRUCTIONS = (
     "Show your work in <think> </think> tags. And return the final answer in <answer> </answer> tags."
 )
@@ -110,6 +126,29 @@ def extract_answer(completion: Any) -> str | None:
     Rewards use ``parse_completion``, which also checks the format."""
     matches = _ANSWER_RE.findall(completion_text(completion))
     return matches[-1].strip() if matches else None
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether tokenizing text with the tokenizer's special tokens puts a BOS token first."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == bos and tokenizer("a", add_special_tokens=False)["input_ids"][:1] != [bos]
+
+
+def strip_added_bos(prompt: str, tokenizer: Any) -> str:
+    """``prompt`` without the leading BOS text a chat template wrote, when the tokenizer adds its own
+    (Llama 3): tokenized with special tokens, as TRL and the evaluation do, it then has exactly one."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and prompt.startswith(bos) and adds_bos(tokenizer):
+        return prompt[len(bos):]
+    return prompt
+
+
+def prompt_token_count(prompt: str, tokenizer: Any) -> int:
+    """Tokens of ``prompt`` as training sees them (TRL tokenizes with the special tokens)."""
+    return len(tokenizer(prompt)["input_ids"])
 
 
 def _check_int(name: str, value: Any) -> int:
@@ -293,15 +332,15 @@ class Task:
 
     def score_batch(self, answers: Sequence[str | None], rows: Sequence[Mapping[str, Any]]) -> list[float]:
         """Scores of many answers (None = badly formatted, scores 0). Never raises: an
-        error while scoring one answer (a malformed row value, say) scores it 0."""
+        error while scoring one answer (a malformed row value, say) is ``SCORE_ERROR``."""
         return [0.0 if a is None else self._safe_score(a, row) for a, row in zip(answers, rows, strict=True)]
 
     def _safe_score(self, answer: str, row: Mapping[str, Any]) -> float:
         try:
             return float(self.score(answer, row))
-        except Exception:  # a reward must not crash training on one bad row
-            logger.debug("%s: scoring failed, counting it wrong", self.name, exc_info=True)
-            return 0.0
+        except Exception:  # a reward must not crash training on one bad row; E2H gives it 0 in total
+            logger.debug("%s: scoring failed, the reward is 0", self.name, exc_info=True)
+            return SCORE_ERROR
 
     def rows_from_columns(self, n: int, columns: Mapping[str, Any]) -> list[dict]:
         """Turn TRL's column kwargs into one dict per completion. Required columns must be
@@ -335,7 +374,7 @@ class Task:
         scores = self.score_batch([p.answer for p in parsed], rows)
         rewards = []
         for p, s in zip(parsed, scores, strict=True):
-            if not p.format_ok:
+            if not p.format_ok or math.isnan(s):  # E2H: an error while checking voids the whole reward
                 rewards.append(0.0)
                 continue
             s = min(max(s, 0.0), 1.0) if math.isfinite(s) else 0.0
@@ -370,7 +409,7 @@ class Task:
         messages = self.build_messages(row)
         if tokenizer is not None and getattr(tokenizer, "chat_template", None):
             try:
-                return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+                text = tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
             except Exception:  # retry once without a system turn, then report
                 if messages[0]["role"] != "system":
                     raise
@@ -378,7 +417,8 @@ class Task:
                     {"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]},
                     messages[2],
                 ]
-                return tokenizer.apply_chat_template(merged, tokenize=False, continue_final_message=True)
+                text = tokenizer.apply_chat_template(merged, tokenize=False, continue_final_message=True)
+            return strip_added_bos(text, tokenizer)
         lines = []
         if self.system_prompt:
             lines.append(self.system_prompt + "\n")

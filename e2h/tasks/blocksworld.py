@@ -9,14 +9,24 @@ breadth-first-search layer further from the start, so the BFS distance confirms 
 walk's end is exactly ``level`` actions away and the walk is an optimal plan (the
 ``solution``). The goal lists where every block is, with the hand empty.
 
-Actions use the seed's grammar, one per line (numbering like "1." and a trailing period
-are tolerated; lines may also be separated by ";"):
+Rows are E2H's (``divelab/blocksworld``): ``question`` is the initial state, ``answer`` the goal
+state (every block's place, hand empty) and ``solution`` the optimal plan, one action per line;
+the prompt is E2H's. Plans are checked by E2H's ``BlocksworldCorrectnessReward`` rules
+(``rules="e2h"``, the default), reimplemented here on parsed states:
     pick up the X block
     unstack the X block from on top of the Y block
     put down the X block
     stack the X block on top of the Y block
-An answer is correct when every action is legal in turn and the final state is the goal;
-any valid plan counts, not only the reference.
+one per line (case ignored, "block 3" read as "3 block", trailing punctuation allowed, lines
+holding "[plan end]" and blank lines skipped; numbering or any other line makes the plan
+wrong). Every action must be legal in turn (E2H lets a block be stacked on a block the problem
+does not have) and the final state must be the one the reference plan reaches. A reaching plan
+of n actions, against the reference's m, earns ``correctness_reward * (1 + f) / 2`` with f = 1
+when n <= m and m / n otherwise: with E2H's weights (1.0 + 2.0) that is E2H's reward, 1 + 1 + f.
+
+``rules="seed"`` is this project's earlier, deliberately more lenient check (off by default):
+numbering like "1." and ";" between actions are accepted, and any valid plan reaching the goal
+scores the full correctness reward whatever its length.
 """
 
 from __future__ import annotations
@@ -36,18 +46,30 @@ COLORS = (
 )  # fmt: skip
 MAX_PLAN_ACTIONS = 200
 MAX_PLAN_CHARS = 20_000
-RULES = (
-    "I am playing with a set of blocks where I need to arrange the blocks into stacks. Here are the actions "
-    "I can do: pick up a block, unstack a block from on top of another block, put down a block, stack a "
-    "block on top of another block. I have the following restrictions on my actions: I can only pick up or "
-    "unstack one block at a time. I can only pick up or unstack a block if my hand is empty. I can only "
-    "pick up a block if the block is on the table and the block is clear. A block is clear if the block has "
-    "no other blocks on top of it and if the block is not picked up. I can only unstack a block from on top "
-    "of another block if the block I am unstacking was really on top of the other block and is clear. Once "
-    "I pick up or unstack a block, I am holding the block. I can only put down a block that I am holding. I "
-    "can only stack a block on top of another block if I am holding the block being stacked and the block "
-    "onto which I am stacking it is clear. Once I put down or stack a block, my hand becomes empty."
+# E2H's prompt (config/task/blocksworld.yaml, as YAML reads it).
+_E2H_RULE_LINES = (
+    "I am playing with a set of blocks where I need to arrange the blocks into stacks. Here are the actions I can do",
+    "", "Pick up a block", "Unstack a block from on top of another block", "Put down a block",
+    "Stack a block on top of another block", "", "I have the following restrictions on my actions:",
+    "I can only pick up or unstack one block at a time.", "I can only pick up or unstack a block if my hand is empty.",
+    "I can only pick up a block if the block is on the table and the block is clear.",
+    "A block is clear if the block has no other blocks on top of it and if the block is not picked up.",
+    "I can only unstack a block from on top of another block if the block I am unstacking was really on top of "
+    "the other block.",
+    "I can only unstack a block from on top of another block if the block I am unstacking is clear.",
+    "Once I pick up or unstack a block, I am holding the block.", "I can only put down a block that I am holding.",
+    "I can only stack a block on top of another block if I am holding the block being stacked.",
+    "I can only stack a block on top of another block if the block onto which I am stacking the block is clear.",
+    "Once I put down or stack a block, my hand becomes empty.", "", "Here is the format of the actions:",
+    "pick up the [block_name] block", "unstack the [block_name] block from on top of the [another_block_name] block",
+    "put down the [block_name] block", "stack the [block_name] block on top of the [another_block_name] block", "",
+    "[Problem]", "Here is the initial state of the blocks: {question}",
+    "Here is the goal state of the blocks: {answer}. Show your work in <think> </think> tags. After that, provide "
+    "the final answer in <answer> </answer> tags, for example:",
+    "<answer>", "unstack the cyan block from on top of the emerald block", "put down the cyan block", "</answer>",
 )
+E2H_USER_TEMPLATE = "\n ".join(_E2H_RULE_LINES) + "\n"
+PLAN_RULES = ("e2h", "seed")
 
 # A state is (stacks, held): stacks a sorted tuple of bottom-to-top tuples of block ids,
 # held the id of the block in hand or -1.
@@ -194,6 +216,121 @@ def plan_reaches_goal(
     return held is None and below == goal
 
 
+def join_facts(facts: Sequence[str]) -> str:
+    """Facts as E2H writes a state: "a, b and c"."""
+    return facts[0] if len(facts) == 1 else ", ".join(facts[:-1]) + " and " + facts[-1]
+
+
+# -- E2H's rules on parsed states -------------------------------------------------------
+
+_STATE_FACTS = [
+    ("empty", re.compile(r"the hand is empty", re.IGNORECASE), True),
+    ("holding", re.compile(r"the hand is holding the (.+?)(?: block)?$", re.IGNORECASE), False),
+    ("clear", re.compile(r"the (.+?)(?: block)? is clear$", re.IGNORECASE), False),
+    ("on", re.compile(r"the (.+?)(?: block)? is on top of the (.+?)(?: block)?$", re.IGNORECASE), False),
+    ("table", re.compile(r"the (.+?)(?: block)? is on the table$", re.IGNORECASE), False),
+]
+_E2H_ACTIONS = [
+    ("unstack", re.compile(r"^unstack the (\w+) block from on top of the (\w+) block[^\w\s]*\s*$")),
+    ("pick-up", re.compile(r"^pick up the (\w+) block[^\w\s]*\s*$")),
+    ("stack", re.compile(r"^stack the (\w+) block on top of the (\w+) block[^\w\s]*\s*$")),
+    ("put-down", re.compile(r"^put down the (\w+) block[^\w\s]*\s*$")),
+]
+_NUMBERED_BLOCK = re.compile(r"\bblock (\d+)\b", re.IGNORECASE)
+
+
+class IllegalAction(ValueError):
+    pass
+
+
+def _block_name(text: str) -> str:
+    name = text.strip().lower()
+    return name[:-6].strip() if name.endswith(" block") else name
+
+
+def parse_state(text: str) -> dict[str, str | None]:
+    """Where each block is ("table", the block under it, "hand", or None when only said to be clear),
+    read from a state description the way E2H reads it (unknown facts are ignored)."""
+    places: dict[str, str | None] = {}
+    text = _NUMBERED_BLOCK.sub(r"\1 block", text)
+    for fact in (f.strip() for f in text.replace(" and ", ", ").split(",")):
+        for kind, pattern, whole in _STATE_FACTS:
+            m = pattern.fullmatch(fact) if whole else pattern.match(fact)
+            if m is None:
+                continue
+            if kind == "holding":
+                places[_block_name(m.group(1))] = "hand"
+            elif kind == "clear":
+                places.setdefault(_block_name(m.group(1)), None)
+            elif kind == "on":
+                places[_block_name(m.group(1))] = _block_name(m.group(2))
+            elif kind == "table":
+                places[_block_name(m.group(1))] = "table"
+            break
+    return places
+
+
+def parse_e2h_action(line: str) -> tuple[str, str, str | None]:
+    line = _NUMBERED_BLOCK.sub(r"\1 block", line).lower().strip()
+    for kind, pattern in _E2H_ACTIONS:
+        m = pattern.match(line)
+        if m:
+            return kind, _block_name(m.group(1)), _block_name(m.group(2)) if pattern.groups == 2 else None
+    raise IllegalAction("not an action")
+
+
+def _clear(block: str, places: dict[str, str | None]) -> bool:
+    return places.get(block) != "hand" and all(under != block for under in places.values())
+
+
+def apply_action(places: dict[str, str | None], action: tuple[str, str, str | None]) -> None:
+    """Apply one action in place, or raise IllegalAction (E2H's preconditions)."""
+    kind, x, y = action
+    holding = next((b for b, where in places.items() if where == "hand"), None)
+    if kind in ("unstack", "pick-up"):
+        if places.get(x) != (y if kind == "unstack" else "table") or not _clear(x, places) or holding is not None:
+            raise IllegalAction(kind)
+        places[x] = "hand"
+    elif kind == "stack":
+        if holding != x or not _clear(y, places):
+            raise IllegalAction(kind)
+        places[x] = y
+    else:
+        if holding != x:
+            raise IllegalAction(kind)
+        places[x] = "table"
+
+
+def plan_lines(plan: str) -> list[str]:
+    """A plan's action lines as E2H counts them: stripped, non-empty, without "[plan end]" lines."""
+    return [line.strip() for line in plan.strip().split("\n") if line.strip() and "[plan end]" not in line.lower()]
+
+
+def e2h_plan_score(initial: str, predicted: str, reference: str) -> float:
+    """E2H's Blocksworld reward of a plan, divided by 2: 0, or (1 + f) / 2 for a plan reaching the
+    reference plan's final state (f = 1 up to the reference's length, then reference / actions)."""
+    lines = plan_lines(predicted)
+    if not lines:
+        return 0.0
+    try:
+        goal = parse_state(initial)
+        reference_lines = plan_lines(reference)
+        for line in reference_lines:
+            apply_action(goal, parse_e2h_action(line))
+        places = parse_state(initial)
+        for line in lines:
+            apply_action(places, parse_e2h_action(line))
+    except IllegalAction:
+        return 0.0
+    if set(places.items()) != set(goal.items()) or not (places or goal):
+        return 0.0
+    n, m = len(lines), len(reference_lines)
+    if n > m and m == 0:
+        return 0.0  # E2H divides by the reference length here (and scores 0 on the error)
+    factor = 1.0 if n <= m else 1.0 / (1.0 + (n - m) / m)
+    return (1.0 + factor) / 2.0
+
+
 def _describe(stacks: Sequence[Sequence[str]], holding: str) -> list[str]:
     facts = []
     for stack in stacks:
@@ -224,12 +361,21 @@ class Blocksworld(Task):
     default_heldout_levels = (8,)
     default_format_reward = 1.0
     default_correctness_reward = 2.0
-    default_user_template = (
-        RULES + "\n\n[STATEMENT]\n{question}\n\nWrite the plan with one action per line, for example "
-        '"unstack the red block from on top of the blue block". Show your work in <think> </think> tags. '
-        "And return the plan in <answer> </answer> tags."
-    )
-    required_columns = ("init_stacks", "init_holding", "goal_stacks")
+    default_system_prompt = (
+        "You are a helpful assistant. You first think about the reasoning process in the mind and then provides "
+        "the user with the answer.\n"
+    )  # E2H's blocksworld system prompt ("think", unlike its other tasks' E2H_SYSTEM_PROMPT)
+    default_user_template = E2H_USER_TEMPLATE
+    required_columns = ("question", "solution")
+
+    def __init__(self, *, rules: str = "e2h", **options: Any):
+        if rules not in PLAN_RULES:
+            raise ValueError(f"rules must be one of {list(PLAN_RULES)} (e2h: E2H's check; seed: the earlier, "
+                             f"lenient one), got {rules!r}")
+        self.rules = rules
+        if rules == "seed":
+            self.required_columns = ("init_stacks", "init_holding", "goal_stacks")
+        super().__init__(**options)
 
     @staticmethod
     def block_counts(level: int) -> tuple[int, ...]:
@@ -254,13 +400,10 @@ class Blocksworld(Task):
         goal_stacks = [[names[b] for b in stack] for stack in graph.states[goal][0]]
         rng.shuffle(init_stacks)
         rng.shuffle(goal_stacks)
-        initial = ", ".join(_describe(init_stacks, init_holding))
-        target = ", ".join(_positions(goal_stacks))
-        question = f"As initial conditions I have that, {initial}.\nMy goal is to have that {target}."
         solution = "\n".join(plan)
         return {
-            "question": question,
-            "answer": solution,
+            "question": join_facts(_describe(init_stacks, init_holding)),
+            "answer": join_facts(_positions(goal_stacks)),
             "solution": solution,
             "blocks": sorted(names),
             "init_stacks": init_stacks,
@@ -282,6 +425,8 @@ class Blocksworld(Task):
         return walk
 
     def score(self, answer: str, row: Mapping[str, Any]) -> float:
+        if self.rules == "e2h":
+            return e2h_plan_score(str(row["question"]), answer, str(row["solution"]))
         actions = parse_plan(answer)
         if actions is None:
             return 0.0

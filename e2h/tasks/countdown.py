@@ -6,30 +6,89 @@ from 1..100; the target is built by repeatedly combining two random items of the
 than ``max_target``, so the target is reachable and the generating expression is the
 ``solution``.
 
-An answer is correct when it is an arithmetic expression that uses exactly the given
-numbers (as a multiset, each once) with binary + - * / and parentheses and equals the
-target (an optional trailing "= target" is allowed). It is evaluated by walking Python's
-``ast`` with exact ``fractions.Fraction`` arithmetic, never ``eval``: names, calls,
-attributes, powers, unary signs, floats, non-decimal numerals (0x3, 1_0) and huge
-literals are rejected. Intermediate
-values may be any rationals; division by zero makes the answer wrong.
+Scoring follows E2H's ``CountdownCorrectnessReward`` (``rules="e2h"``, the default): the
+integers in the answer (every run of digits) must be the given numbers, each once; the answer
+may hold only digits, ``+ - * / ( ) .`` and whitespace; its value must be within 1e-5 of the
+target. Python's own arithmetic gives the value (so ``**``, ``//``, unary signs and decimals
+count as they do in E2H's ``eval``), computed by walking Python's ``ast``, never ``eval``: an
+answer that does not parse, divides by zero or is not a number voids the whole reward (E2H's
+exception path); a power with an exponent above ``MAX_EXPONENT``, or an integer power of
+more than ``MAX_POWER_BITS`` bits, is refused the same way (E2H
+would compute it, for as long as that takes).
+
+``rules="seed"`` is this project's earlier, deliberately different check (off by default):
+binary + - * / and parentheses only, exact rational arithmetic, no unary signs, decimals or
+powers, and an optional trailing "= target"; a wrong expression scores the format reward.
 """
 
 from __future__ import annotations
 
 import ast
+import operator
 import random
 import re
 from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
 
-from e2h.tasks.base import Task
+from e2h.tasks.base import E2H_SYSTEM_PROMPT, SCORE_ERROR, Task
 
 MAX_EXPRESSION_CHARS = 500
 MAX_LITERAL = 10**6
 _DECIMAL_RE = re.compile(r"[0-9]+")
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+RULES = ("e2h", "seed")
+MAX_EXPONENT = 4096
+MAX_POWER_BITS = 1 << 20
+MAX_E2H_ANSWER_CHARS = 10_000
+_E2H_CHARS = re.compile(r"^[\d+\-*/().\s]+$")  # E2H's allowed characters (str.isdigit-style \d included)
+_DIGIT_RUNS = re.compile(r"\d+")
+_PY_BINOPS = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow, ast.Mod: operator.mod,
+}
+_PY_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+
+
+def python_value(text: str):
+    """What Python's ``eval`` gives for an arithmetic expression of number literals, computed
+    without ``eval``. Raises (ValueError, ArithmeticError, SyntaxError ...) wherever ``eval`` of
+    such text would raise, and ValueError for anything but literals, unary and binary arithmetic."""
+    tree = ast.parse(text, mode="eval")
+    return _python_eval(tree.body)
+
+
+def _python_eval(node: ast.AST):
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float, complex):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _PY_UNARY:
+        return _PY_UNARY[type(node.op)](_python_eval(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _PY_BINOPS:
+        left, right = _python_eval(node.left), _python_eval(node.right)
+        if type(node.op) is ast.Pow and isinstance(right, int) and (
+            abs(right) > MAX_EXPONENT or (isinstance(left, int) and abs(left).bit_length() * right > MAX_POWER_BITS)
+        ):
+            raise ValueError("power too large")
+        return _PY_BINOPS[type(node.op)](left, right)
+    raise ValueError(f"not arithmetic: {type(node).__name__}")  # E2H's eval: a TypeError, a NameError ...
+
+
+def e2h_score(answer: str, numbers: Any, target: Any) -> float:
+    """E2H's Countdown check of a stripped ANSWER: 1.0, 0.0, or SCORE_ERROR (E2H: no reward at all)."""
+    try:
+        if sorted(int(n) for n in _DIGIT_RUNS.findall(answer)) != sorted(numbers):
+            return 0.0
+    except TypeError:  # numbers that are not a list of numbers: E2H's sorted() raises
+        return SCORE_ERROR
+    if not _E2H_CHARS.match(answer):
+        return 0.0
+    if len(answer) > MAX_E2H_ANSWER_CHARS:
+        return SCORE_ERROR
+    try:
+        value = python_value(answer)
+        return 1.0 if abs(value - target) < 1e-5 else 0.0
+    except (Exception, RecursionError):  # whatever eval would raise: E2H's reward is 0
+        return SCORE_ERROR
 
 
 def evaluate_expression(text: str) -> tuple[Fraction, list[int]]:
@@ -101,9 +160,15 @@ class Countdown(Task):
         "be used once. Show your work in <think> </think> tags. And return the final answer in "
         "<answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>."
     )
+    default_system_prompt = E2H_SYSTEM_PROMPT
     required_columns = ("numbers", "target")
 
-    def __init__(self, *, min_number: int = 1, max_number: int = 100, max_target: int = 1000, **options: Any):
+    def __init__(self, *, min_number: int = 1, max_number: int = 100, max_target: int = 1000, rules: str = "e2h",
+                 **options: Any):
+        if rules not in RULES:
+            raise ValueError(f"rules must be one of {list(RULES)} (e2h: E2H's check; seed: the earlier one), "
+                             f"got {rules!r}")
+        self.rules = rules
         if not (
             isinstance(min_number, int) and isinstance(max_number, int) and 1 <= min_number <= max_number
         ):
@@ -151,6 +216,11 @@ class Countdown(Task):
         return f"{sorted(int(n) for n in row['numbers'])}={int(row['target'])}"
 
     def score(self, answer: str, row: Mapping[str, Any]) -> float:
+        if self.rules == "e2h":
+            target = row["target"]
+            if isinstance(target, str):  # a CSV cell; E2H's rows hold integers
+                target = int(target) if target.strip().lstrip("-").isdigit() else float(target)
+            return e2h_score(answer.strip(), row["numbers"], target)
         numbers = sorted(int(n) for n in row["numbers"])
         target = Fraction(int(row["target"]))
         text = answer.strip()

@@ -13,8 +13,13 @@ questions that also appear in training are dropped), otherwise from the same row
 partitioned by question hash. ``levels`` defaults to every level present (minus
 ``heldout_levels``); ``max_rows_per_level`` caps each level after a seeded shuffle.
 
+``recipe`` ("math", "gsm8k", "aqua") gives E2H's prompts and answer check for that dataset
+(``e2h.tasks.e2h_data``; presets ``task=math`` etc.); the other options still override it.
+
 Correctness: with ``scorer`` naming a built-in task (e.g. "countdown"), that task's check
-is used (the rows must carry its columns, e.g. ``numbers`` and ``target``). Otherwise
+is used (the rows must carry its columns, e.g. ``numbers`` and ``target``); ``scorer`` may
+also name one of E2H's answer checks (``e2h.tasks.e2h_data.SCORERS``: math, math_verify,
+gsm8k, aqua). Otherwise
 the answer must match the ``answer`` column: numerically when both parse as numbers
 (integers, decimals, fractions like 3/4, thousands separators), else as text ignoring
 case, surrounding whitespace/``$``, repeated spaces and a final period.
@@ -210,9 +215,20 @@ class DatasetTask(Task):
         data_files: Any = None,
         max_rows_per_level: int | None = None,
         scorer: str | None = None,
+        recipe: str | None = None,
         seed: int = 0,
         **options: Any,
     ):
+        from e2h.tasks.e2h_data import RECIPES, SCORERS
+
+        if recipe is not None:
+            if recipe not in RECIPES:
+                raise ValueError(f"recipe must be one of {sorted(RECIPES)} (E2H's data tasks), got {recipe!r}")
+            for key in ("system_prompt", "user_template"):
+                if options.get(key) is None:
+                    options[key] = RECIPES[recipe][key]
+            scorer = scorer or RECIPES[recipe]["scorer"]
+        self.recipe = recipe
         if not path:
             raise ValueError(
                 "the dataset task needs path=... (a local file, a save_to_disk directory or a hub name)"
@@ -225,7 +241,10 @@ class DatasetTask(Task):
             raise ValueError(f"max_rows_per_level must be a positive integer, got {max_rows_per_level!r}")
         self.path, self.split, self.test_split = str(path), split, test_split
         self.scorer = None
-        if scorer is not None:
+        if scorer in SCORERS:
+            self.scorer = SCORERS[scorer]()
+            self.required_columns = ("answer", *self.scorer.required_columns[1:])
+        elif scorer is not None:
             from e2h.tasks import get_task
 
             if scorer == self.name:
@@ -248,6 +267,10 @@ class DatasetTask(Task):
             self._pool(level, split)
         for level in self.heldout_levels:
             self._pool(level, test_split or split)
+        unused = sorted(set(self.pools[split]) - set(self.levels) - set(self.heldout_levels))
+        if unused:
+            logger.warning("dataset %r: its levels %s are neither trained nor held out (levels %s, held out %s); "
+                           "E2H uses every level of its data", self.path, unused, self.levels, self.heldout_levels)
 
     def _by_level(self, rows: list[dict], which: str, cap: int | None, seed: int) -> dict[int, list[dict]]:
         if not rows:
@@ -313,7 +336,7 @@ class DatasetTask(Task):
         return 1.0 if answers_match(answer, row["answer"]) else 0.0
 
     def score_batch(self, answers: Sequence[str | None], rows: Sequence[Mapping[str, Any]]) -> list[float]:
-        if self.scorer is not None:
+        if self.scorer is not None and hasattr(self.scorer, "score_batch"):
             return self.scorer.score_batch(answers, rows)
         return super().score_batch(answers, rows)
 

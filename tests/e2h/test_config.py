@@ -36,7 +36,7 @@ def test_presets_mirror_the_seed():
     assert {"grpo", "grpo_variance_regularized"} <= set(p["algorithm"])
     assert len(p["scheduler"]) == 6
     qwen = load_preset("model", "qwen15")["model"]
-    assert qwen["lora"] == {"r": 32, "alpha": 64, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+    assert qwen["lora"] == {"r": 32, "alpha": 64, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}  # E2H's
     assert qwen["dtype"] == "bfloat16"
 
 
