@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from e2h import __version__
 from server import crud
-from server.api.routes import meta, runs, workers
+from server.api.routes import meta, runs, sweeps, workers
 from server.core.config import Settings
 from server.core.db import make_engine, migrate, new_session
 from server.core.errors import E2HError, error_entry, format_errors, storage_fault
@@ -337,6 +337,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(runs.router)
     app.include_router(workers.router)
+    app.include_router(sweeps.router)
     app.include_router(meta.router)
 
     default_openapi = app.openapi

@@ -137,6 +137,10 @@ class Run(SQLModel, table=True):
     updated_at: datetime = sqlmodel.Field(default_factory=utcnow, sa_type=UTCDateTime)
     started_at: datetime | None = sqlmodel.Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = sqlmodel.Field(default=None, sa_type=UTCDateTime)
+    # The sweep that queued this run (server.sweeps). No foreign key: adding one to an existing
+    # SQLite table rebuilds it, and dropping the old runs table would cascade into its snapshots,
+    # evals and logs; a sweep is deleted only after its runs (server.sweeps.delete_sweep).
+    sweep_id: int | None = sqlmodel.Field(default=None, index=True)
 
 
 class RunTag(SQLModel, table=True):
@@ -584,3 +588,8 @@ class FieldError(BaseModel):
 
 class ValidationErrors(BaseModel):
     detail: list[FieldError]
+
+
+# The sweeps table lives with its logic; imported here so everything that reads this metadata
+# (Alembic, the server, tests) sees it.
+from server import sweeps as _sweeps  # noqa: E402, F401
