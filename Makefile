@@ -1,5 +1,6 @@
 # One command sets up and tests: `make test`.
 # torch is installed first, pinned to the CPU wheel, so no CUDA build is pulled in by a range.
+# Everything is installed (the all extra: server, train, dashboard) plus the dev tools.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -14,7 +15,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[all,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
