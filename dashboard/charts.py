@@ -174,25 +174,35 @@ def metrics_figure(series: dict, names: Sequence[str], title: str = "Training me
     return _layout(fig, title, height=170 * len(names) + 80, hovermode="closest")
 
 
-def eval_accuracy(evals: list[dict], heldout: Sequence[int], title: str = "Evaluation accuracy per level") -> go.Figure:
-    """Accuracy per level over steps; held-out levels dashed red and named so."""
-    per_level = S.eval_accuracy(evals)
+def eval_accuracy(evals: list[dict], heldout: Sequence[int], title: str = "Evaluation accuracy per level",
+                  max_steps: int | None = None) -> go.Figure:
+    """Accuracy per level over steps, the final test (a star) ending each level's line; held-out
+    levels dashed red and named so. The x-axis spans the run (``max_steps``), so a single
+    evaluation is a point at its step, not the middle of a 2-step-wide axis."""
+    per_level = S.eval_accuracy_with_test(evals)
     if not per_level:
         return _empty(title, "No evaluations yet")
     fig = go.Figure()
     trained = [lv for lv in per_level if lv not in heldout]
     colors = dict(zip(trained, level_colors(len(trained)), strict=True))
-    for level, (steps, values) in per_level.items():
+    for level, (steps, values, kinds) in per_level.items():
         held = level in heldout
         fig.add_trace(go.Scatter(
             x=steps, y=values, mode="lines+markers", name=f"level {level}" + (" (held-out)" if held else ""),
             line={"color": HELDOUT_COLOR if held else colors[level], "dash": "dash" if held else "solid",
                   "width": 3 if held else 2},
-            hovertemplate="%{y:.3f}",
+            marker={"symbol": ["star" if k == "test" else "circle" for k in kinds],
+                    "size": [14 if k == "test" else 7 for k in kinds]},
+            customdata=kinds, hovertemplate="%{y:.3f} (%{customdata})",
         ))
+    last = max(s for steps, _, _ in per_level.values() for s in steps)
     fig.update_yaxes(range=[0, 1.02], title="accuracy")
-    fig.update_xaxes(title="step")
-    return _layout(fig, title)
+    fig.update_xaxes(title="step", range=[0, max(max_steps or 0, last) * 1.03 or 1])
+    fig = _layout(fig, title)
+    if any("test" in kinds for _, _, kinds in per_level.values()):
+        fig.add_annotation(text="star: final test", showarrow=False, x=1.0, y=1.08, xref="paper", yref="paper",
+                           xanchor="right", font={"size": 11, "color": "#666"})
+    return fig
 
 
 # -- several runs ------------------------------------------------------------------------------

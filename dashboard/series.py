@@ -182,6 +182,24 @@ def eval_accuracy(evals: list[dict[str, Any]], name: str = "eval") -> dict[int, 
     return dict(sorted(out.items()))
 
 
+def eval_accuracy_with_test(evals: list[dict[str, Any]]) -> dict[int, tuple[list[int], list[float], list[str]]]:
+    """Per level value: (steps, accuracy, kind) of the periodic evaluations, then the final test's
+    point (kind "test") where there is one; levels only the test has included."""
+    periodic = eval_accuracy(evals, "eval")
+    test = latest_eval(evals, "test")
+    final = eval_accuracy([test], "test") if test else {}
+    out: dict[int, tuple[list[int], list[float], list[str]]] = {}
+    for level in sorted(periodic.keys() | final.keys()):
+        steps, values = (list(x) for x in periodic.get(level, ([], [])))
+        kinds = ["eval"] * len(steps)
+        for step, value in zip(*final.get(level, ([], [])), strict=True):
+            steps.append(step)
+            values.append(value)
+            kinds.append("test")
+        out[level] = (steps, values, kinds)
+    return out
+
+
 def latest_eval(evals: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
     chosen = [e for e in evals if e.get("name") == name]
     return max(chosen, key=lambda e: e["step"]) if chosen else None

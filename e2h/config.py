@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
     with_config,
 )
+from pydantic_core import InitErrorDetails
 from typing_extensions import TypedDict
 
 from e2h.schedulers import SCHEDULERS, make_scheduler
@@ -450,10 +451,18 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
-        self._fill_task_levels()
-        self._check_batch()
-        self._check_launch()
-        self._check_scheduler()
+        # Every cross-field problem at once (fixing one should not just reveal the next); the
+        # scheduler is built only on levels that checked out, since its checks depend on them.
+        problems: list[str] = []
+        for check in (self._fill_task_levels, self._check_batch, self._check_launch):
+            try:
+                check()
+            except ValueError as e:
+                problems.append(str(e))
+        problems += self._scheduler_problems(build=not any(p.startswith("task.") for p in problems))
+        if problems:
+            raise ValidationError.from_exception_data("RunConfig", [
+                InitErrorDetails(type="value_error", loc=(), input=None, ctx={"error": p}) for p in problems])
         return self
 
     def _fill_task_levels(self) -> None:
@@ -508,24 +517,43 @@ class RunConfig(_Section):
                 f"change num_generations, per_device_train_batch_size or {spg}"
             )
 
-    def _check_scheduler(self) -> None:
+    def _scheduler_problems(self, build: bool) -> list[str]:
+        """Each scheduler parameter's problem, then (``build``, parameters valid) what building it says."""
         name = self.scheduler.name
         if name not in SCHEDULERS:
-            raise ValueError(f"scheduler.name: unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}")
+            return [f"scheduler.name: unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}"]
         try:
             SCHEDULERS[name].Params(**self.scheduler.params)
         except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(x) for x in err["loc"])
-            raise ValueError(f"scheduler.params.{where}: {err['msg']}") from None
+            return [f"scheduler.params.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
+                    for err in e.errors(include_url=False)]
+        if not build:
+            return []
         try:
             make_scheduler(name, self.num_levels, self.algorithm.max_steps, **self.scheduler.params)
         except ValueError as e:
-            raise ValueError(f"scheduler.params: {e}") from None
+            return [f"scheduler.params: {e}"]
+        return []
 
     @property
     def num_levels(self) -> int:
         return len(self.task.train_levels or [])
+
+    def display_name(self, max_params: int = 3) -> str:
+        """A short readable run name (the runs table, ``e2h runs ls``, the run picker): scheduler,
+        task, model, steps and the first few scheduler parameters that differ from the scheduler's
+        defaults, e.g.
+        ``variance_regularized countdown2345 tiny 500 steps (min_prob=0.05)``. The output
+        directory keeps the seed's longer rule (:meth:`output_name`)."""
+        model = self.model.name_or_path.rstrip("/").split("/")[-1].replace("builtin:", "")
+        name = f"{self.scheduler.name} {self.task.name} {model} {self.algorithm.max_steps} steps"
+        known = SCHEDULERS.get(self.scheduler.name)
+        defaults = known.Params().model_dump() if known else {}
+        params = sorted((k, v) for k, v in self.scheduler.params.items() if k not in defaults or defaults[k] != v)
+        shown = [f"{k}={_compact(v)}"[:24] for k, v in params[:max_params]]
+        if len(params) > max_params:
+            shown.append(f"+{len(params) - max_params}")
+        return f"{name} ({', '.join(shown)})" if shown else name
 
     def output_name(self) -> str:
         """The seed's rule: {model}_{task}_{algorithm}_{scheduler}_{params}_{max_steps}."""
@@ -559,6 +587,22 @@ def load_preset(group: str, name: str) -> dict:
     if not path.is_file():
         raise ValueError(f"unknown {group} preset {name!r}; choose one of {list_presets()[group]}")
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def error_lines(exc: ValidationError) -> list[str]:
+    """A config's validation errors as the API reports them, one ``field: message`` each (no
+    pydantic boilerplate, input values or documentation links): for the CLI and log lines."""
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(part) for part in err["loc"])
+        lines.append(f"{where}: {msg}" if where and not msg.startswith(where) else msg)
+    return lines
+
+
+def describe_error(exc: BaseException) -> str:
+    """``exc`` for a person: a validation error's ``field: message`` lines, anything else as is."""
+    return "\n".join(error_lines(exc)) if isinstance(exc, ValidationError) else str(exc)
 
 
 def compose(overrides: list[str] | tuple[str, ...] = (), base: dict | None = None) -> RunConfig:

@@ -333,12 +333,30 @@ class ComponentWeights(_Params):
         return self
 
 
+VREX_WARMUP_STEPS = 100  # the seed's; the algorithm preset grpo_variance_regularized names it
+
+
+def vrex_warmup(warmup_steps: int | None, total_steps: int) -> int:
+    """The warmup a variance-regularized run uses: the one given, else the seed's 100 steps
+    shortened to a fifth of a short run (60 steps: 12), so a short run adapts too."""
+    if warmup_steps is not None:
+        return warmup_steps
+    return min(VREX_WARMUP_STEPS, total_steps // 5)
+
+
 class VarianceRegularizedParams(_Params):
     window_size: int = Field(100, ge=1, description="Recent rewards kept per level.")
     min_prob: float = Field(0.1, ge=0, lt=1, description="Exact floor on every level's probability.")
     temperature: float = Field(1.0, gt=0, description="Softmax temperature over log scores.")
     beta: float = Field(0.5, ge=0, le=1, description="Share of the uniform distribution mixed in.")
-    warmup_steps: int = Field(100, ge=0, description="Steps of uniform sampling before adapting.")
+    warmup_steps: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            f"Steps of uniform sampling before adapting. Default: {VREX_WARMUP_STEPS} (the seed's), or a fifth "
+            f"of the run when that is shorter (runs under {5 * VREX_WARMUP_STEPS} steps)."
+        ),
+    )
     update_interval: int = Field(10, ge=1, description="Recompute the probabilities every this many steps.")
     vrex_penalty_weight: float = Field(1.0, ge=0, description="Multiplier of the VREx term's weight.")
     groupdro_alpha: float = Field(0.01, ge=0, description="Learning rate of the GroupDRO weights.")
@@ -373,10 +391,11 @@ class VarianceRegularizedScheduler(Scheduler):
                 f"min_prob={p.min_prob} is infeasible for {num_levels} levels: "
                 f"K * min_prob = {num_levels * p.min_prob:.3f} > 1"
             )
-        if p.warmup_steps >= total_steps:
+        self.warmup_steps = vrex_warmup(p.warmup_steps, total_steps)
+        if self.warmup_steps >= total_steps:
             raise ValueError(
                 f"warmup_steps={p.warmup_steps} is not shorter than the run (total_steps={total_steps}): "
-                "the scheduler would never adapt; lower warmup_steps"
+                "the scheduler would never adapt; lower warmup_steps (or leave it unset: a fifth of a short run)"
             )
         k = self.num_levels
         self._q = np.full(k, 1.0 / k)
@@ -396,7 +415,7 @@ class VarianceRegularizedScheduler(Scheduler):
 
     def _probs(self, step: int) -> np.ndarray:
         p = self.params
-        if step < p.warmup_steps:
+        if step < self.warmup_steps:
             return np.full(self.num_levels, 1.0 / self.num_levels)
         if self._last_recompute is None or step - self._last_recompute >= p.update_interval:
             self._recompute()

@@ -56,7 +56,7 @@ DEFAULT = "sec"  # the recommended adaptive default, with its library defaults
 ISSUE9_SEC = {"reward_max": 1.0, "temperature": 0.1, "hardness": 2.0, "alpha": 0.5, "beta": 0.1, "min_prob": 0.02}
 SCHEDULES = [
     *(Schedule(n, n) for n in FIXED),
-    Schedule("variance_regularized", "variance_regularized", {"reward_max": 1.0}),
+    Schedule("variance_regularized", "variance_regularized", {"reward_max": 1.0, "warmup_steps": 100}),  # seed's
     Schedule("sec (issue-9 defaults)", "sec", {**ISSUE9_SEC, "settle_ratio": 0.0}),
     Schedule(DEFAULT, "sec", {"reward_max": 1.0}),
 ]

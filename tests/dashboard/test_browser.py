@@ -13,91 +13,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from e2h.client import Client
+from tests.dashboard.browser import chart, number, screenshot, wait_idle
 from tests.dashboard.helpers import WORKER_TOKEN, ApiServer, Dashboard, free_port
 from tests.dashboard.simulate import FakeWorker, Simulation, started_run
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = os.environ.get("E2H_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TIMEOUT_MS = 30_000
-WIDTH = 1440
-
-
-def _require_browser():
-    required = os.environ.get("CI") == "true" or os.environ.get("E2H_REQUIRE_BROWSER") == "1"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        reason = "the playwright package is not installed (scripts/install_browser.sh installs it)"
-    else:
-        if Path(CHROMIUM).is_file():
-            return sync_playwright
-        reason = f"no chromium at {CHROMIUM} (scripts/install_browser.sh installs Debian's)"
-    if required:
-        pytest.fail(f"browser test required here but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture
-def browser_page(tmp_path: Path) -> Iterator:
-    sync_playwright = _require_browser()
-    profile = tmp_path / "chromium-profile"  # fresh user data dir every time
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": WIDTH, "height": 1000})
-        context.set_default_timeout(TIMEOUT_MS)
-        try:
-            yield context.pages[0] if context.pages else context.new_page()
-        finally:
-            context.close()
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    out = Path(os.environ.get("E2H_SCREENSHOT_DIR") or tmp_path / "screenshots")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-# A live fragment may be rerunning at the moment of the shot; Streamlit then dims the elements
-# it is about to replace. Shown undimmed, the picture is what the page shows between polls.
-UNDIM = "[data-stale='true'], .stale-element { opacity: 1 !important; transition: none !important; }"
-
-
-def screenshot(page, path: Path) -> None:
-    """The whole page: Streamlit scrolls inside its main container, so grow the viewport to fit it."""
-    page.add_style_tag(content=UNDIM)
-    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-    page.set_viewport_size({"width": WIDTH, "height": max(800, min(int(height) + 40, 8000))})
-    page.wait_for_timeout(800)  # plotly redraws at the new size
-    wait_idle(page)
-    page.screenshot(path=str(path))
-    page.set_viewport_size({"width": WIDTH, "height": 1000})
-
-
-def wait_idle(page) -> None:
-    """Until Streamlit has finished running the script (its status widget gone)."""
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
-
-
-def chart(page, title: str):
-    return page.locator(".js-plotly-plot").filter(has=page.locator(".gtitle", has_text=title))
-
-
-def number(page, label: str, value: str) -> None:
-    field = page.get_by_label(label, exact=True)
-    field.fill(value)
-    field.press("Tab")
-
 
 def test_launch_watch_and_compare_in_a_browser(tmp_path: Path, browser_page, shots: Path) -> None:
     page = browser_page
@@ -128,13 +53,13 @@ def test_launch_watch_and_compare_in_a_browser(tmp_path: Path, browser_page, sho
         submit.click()
         page.get_by_text("queued.").wait_for()
         run = api.get(api.list_runs(tag="e2e")["data"][0]["id"])  # list items carry no config
-        assert run["name"] == "e2e vrex run" and run["status"] == "queued"
-        assert run["config"]["scheduler"]["params"] == {"warmup_steps": 20, "update_interval": 5}
+        assert run.name == "e2e vrex run" and run.status == "queued"
+        assert run.config["scheduler"]["params"] == {"warmup_steps": 20, "update_interval": 5}
         screenshot(page, shots / "launch.png")
 
         # A worker picks it up and reports 120 steps.
         claimed = worker.claim()
-        assert claimed["id"] == run["id"]
+        assert claimed["id"] == run.id
         sim = Simulation("variance_regularized", claimed["num_levels"], claimed["max_steps"],
                          claimed["config"]["scheduler"]["params"], seed=1)
         worker.report(claimed, sim, 120)

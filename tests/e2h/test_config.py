@@ -57,7 +57,7 @@ def test_compose_presets_then_dotted_overrides():
         (["scheduler.name=nope"], "scheduler.name"),
         (["scheduler=gaussian", "scheduler.params.sigma=-1"], "scheduler.params.sigma"),
         (["scheduler.params.min_prob=0.5"], "min_prob=0.5"),
-        (["algorithm.max_steps=50"], "warmup_steps=100"),
+        (["algorithm=grpo_variance_regularized", "algorithm.max_steps=50"], "warmup_steps=100"),
         (["algorithm.num_generations=3"], "algorithm.num_generations"),
         (["algorithm.num_generations=4", "algorithm.per_device_train_batch_size=2",
           "algorithm.gradient_accumulation_steps=4", "algorithm.steps_per_generation=1"],
