@@ -93,18 +93,32 @@ def breakdown(run: dict, series: dict, labels: list[str]) -> None:
     _chart(charts.component_evolution(series, labels), f"bd.evo.{rid}")
 
 
+def default_metrics(available: list[str]) -> list[str]:
+    return [m for m in DEFAULT_METRICS if m in available] or available[:3]
+
+
+def metrics_pick(rid: int, series: dict) -> str:
+    """The metrics multiselect's key, its value set to the defaults while the researcher has not
+    changed them: a page opened before the first snapshot has no metrics to default to yet, and a
+    widget keeps the default of its first render."""
+    key, shown = f"metrics.pick.{rid}", f"metrics.default.{rid}"
+    default = default_metrics(list(series["metrics"]))
+    if key not in st.session_state or st.session_state[key] == st.session_state.get(shown):
+        st.session_state[key] = default
+        st.session_state[shown] = default
+    return key
+
+
 def training(run: dict, series: dict, labels: list[str], evals: list[dict]) -> None:
     rid = run["id"]
     st.subheader("Training and evaluation")
     left, right = st.columns(2)
     with left:
-        available = list(series["metrics"])
-        default = [m for m in DEFAULT_METRICS if m in available] or available[:3]
-        chosen = st.multiselect("Metrics", available, default=default, key=f"metrics.pick.{rid}")
+        chosen = st.multiselect("Metrics", list(series["metrics"]), key=metrics_pick(rid, series))
         _chart(charts.metrics_figure(series, chosen), f"chart.metrics.{rid}")
     with right:
         heldout = S.heldout_levels(run)
-        _chart(charts.eval_accuracy(evals, heldout), f"evals.{rid}")
+        _chart(charts.eval_accuracy(evals, heldout, max_steps=run.get("max_steps")), f"evals.{rid}")
         if heldout:
             st.caption(f"Held out (never trained on): {', '.join(f'level {h}' for h in heldout)}, dashed red.")
         test = S.latest_eval(evals, "test")

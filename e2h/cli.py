@@ -41,7 +41,9 @@ def train(
     try:
         code = main(argv)
     except ValueError as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        from e2h.config import describe_error
+
+        typer.secho(f"error: {describe_error(e)}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(code)
 
