@@ -7,11 +7,13 @@ from pathlib import Path
 import typer
 
 from e2h.runs_cli import app as runs_app
+from e2h.sweep_cli import app as sweep_app
 
 app = typer.Typer(help="E2H Curriculum Studio: easy-to-hard curriculum GRPO training.", no_args_is_help=True)
 model_app = typer.Typer(help="The built-in tiny model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(runs_app, name="runs")
+app.add_typer(sweep_app, name="sweep")
 
 
 @app.command(context_settings={"allow_extra_args": False})

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from e2h.sweeps import SweepDetail, SweepPublic, SweepsPublic
+
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -262,6 +264,65 @@ class Client:
         body = {"worker_id": worker_id, "attempt": attempt, "status": status, "error": error,
                 "output_dir": output_dir}
         return self._json("POST", f"/runs/{run_id}/finish", json=body)
+
+    # -- sweeps: a base config x a grid of dotted overrides x seeds (e2h.sweeps) -----------------
+
+    def submit_sweep(self, config: dict | None = None, grid: dict[str, list] | None = None,
+                     seeds: list[int] | None = None, name: str | None = None, priority: int = 0,
+                     tags: list[str] | None = None, baseline: dict[str, Any] | None = None) -> SweepPublic:
+        """Queue every grid point x seed, e.g. ``grid={"scheduler.name": ["balanced", "sec"]}, seeds=[42, 1]``."""
+        body: dict[str, Any] = {"config": config or {}, "grid": grid or {}, "priority": priority, "tags": tags or []}
+        for key, value in (("seeds", seeds), ("name", name), ("baseline", baseline)):
+            if value is not None:
+                body[key] = value
+        return self._model(SweepPublic, "POST", "/sweeps", json=body)
+
+    def list_sweeps(self, limit: int = 50, offset: int = 0) -> SweepsPublic:
+        return self._model(SweepsPublic, "GET", "/sweeps", params={"limit": limit, "offset": offset})
+
+    def sweep(self, sweep_id: int, baseline: int | None = None) -> SweepDetail:
+        """The sweep, its runs and its summary (``baseline``: the group index differences are taken against)."""
+        params = {} if baseline is None else {"baseline": baseline}
+        return self._model(SweepDetail, "GET", f"/sweeps/{sweep_id}", params=params)
+
+    def cancel_sweep(self, sweep_id: int) -> SweepPublic:
+        return self._model(SweepPublic, "POST", f"/sweeps/{sweep_id}/cancel")
+
+    def delete_sweep(self, sweep_id: int) -> None:
+        self._json("DELETE", f"/sweeps/{sweep_id}")
+
+    def wait_sweep(self, sweep_id: int, timeout: float | None = None, poll: float = 2.0) -> SweepDetail:
+        """Block until every run of the sweep has finished; returns the sweep with its summary."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (sweep := self.sweep(sweep_id)).status != "finished":
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"sweep {sweep_id} still {sweep.status} after {timeout} s: {sweep.counts}")
+            time.sleep(poll)
+        return sweep
+
+    def sweep_rows(self, sweep_id: int) -> list[dict]:
+        """One row per (run, level) of the final test figures: run, group, its grid values, seed,
+        status, level, heldout, accuracy, reward_mean. A run without figures yet is one row with level None."""
+        sweep = self.sweep(sweep_id)
+        heldout = {lv.key for lv in sweep.summary.levels if lv.heldout}
+        labels = {g.index: g for g in sweep.summary.groups}
+        rows = []
+        for run in sweep.runs:
+            group = labels.get(run.group)
+            base = {"sweep_id": sweep.id, "run_id": run.id, "group": run.group,
+                    "label": group.label if group else None, **(group.point if group else {}),
+                    "seed": run.seed, "status": run.status.value}
+            for key, figures in sorted((run.results or {None: {}}).items(), key=lambda kv: str(kv[0])):
+                rows.append({**base, "level": key, "heldout": key in heldout,
+                             "accuracy": figures.get("accuracy"), "reward_mean": figures.get("reward_mean")})
+        return rows
+
+    def sweep_frame(self, sweep_id: int):
+        """``sweep_rows`` as a tidy pandas DataFrame (one row per run x level); needs pandas."""
+        import pandas as pd
+
+        return pd.DataFrame(self.sweep_rows(sweep_id))
+
 
 
 def _parse(data: str) -> Any:
