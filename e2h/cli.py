@@ -29,6 +29,8 @@ def train(
 
     The run is placed by its launch plan (devices, vLLM server, accelerate; see --dry-run).
     """
+    if not dry_run:
+        _need("train")
     from e2h.launch import main
 
     argv = list(overrides or [])
@@ -56,6 +58,7 @@ def server(
     port: int = typer.Option(8000, "--port"),
 ) -> None:
     """Run the API server (uvicorn, ASGI app server.main:app); migrates the database first."""
+    _need("server")
     from server.main import serve
 
     try:
@@ -78,6 +81,7 @@ def worker(
     work_dir: Path = typer.Option(Path("outputs"), "--work-dir", help="Where run output dirs are created"),
 ) -> None:
     """Claim queued runs and train them in child processes."""
+    _need("train")
     from worker.main import main as worker_main
 
     argv = ["--server", server_url, "--heartbeat", str(heartbeat), "--work-dir", str(work_dir), "--labels", labels]
@@ -100,6 +104,7 @@ def dashboard(
     token: str = typer.Option(None, "--token", envvar="E2H_API_TOKEN", help="API token, when the server sets one"),
 ) -> None:
     """Serve the Streamlit dashboard; Ctrl-C, SIGTERM or SIGHUP stops it (and its Streamlit process)."""
+    _need("dashboard")
     from dashboard.launch import run
 
     raise typer.Exit(run(server_url, port, host, token))
@@ -114,6 +119,8 @@ def up(
     no_dashboard: bool = typer.Option(False, "--no-dashboard"),
 ) -> None:
     """Start the server, one worker and the dashboard on loopback; Ctrl-C, SIGTERM or SIGHUP stops all three."""
+    for extra in ["server", "train"] + ([] if no_dashboard else ["dashboard"]):
+        _need(extra)
     import logging
 
     from e2h.stack import Stack
@@ -133,10 +140,21 @@ def build_tiny(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Rebuild the built-in tiny model: tokenizer, architecture, SFT warm start on easy arithmetic."""
+    _need("train")
     from e2h.models import TINY_DIR, WARMSTART_STEPS, build_and_warm_start
 
     out = build_and_warm_start(output_dir or TINY_DIR, steps=steps or WARMSTART_STEPS, seed=seed, progress=True)
     typer.echo(f"tiny model written to {out}")
+
+
+def _need(extra: str) -> None:
+    """Exit 2 with the pip command to run when this command's extra is not installed."""
+    from e2h.extras import install_hint
+
+    hint = install_hint(extra)
+    if hint:
+        typer.secho(f"error: {hint}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
 
 
 def main() -> None:

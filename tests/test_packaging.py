@@ -143,6 +143,18 @@ def _outside_env() -> dict[str, str]:
     return {**env, "PYTHONNOUSERSITE": "1"}
 
 
+def e2h(venv: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(venv / "bin" / "e2h"), *args], cwd=cwd, env=_outside_env(), capture_output=True, text=True, timeout=120
+    )
+
+
+def assert_needs(done: subprocess.CompletedProcess, extra: str, dependency: str) -> None:
+    """A command whose extra is missing exits 2 naming what is missing and the pip command."""
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert dependency in done.stderr and f"pip install '{PROJECT}[{extra}]'" in done.stderr, done.stderr
+
+
 class InstalledServer(LiveServer):
     """``e2h server`` from the venv's console script, started in ``cwd`` (a LiveServer otherwise)."""
 
@@ -197,13 +209,14 @@ compose(["task=countdown2345"])
 """)
     assert base["found"] == []
     assert base["e2h"].startswith(str(venv)), base  # the installed copy, not this checkout
-    assert subprocess.run(
-        [str(venv / "bin" / "e2h"), "runs", "--help"], cwd=elsewhere, env=_outside_env(), capture_output=True
-    ).returncode == 0
+    assert e2h(venv, elsewhere, "runs", "--help").returncode == 0
+    assert_needs(e2h(venv, elsewhere, "server"), "server", "fastapi")
 
     pip_install(venv / "bin" / "python", wheelhouse, f"{wheel}[server]")
     installed = run_in(venv, elsewhere, FIND.format(names=[*NOT_FOR_A_SERVER, "fastapi", "sqlmodel", "alembic"]))
     assert installed["found"] == ["fastapi", "sqlmodel", "alembic"]  # the server's, and no training or UI
+    assert_needs(e2h(venv, elsewhere, "worker", "--burst"), "train", "torch")
+    assert_needs(e2h(venv, elsewhere, "dashboard"), "dashboard", "streamlit")
 
     server = InstalledServer(venv, elsewhere, tmp_path / "server.log")
     try:
