@@ -34,6 +34,7 @@ from trl import GRPOTrainer
 from e2h.geometry import BatchGeometry
 from e2h.sampler import TaskSampler
 from e2h.schedulers import Scheduler
+from e2h.signals import NoSignalWatch
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ class CurriculumSnapshotCallback(TrainerCallback):
         self.trainer = trainer
         self.sink = sink
         self._last_tokens: tuple[float, float] | None = None  # (num_tokens, time) at the last log
+        self._signal = NoSignalWatch()
 
     def _throughput(self, logs: dict, now: float) -> dict[str, float | None]:
         """Tokens (prompt and completion, all processes) per second since the previous log."""
@@ -217,6 +219,9 @@ class CurriculumSnapshotCallback(TrainerCallback):
             metrics["eval/seconds"], self.trainer.eval_seconds = self.trainer.eval_seconds, None
         metrics.update(device_memory(self.trainer.accelerator))  # every rank: it gathers
         snap["metrics"] = metrics
+        warning = self._signal.update(state.global_step, metrics)
+        if warning and state.is_world_process_zero:
+            logger.warning("step %d: %s", state.global_step, warning)
         if state.is_world_process_zero and self.sink is not None:
             self.sink(snap)
 
