@@ -281,7 +281,7 @@ def main() -> None:
 
         last = args.history_steps - 1
         stored = api.get(f"/runs/{run0}").json()
-        assert (stored["step"], stored["snapshot_count"]) == (last, args.history_steps), stored
+        assert (stored.step, stored.snapshot_count) == (last, args.history_steps), stored
         timings = []
         for _ in range(args.queries):
             t = time.perf_counter()

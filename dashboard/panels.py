@@ -9,6 +9,7 @@ import streamlit as st
 
 from dashboard import charts, state
 from dashboard import series as S
+from e2h.signals import ADVICE, NO_SIGNAL_STEPS, ZERO_STD_METRIC, no_signal_streak
 
 STATUS_COLORS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange"}
 DEFAULT_METRICS = ("loss", "kl", "reward")
@@ -45,9 +46,14 @@ def curriculum(run: dict, series: dict, labels: list[str]) -> None:
     rid = run["id"]
     st.subheader("Curriculum")
     if not series["steps"]:
-        st.info("No snapshots yet: the charts fill in as soon as the worker reports its first logged step.",
-                icon=":material/hourglass_empty:")
+        if run["status"] in ("queued", "running"):
+            st.info("No snapshots yet: the charts fill in as soon as the worker reports its first logged step.",
+                    icon=":material/hourglass_empty:")
+        else:
+            st.info(f"This run {run['status']} before it reported a logged step: there is nothing to chart.",
+                    icon=":material/block:")
         return
+    signal(run, series)
     left, right = st.columns(2)
     with left:
         _chart(charts.probability_area(series, labels), f"prob.area.{rid}")
@@ -62,9 +68,35 @@ def curriculum(run: dict, series: dict, labels: list[str]) -> None:
                f"reward.var.{rid}")
 
 
+def signal(run: dict, series: dict) -> None:
+    """A warning when the run has gone NO_SIGNAL_STEPS steps without a learning signal."""
+    streak = no_signal_streak(series["steps"], series["metrics"].get(ZERO_STD_METRIC) or [])
+    if streak >= NO_SIGNAL_STEPS:
+        st.warning(f"No learning signal for the last {streak} steps: {ADVICE}.", icon=":material/warning:")
+
+
+def warmup_steps(run: dict) -> int | None:
+    """The steps an adaptive scheduler samples uniformly before adapting (None: it has no warmup)."""
+    from e2h.schedulers import make_scheduler
+
+    config = run.get("config") or {}
+    sched = config.get("scheduler") or {}
+    try:
+        built = make_scheduler(sched.get("name"), run.get("num_levels") or 1, run.get("max_steps") or 1,
+                               **(sched.get("params") or {}))
+    except (ValueError, TypeError, KeyError):
+        return None
+    return getattr(built, "warmup_steps", None)
+
+
 def breakdown(run: dict, series: dict, labels: list[str]) -> None:
     """The adaptive scheduler's score breakdown; nothing for fixed schedules."""
     if not S.has_components(series):
+        warmup = warmup_steps(run)
+        if warmup and series["steps"] and series["steps"][-1] < warmup:
+            st.subheader("Why the scheduler chose this: score breakdown")
+            st.info(f"Uniform until step {warmup} (the scheduler's warmup): the breakdown appears once it "
+                    f"adapts (now at step {series['steps'][-1]}).", icon=":material/hourglass_empty:")
         return
     rid = run["id"]
     st.subheader("Why the scheduler chose this: score breakdown")
@@ -81,14 +113,18 @@ def breakdown(run: dict, series: dict, labels: list[str]) -> None:
                               key=f"bd.step.{rid}")
         index = indices[S.nearest_index(steps, picked)]
     st.caption("Bars: each component normalised to sum 1 across levels (hover for the raw value); "
-               "line: the combined score; diamonds: the sampling probability it led to.")
+               "line: the combined score; diamonds: the sampling probability it led to. In the table, "
+               "\"(raw)\" is a component before that normalisation, in its own units (the deficit is "
+               "1/performance, so it is huge for a level never solved).")
     left, right = st.columns(2)
     with left:
         _chart(charts.breakdown_bars(series, labels, index), f"bd.bars.{rid}")
     with right:
         st.markdown(f"**Values at step {series['steps'][index]}**")
         frame = pd.DataFrame(S.breakdown_rows(series, labels, index))
-        st.dataframe(frame, hide_index=True, key=f"bd.table.{rid}",
+        if {"score", "pi"} <= set(frame.columns) and (frame["score"] - frame["pi"]).abs().max() < 1e-9:
+            frame = frame.drop(columns="pi")  # the same numbers at temperature 1 and weights summing to 1
+        st.dataframe(frame, hide_index=True, key=f"bd.table.{rid}", width="stretch",
                      column_config={c: st.column_config.NumberColumn(c, format="%.4g") for c in frame.columns[1:]})
     _chart(charts.component_evolution(series, labels), f"bd.evo.{rid}")
 
@@ -125,7 +161,14 @@ def training(run: dict, series: dict, labels: list[str], evals: list[dict]) -> N
         if test:
             rows = [{"level": k, **v} for k, v in test["results"].items() if isinstance(v, dict)]
             st.markdown(f"**Final test results** (step {test['step']})")
-            st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"test.{rid}")
+            st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"test.{rid}", width="stretch")
+            wanted = ((run.get("config") or {}).get("task") or {}).get("test_size_per_level")
+            few = S.few_questions(test, wanted)
+            if few:
+                st.warning("Too few distinct test questions: " + "; ".join(
+                    f"{level}: {n} (asked for {wanted})" for level, n in few)
+                    + ". Their accuracy moves in steps of 1/n; the task has no more for these levels.",
+                    icon=":material/warning:")
 
 
 def details(run: dict, series: dict, labels: list[str], logs: list[str]) -> None:
@@ -135,10 +178,14 @@ def details(run: dict, series: dict, labels: list[str], logs: list[str]) -> None
                f"counts.{run['id']}")
     with right:
         st.markdown("**Last log lines** (newest first)")
-        if logs:
-            st.code("\n".join(reversed(logs)), language=None, height=330)
+        readable = S.readable_log(logs)
+        if readable:
+            st.code("\n".join(reversed(readable)), language=None, height=330)
         else:
-            st.caption("No log lines yet.")
+            st.caption("No log lines yet." if not logs else "Only warnings and progress bars so far.")
+        if logs:
+            with st.expander(f"Raw log (last {len(logs)} lines)", expanded=False):
+                st.code("\n".join(logs), language=None, height=330)
     with st.expander("Config", expanded=False):
         st.code(json.dumps(run.get("config") or {}, indent=2), language="json")
 
@@ -147,7 +194,7 @@ def render_live(run_id: int) -> dict:
     """Everything that changes while the run trains; returns the run as just fetched."""
     url = state.server_url()
     with state.server_errors(retry=False):
-        run = state.client().get(run_id)
+        run = state.run(run_id)
         series = state.live_series(run_id)
         evals = state.evals(url, run_id)
         logs = state.live_logs(run_id)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import streamlit as st
+from pydantic import BaseModel
 
 from dashboard import series as S
 from dashboard.text import plain
@@ -56,17 +57,35 @@ def client() -> Client:
     return _client(server_url(), os.environ.get(TOKEN_ENV) or None, request_timeout())
 
 
+def plain_json(value: Any) -> Any:
+    """The client's wire models (``e2h.schemas``) as the JSON they came as: what the pages,
+    Streamlit's caches and the session state hold."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [plain_json(item) for item in value]
+    return value
+
+
+def run(run_id: int) -> dict:
+    return plain_json(client().get(run_id))
+
+
+def submit(*args: Any, **kwargs: Any) -> dict:
+    return plain_json(client().submit(*args, **kwargs))
+
+
 # -- cached reads (the url is part of every key: one dashboard process, one server; tests vary it) --
 
 
 @st.cache_data(ttl=300, show_spinner=False)
 def schedulers(url: str) -> list[dict]:
-    return client().schedulers()
+    return plain_json(client().schedulers())
 
 
 @st.cache_data(ttl=300, show_spinner=False)
 def tasks(url: str) -> list[dict]:
-    return client().tasks()
+    return plain_json(client().tasks())
 
 
 @st.cache_data(ttl=300, show_spinner=False)
@@ -76,17 +95,17 @@ def presets(url: str) -> dict:
 
 @st.cache_data(ttl=2, show_spinner=False)
 def runs(url: str, status: str | None = None, tag: str | None = None, limit: int = 200) -> dict:
-    return client().list_runs(status=status, tag=tag, limit=limit)
+    return plain_json(client().list_runs(status=status, tag=tag, limit=limit))
 
 
 @st.cache_data(ttl=10, show_spinner=False)
 def evals(url: str, run_id: int) -> list[dict]:
-    return client().evals(run_id)
+    return plain_json(client().evals(run_id))
 
 
 @st.cache_data(ttl=5, show_spinner=False)
 def history(url: str, run_id: int, max_points: int) -> dict:
-    return client().history(run_id, max_points=max_points)
+    return plain_json(client().history(run_id, max_points=max_points))
 
 
 def forget_runs() -> None:
@@ -107,12 +126,12 @@ def live_series(run_id: int, max_points: int | None = None) -> dict:
     key = f"series:{server_url()}:{run_id}"
     cached = st.session_state.get(key)
     if cached is None:
-        data = client().history(run_id, max_points=max_points)
+        data = plain_json(client().history(run_id, max_points=max_points))
     else:
-        new = client().history(run_id, after_step=S.last_step(cached), max_points=max_points)
+        new = plain_json(client().history(run_id, after_step=S.last_step(cached), max_points=max_points))
         data = S.merge(cached, new) if new["steps"] else cached
         if len(data["steps"]) > 2 * max_points:
-            data = client().history(run_id, max_points=max_points)
+            data = plain_json(client().history(run_id, max_points=max_points))
     st.session_state[key] = data
     return data
 
@@ -123,9 +142,9 @@ def live_logs(run_id: int) -> list[str]:
     after, lines = st.session_state.get(key, (0, []))
     for _ in range(LOG_PAGES_PER_POLL):
         page = client().logs(run_id, after=after, limit=1000)
-        lines = (lines + [entry["line"] for entry in page["data"]])[-LOG_LINES:]
-        after = page["next_after"]
-        if len(page["data"]) < 1000:
+        lines = (lines + [entry.line for entry in page.data])[-LOG_LINES:]
+        after = page.next_after
+        if len(page.data) < 1000:
             break
     st.session_state[key] = (after, lines)
     return lines
@@ -186,7 +205,7 @@ def server_errors(retry: bool = True) -> Iterator[None]:
 def action(label: str, fn: Any, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
     """Run a write (cancel, delete, ...); a refusal is shown where it was asked for. (ok, result)."""
     try:
-        result = fn(*args, **kwargs)
+        result = plain_json(fn(*args, **kwargs))
     except ServerUnavailable as e:
         st.error(f"{label} failed: {describe(e)}", icon=":material/cloud_off:")
         return False, None

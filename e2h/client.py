@@ -1,7 +1,8 @@
 """Typed HTTP client for the E2H server (httpx, synchronous). No torch.
 
 Researchers script experiments with it; the worker and the dashboard talk to the server
-only through it. Every non-2xx answer raises an :class:`APIError` subclass carrying the
+only through it. Answers come back as the wire models of :mod:`e2h.schemas` (the server's own
+response models); every non-2xx answer raises an :class:`APIError` subclass carrying the
 server's ``detail`` message.
 """
 
@@ -10,13 +11,30 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, TypeAdapter
 
+from e2h.schemas import (
+    ClaimResponse,
+    EvalPublic,
+    Health,
+    HeartbeatResponse,
+    IngestResult,
+    LogsPublic,
+    RunPublic,
+    RunsPublic,
+    SchedulerInfo,
+    SnapshotSeries,
+    TaskInfo,
+)
 from e2h.sweeps import SweepDetail, SweepPublic, SweepsPublic
 
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+Model = TypeVar("Model", bound=BaseModel)
+_EVALS = TypeAdapter(list[EvalPublic])
+_SCHEDULERS = TypeAdapter(list[SchedulerInfo])
+_TASKS = TypeAdapter(list[TaskInfo])
 
 
 class APIError(Exception):
@@ -98,54 +116,56 @@ class Client:
         response = self.request(method, path, **kwargs)
         return None if response.status_code == 204 or not response.content else response.json()
 
+    def _model(self, model: type[Model], method: str, path: str, **kwargs: Any) -> Model:
+        return model.model_validate_json(self.request(method, path, **kwargs).content)
+
     # -- runs -------------------------------------------------------------------------
 
-    def health(self) -> dict:
-        return self._json("GET", "/healthz")
+    def health(self) -> Health:
+        return self._model(Health, "GET", "/healthz")
 
     def submit(self, config: dict | None = None, name: str | None = None, priority: int = 0,
-               tags: list[str] | None = None) -> dict:
+               tags: list[str] | None = None) -> RunPublic:
         """Queue a run; ``config`` is a RunConfig dict ({} = the defaults)."""
         body: dict[str, Any] = {"config": config or {}, "priority": priority, "tags": tags or []}
         if name is not None:
             body["name"] = name
-        return self._json("POST", "/runs", json=body)
+        return self._model(RunPublic, "POST", "/runs", json=body)
 
     def list_runs(self, status: str | None = None, tag: str | None = None, limit: int = 50,
-                  offset: int = 0) -> dict:
+                  offset: int = 0) -> RunsPublic:
         params = {k: v for k, v in {"status": status, "tag": tag, "limit": limit, "offset": offset}.items()
                   if v is not None}
-        return self._json("GET", "/runs", params=params)
+        return self._model(RunsPublic, "GET", "/runs", params=params)
 
-    def get(self, run_id: int) -> dict:
-        return self._json("GET", f"/runs/{run_id}")
+    def get(self, run_id: int) -> RunPublic:
+        return self._model(RunPublic, "GET", f"/runs/{run_id}")
 
-    def cancel(self, run_id: int) -> dict:
-        return self._json("POST", f"/runs/{run_id}/cancel")
+    def cancel(self, run_id: int) -> RunPublic:
+        return self._model(RunPublic, "POST", f"/runs/{run_id}/cancel")
 
-    def clone(self, run_id: int, overrides: dict | None = None, **fields: Any) -> dict:
-        return self._json("POST", f"/runs/{run_id}/clone", json={"overrides": overrides or {}, **fields})
+    def clone(self, run_id: int, overrides: dict | None = None, **fields: Any) -> RunPublic:
+        return self._model(RunPublic, "POST", f"/runs/{run_id}/clone", json={"overrides": overrides or {}, **fields})
 
     def delete(self, run_id: int) -> None:
         self._json("DELETE", f"/runs/{run_id}")
 
-    def history(self, run_id: int, after_step: int | None = None, max_points: int = 1000) -> dict:
+    def history(self, run_id: int, after_step: int | None = None, max_points: int = 1000) -> SnapshotSeries:
         """Columnar, bucketed snapshot history (see ``GET /runs/{id}/snapshots``)."""
         params: dict[str, Any] = {"max_points": max_points}
         if after_step is not None:
             params["after_step"] = after_step
-        return self._json("GET", f"/runs/{run_id}/snapshots", params=params)
+        return self._model(SnapshotSeries, "GET", f"/runs/{run_id}/snapshots", params=params)
 
     def history_rows(self, run_id: int, after_step: int | None = None, max_points: int = 1000) -> list[dict]:
         """One row per (step, level): step, level, probability, reward_mean, reward_var, count."""
         series = self.history(run_id, after_step, max_points)
         rows = []
-        for lv in series["levels"]:
-            for i, step in enumerate(series["steps"]):
-                row = {"step": step, "level": lv["level"], "probability": lv["probability"][i],
-                       "reward_mean": lv["reward_mean"][i], "reward_var": lv["reward_var"][i],
-                       "count": lv["count"][i]}
-                row.update({name: values[i] for name, values in lv["components"].items()})
+        for lv in series.levels:
+            for i, step in enumerate(series.steps):
+                row = {"step": step, "level": lv.level, "probability": lv.probability[i],
+                       "reward_mean": lv.reward_mean[i], "reward_var": lv.reward_var[i], "count": lv.count[i]}
+                row.update({name: values[i] for name, values in lv.components.items()})
                 rows.append(row)
         return sorted(rows, key=lambda r: (r["step"], r["level"]))
 
@@ -155,22 +175,22 @@ class Client:
 
         return pd.DataFrame(self.history_rows(run_id, after_step, max_points))
 
-    def evals(self, run_id: int) -> list[dict]:
-        return self._json("GET", f"/runs/{run_id}/evals")
+    def evals(self, run_id: int) -> list[EvalPublic]:
+        return _EVALS.validate_json(self.request("GET", f"/runs/{run_id}/evals").content)
 
-    def logs(self, run_id: int, after: int = 0, limit: int = 1000) -> dict:
-        return self._json("GET", f"/runs/{run_id}/logs", params={"after": after, "limit": limit})
+    def logs(self, run_id: int, after: int = 0, limit: int = 1000) -> LogsPublic:
+        return self._model(LogsPublic, "GET", f"/runs/{run_id}/logs", params={"after": after, "limit": limit})
 
-    def schedulers(self) -> list[dict]:
-        return self._json("GET", "/schedulers")
+    def schedulers(self) -> list[SchedulerInfo]:
+        return _SCHEDULERS.validate_json(self.request("GET", "/schedulers").content)
 
-    def tasks(self) -> list[dict]:
-        return self._json("GET", "/tasks")
+    def tasks(self) -> list[TaskInfo]:
+        return _TASKS.validate_json(self.request("GET", "/tasks").content)
 
     def presets(self) -> dict:
         return self._json("GET", "/presets")
 
-    def wait(self, run_id: int, timeout: float | None = None, poll: float = 1.0, progress: bool = False) -> dict:
+    def wait(self, run_id: int, timeout: float | None = None, poll: float = 1.0, progress: bool = False) -> RunPublic:
         """Block until the run finishes; returns it. ``progress`` shows a rich progress bar."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = None
@@ -186,12 +206,12 @@ class Client:
                 run = self.get(run_id)
                 if bar is not None:
                     if task is None:
-                        task = bar.add_task("run", total=run["max_steps"], run_id=run_id, status=run["status"])
-                    bar.update(task, completed=run["step"], status=run["status"])
-                if run["status"] in TERMINAL_STATUSES:
+                        task = bar.add_task("run", total=run.max_steps, run_id=run_id, status=run.status)
+                    bar.update(task, completed=run.step, status=run.status)
+                if run.status.terminal:
                     return run
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"run {run_id} still {run['status']} after {timeout} s")
+                    raise TimeoutError(f"run {run_id} still {run.status} after {timeout} s")
                 time.sleep(poll)
         finally:
             if bar is not None:
@@ -229,41 +249,43 @@ class Client:
 
     # -- worker protocol (bearer E2H_WORKER_TOKEN) ----------------------------------------------
 
-    def claim(self, worker_id: str, labels: list[str] | None = None, gpus_free: int | None = None) -> dict | None:
+    def claim(self, worker_id: str, labels: list[str] | None = None,
+              gpus_free: int | None = None) -> ClaimResponse | None:
         """Claim the next queued run that fits ``gpus_free`` GPUs (None: any): {run, lease_expires_at},
         or None when no queued run fits."""
         body = {"worker_id": worker_id, "labels": labels or []}
         if gpus_free is not None:
             body["gpus_free"] = gpus_free
-        return self._json("POST", "/workers/claim", json=body)
+        response = self.request("POST", "/workers/claim", json=body)
+        return ClaimResponse.model_validate_json(response.content) if response.content else None
 
     def heartbeat(self, run_id: int, worker_id: str, attempt: int, step: int | None = None,
-                  output_dir: str | None = None) -> dict:
+                  output_dir: str | None = None) -> HeartbeatResponse:
         body = {"worker_id": worker_id, "attempt": attempt, "step": step, "output_dir": output_dir}
-        return self._json("POST", f"/runs/{run_id}/heartbeat", json=body)
+        return self._model(HeartbeatResponse, "POST", f"/runs/{run_id}/heartbeat", json=body)
 
-    def post_snapshots(self, run_id: int, snapshots: list[dict], worker_id: str, attempt: int) -> dict:
-        return self._json("POST", f"/runs/{run_id}/snapshots", json=snapshots,
-                          params={"worker_id": worker_id, "attempt": attempt})
+    def post_snapshots(self, run_id: int, snapshots: list[dict], worker_id: str, attempt: int) -> IngestResult:
+        return self._model(IngestResult, "POST", f"/runs/{run_id}/snapshots", json=snapshots,
+                           params={"worker_id": worker_id, "attempt": attempt})
 
-    def post_evals(self, run_id: int, evals: list[dict], worker_id: str, attempt: int) -> dict:
-        return self._json("POST", f"/runs/{run_id}/evals", json=evals,
-                          params={"worker_id": worker_id, "attempt": attempt})
+    def post_evals(self, run_id: int, evals: list[dict], worker_id: str, attempt: int) -> IngestResult:
+        return self._model(IngestResult, "POST", f"/runs/{run_id}/evals", json=evals,
+                           params={"worker_id": worker_id, "attempt": attempt})
 
-    def post_logs(self, run_id: int, lines: list[str], worker_id: str, attempt: int) -> dict:
-        return self._json("POST", f"/runs/{run_id}/logs", json={"lines": lines},
-                          params={"worker_id": worker_id, "attempt": attempt})
+    def post_logs(self, run_id: int, lines: list[str], worker_id: str, attempt: int) -> IngestResult:
+        return self._model(IngestResult, "POST", f"/runs/{run_id}/logs", json={"lines": lines},
+                           params={"worker_id": worker_id, "attempt": attempt})
 
-    def release(self, run_id: int, worker_id: str, attempt: int, output_dir: str | None = None) -> dict:
+    def release(self, run_id: int, worker_id: str, attempt: int, output_dir: str | None = None) -> RunPublic:
         """Hand a claimed run back to the queue (the worker is shutting down); it resumes later."""
         body = {"worker_id": worker_id, "attempt": attempt, "output_dir": output_dir}
-        return self._json("POST", f"/runs/{run_id}/release", json=body)
+        return self._model(RunPublic, "POST", f"/runs/{run_id}/release", json=body)
 
     def finish(self, run_id: int, worker_id: str, attempt: int, status: str, error: str | None = None,
-               output_dir: str | None = None) -> dict:
+               output_dir: str | None = None) -> RunPublic:
         body = {"worker_id": worker_id, "attempt": attempt, "status": status, "error": error,
                 "output_dir": output_dir}
-        return self._json("POST", f"/runs/{run_id}/finish", json=body)
+        return self._model(RunPublic, "POST", f"/runs/{run_id}/finish", json=body)
 
     # -- sweeps: a base config x a grid of dotted overrides x seeds (e2h.sweeps) -----------------
 
@@ -322,7 +344,6 @@ class Client:
         import pandas as pd
 
         return pd.DataFrame(self.sweep_rows(sweep_id))
-
 
 
 def _parse(data: str) -> Any:

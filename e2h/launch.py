@@ -13,11 +13,10 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from e2h.outputs import VLLM_LOG_FILE
 from e2h.plan import LaunchPlan
 from e2h.processes import die_with_parent
 from e2h.vllm_server import DEFAULT_HEALTH_DEADLINE_S, ManagedVLLMServer, VLLMServerError
-
-VLLM_LOG_FILE = "vllm.log"
 
 
 def child_env(plan_env: Mapping[str, str], base_env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -67,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from e2h.config import compose, load_config_file
+    from e2h.outputs import CONFIG_FILE
     from e2h.plan import build_plan, plan_summary, visible_gpus
-    from e2h.train import CONFIG_FILE
 
     parser = argparse.ArgumentParser(prog="e2h train", description="Plan a run and launch it on this machine.")
     parser.add_argument("overrides", nargs="*", help="group=preset or dotted.key=value")

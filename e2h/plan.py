@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from e2h.config import CONF_DIR, GRPO_KWARGS_ALLOWED, RunConfig
+from e2h.outputs import STOP_FILE
 
 ACCELERATE_CONF_DIR = CONF_DIR / "accelerate"
 LAUNCHERS = ("ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp")
@@ -34,7 +35,6 @@ DEFAULT_VLLM_SERVE_COMMAND = f"{shlex.quote(sys.executable)} -m trl.cli.main vll
 # The training child learns the managed vLLM server's ports from these.
 VLLM_PORT_ENV = "E2H_VLLM_SERVER_PORT"
 VLLM_GROUP_PORT_ENV = "E2H_VLLM_GROUP_PORT"
-STOP_FILE = "STOP"
 
 
 @dataclass

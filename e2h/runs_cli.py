@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
+from datetime import UTC, datetime
 
 import typer
 
-from e2h.client import TERMINAL_STATUSES, APIError, Client
+from e2h.client import APIError, Client
+from e2h.schemas import RunPublic, RunStatus, SnapshotSeries
 
 app = typer.Typer(help="Queue, list, watch and cancel runs on a server.", no_args_is_help=True)
 
@@ -39,20 +40,26 @@ def cell(value: object) -> str:
     return escape(safe(value))
 
 
-def _config_name(run: dict, section: str) -> str:
-    # A list item (a summary) names its task and scheduler at the top level; a full run in its config.
-    if isinstance(run.get(section), str):
-        return run[section]
-    part = (run.get("config") or {}).get(section)
-    return part.get("name", "") if isinstance(part, dict) else ""
-
-
 def _client(server: str, token: str | None) -> Client:
     return Client(server, token=token)
 
 
+def describe(e: Exception) -> str:
+    """An error as a person reads it: a config's or the server's validation errors as
+    ``field: message`` lines (as the API names them), anything else as its message."""
+    from e2h.client import ValidationFailed
+    from e2h.config import describe_error
+
+    if isinstance(e, ValidationFailed) and isinstance(e.detail, list):
+        lines = [f"{d['field']}: {d.get('msg', '')}" if isinstance(d, dict) and d.get("field") else
+                 str(d.get("msg", d) if isinstance(d, dict) else d) for d in e.detail]
+        return "invalid (422):\n" + "\n".join(f"  {line}" for line in lines)
+    text = describe_error(e)
+    return "invalid config:\n" + "\n".join(f"  {line}" for line in text.splitlines()) if "\n" in text else text
+
+
 def _fail(e: Exception) -> typer.Exit:
-    typer.secho(f"error: {safe(e, lines=True)}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {safe(describe(e), lines=True)}", fg=typer.colors.RED, err=True)
     return typer.Exit(1)
 
 
@@ -79,7 +86,7 @@ def submit(
             run = c.submit(config.model_dump(mode="json"), name=name, priority=priority, tags=tag or [])
     except (ValueError, APIError) as e:
         raise _fail(e) from None
-    typer.echo(f"run {run['id']} queued: {safe(run['name'])}")
+    typer.echo(f"run {run.id} queued: {safe(run.name)}")
 
 
 @app.command("ls")
@@ -100,12 +107,11 @@ def list_runs(
     except APIError as e:
         raise _fail(e) from None
     table = Table("id", "name", "status", "progress", "task", "scheduler", "attempt", "worker")
-    for r in page["data"]:
-        table.add_row(str(r["id"]), cell(r["name"]), cell(r["status"]), f"{r['step']}/{r['max_steps']}",
-                      cell(_config_name(r, "task")), cell(_config_name(r, "scheduler")), str(r["attempt"]),
-                      cell(r["worker_id"] or ""))
+    for r in page.data:
+        table.add_row(str(r.id), cell(r.name), cell(r.status), f"{r.step}/{r.max_steps}", cell(r.task or ""),
+                      cell(r.scheduler or ""), str(r.attempt), cell(r.worker_id or ""))
     Console().print(table)
-    typer.echo(f"{len(page['data'])} of {page['count']} runs")
+    typer.echo(f"{len(page.data)} of {page.count} runs")
 
 
 @app.command()
@@ -116,22 +122,55 @@ def cancel(run_id: int, server: str = ServerOpt, token: str = TokenOpt) -> None:
             run = c.cancel(run_id)
     except APIError as e:
         raise _fail(e) from None
-    typer.echo(f"run {run_id}: {safe(run['status'])}" + (" (cancel requested)" if run["cancel_requested"] else ""))
+    typer.echo(f"run {run_id}: {safe(run.status)}" + (" (cancel requested)" if run.cancel_requested else ""))
 
 
-def _levels_table(run: dict, history: dict):
+def _levels_table(run: RunPublic, history: SnapshotSeries):
     from rich.table import Table
 
     table = Table("level", "probability", "reward mean", "reward var", "samples")
-    for lv in history.get("levels", []):
+    values = level_values(run)
+    for lv in history.levels:
         def last(key, lv=lv):
-            values = [v for v in lv[key] if v is not None]
+            values = [v for v in getattr(lv, key) if v is not None]
             return values[-1] if values else None
 
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        table.add_row(str(lv["level"]), fmt(last("probability")), fmt(last("reward_mean")),
+        # The task's level (countdown: 2-5), as the dashboard labels it, not the scheduler's index.
+        label = str(values[lv.level]) if lv.level < len(values) else f"#{lv.level}"
+        table.add_row(label, fmt(last("probability")), fmt(last("reward_mean")),
                       fmt(last("reward_var")), str(last("count") or 0))
     return table
+
+
+def level_values(run: RunPublic) -> list:
+    """The task's level values, scheduler level i first (the run's config.task.train_levels)."""
+    task = (run.config or {}).get("task") or {}
+    return list(task.get("train_levels") or [])
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def timing(run: RunPublic, now: datetime | None = None) -> str:
+    """"elapsed 2 min 03 s, ETA 1 min 20 s": since it started, and the rest at its average pace."""
+    if run.started_at is None:
+        return "not started"
+    def aware(t: datetime) -> datetime:
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+    end = run.finished_at or now or datetime.now(UTC)
+    elapsed = (aware(end) - aware(run.started_at)).total_seconds()
+    text = f"elapsed {_duration(elapsed)}"
+    if run.finished_at is None and run.step > 0 and run.max_steps > run.step:
+        text += f", ETA {_duration((run.max_steps - run.step) * elapsed / run.step)}"
+    return text
 
 
 @app.command()
@@ -140,10 +179,10 @@ def watch(run_id: int, interval: float = typer.Option(1.0, "--interval"), server
     """A live terminal view of a run: progress, per-level probabilities and rewards."""
     from rich.console import Group
     from rich.live import Live
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TextColumn
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeRemainingColumn())
+    progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("step {task.completed}/{task.total}  {task.fields[timing]}"))
     try:
         with _client(server, token) as c, Live(refresh_per_second=4) as live:
             bar = None
@@ -151,17 +190,18 @@ def watch(run_id: int, interval: float = typer.Option(1.0, "--interval"), server
                 run = c.get(run_id)
                 history = c.history(run_id, max_points=2)
                 if bar is None:
-                    bar = progress.add_task("", total=run["max_steps"])
-                progress.update(bar, completed=run["step"], description=f"run {run_id} {cell(run['status'])}")
+                    bar = progress.add_task("", total=run.max_steps, timing="")
+                progress.update(bar, completed=run.step, description=f"run {run_id} {cell(run.status)}",
+                                timing=timing(run))
                 live.update(Group(progress, _levels_table(run, history)))
-                if run["status"] in TERMINAL_STATUSES:
+                if run.status.terminal:
                     break
                 time.sleep(interval)
     except APIError as e:
         raise _fail(e) from None
-    if run.get("error"):
-        typer.secho(safe(run["error"], lines=True), fg=typer.colors.RED, err=True)
-    raise typer.Exit(0 if run["status"] == "succeeded" else 1)
+    if run.error:
+        typer.secho(safe(run.error, lines=True), fg=typer.colors.RED, err=True)
+    raise typer.Exit(0 if run.status == RunStatus.succeeded else 1)
 
 
 @app.command()
@@ -169,6 +209,6 @@ def show(run_id: int, server: str = ServerOpt, token: str = TokenOpt) -> None:
     """Print a run as JSON."""
     try:
         with _client(server, token) as c:
-            typer.echo(json.dumps(c.get(run_id), indent=2))
+            typer.echo(c.get(run_id).model_dump_json(indent=2))
     except APIError as e:
         raise _fail(e) from None

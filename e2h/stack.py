@@ -193,7 +193,7 @@ def up(stack: Stack, demo: bool = False, echo=print) -> int:
 
             with Client(stack.server_url, token=os.environ.get("E2H_API_TOKEN")) as client:
                 run = client.submit(DEMO_CONFIG, name="demo: tiny model, arithmetic, VREx", tags=["demo"])
-            echo(f"demo run {run['id']} queued")
+            echo(f"demo run {run.id} queued")
         echo("press Ctrl-C to stop")
         dead = stack.watch()
         if dead:

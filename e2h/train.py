@@ -22,14 +22,18 @@ from transformers import TrainerCallback
 from e2h.config import RunConfig
 from e2h.evaluation import evaluate_in_trainer
 from e2h.plan import grpo_config_kwargs, peft_config_dict, planned_vllm_ports
-from e2h.reporting import EVALS_FILE, SNAPSHOTS_FILE, FileReporter, Reporter, truncate_after_step
+from e2h.outputs import (
+    CONFIG_FILE,
+    FINAL_DIR,
+    LOG_FILE,
+    STEP_RECORD_FILES,
+    TEST_RESULTS_FILE,
+    FileReporter,
+    truncate_after_step,
+)
 
 logger = logging.getLogger("e2h.train")
 
-TEST_RESULTS_FILE = "test_results.json"
-CONFIG_FILE = "config.json"
-LOG_FILE = "train.log"
-FINAL_DIR = "final"
 
 
 def build_task(config: RunConfig):
@@ -100,7 +104,7 @@ def peft_config_for(config: RunConfig):
 def run(
     config: RunConfig,
     output_dir: str | Path,
-    reporter: Reporter | None = None,
+    reporter: FileReporter | None = None,
     should_stop: Callable[[int], bool] | None = None,
     resume: bool = True,
 ) -> dict:
@@ -149,7 +153,7 @@ def run(
     if checkpoint:
         step = int(Path(checkpoint).name.split("-")[-1])
         logger.info("resuming from %s (step %d)", checkpoint, step)
-        for name in (SNAPSHOTS_FILE, EVALS_FILE):
+        for name in STEP_RECORD_FILES:
             truncate_after_step(output_dir / name, step)
     trainer.train(resume_from_checkpoint=checkpoint)
     # The trained model (or LoRA adapter) with its tokenizer; every rank takes part (ZeRO-3 gathers).

@@ -32,13 +32,12 @@ from transformers.trainer import TRAINER_STATE_NAME
 from trl import GRPOTrainer
 
 from e2h.geometry import BatchGeometry
+from e2h.outputs import CURRICULUM_STATE_FILE, rank_snapshots_file
 from e2h.sampler import TaskSampler
 from e2h.schedulers import Scheduler
 from e2h.signals import NoSignalWatch
 
 logger = logging.getLogger(__name__)
-
-CURRICULUM_STATE_FILE = "curriculum_state.json"
 
 
 class CurriculumGRPOTrainer(GRPOTrainer):
@@ -231,7 +230,7 @@ class CurriculumSnapshotCallback(TrainerCallback):
         if state.is_world_process_zero or state.global_step % args.logging_steps:
             return
         rank = self.trainer.accelerator.process_index
-        with open(Path(args.output_dir) / f"snapshots.rank{rank}.jsonl", "a") as f:
+        with open(Path(args.output_dir) / rank_snapshots_file(rank), "a") as f:
             f.write(json.dumps(self.trainer.curriculum_snapshot(state.global_step)) + "\n")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -44,7 +43,9 @@ def cases(qwen2: Path, steps: int, gpus: int) -> list[tuple[str, list[str]]]:
 
 
 def figures(out: Path) -> dict:
-    snaps = [json.loads(line) for line in (out / "snapshots.jsonl").read_text().splitlines() if line.strip()]
+    from e2h.outputs import SNAPSHOTS_FILE, read_jsonl
+
+    snaps = read_jsonl(out / SNAPSHOTS_FILE)
     times = [s["time"] for s in snaps]
     peak = [s["metrics"].get("gpu/mem_allocated_peak_gib") for s in snaps]
     tps = [s["metrics"].get("throughput/tokens_per_second") for s in snaps[1:]]

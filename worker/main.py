@@ -36,17 +36,17 @@ from pathlib import Path
 
 from e2h.client import APIError, Client, Conflict, ServerUnavailable
 from e2h.config import RunConfig
-from e2h.launch import VLLM_LOG_FILE
-from e2h.plan import STOP_FILE, LaunchPlan, build_plan, gpus_needed, visible_gpus
+from e2h.outputs import CONFIG_FILE, LOG_FILE, STOP_FILE, TEST_RESULTS_FILE, VLLM_LOG_FILE
+from e2h.plan import LaunchPlan, build_plan, gpus_needed, visible_gpus
 from e2h.processes import STOP_SIGNALS, die_with_parent
+from e2h.schemas import RunPublic, RunStatus, WorkerOutcome
 from e2h.vllm_server import ManagedVLLMServer, VLLMServerError
 from worker.policy import check_run
 from worker.settings import Redactor, WorkerSettings, child_environment, secret_values
-from worker.shipper import LOG_FILE, Shipper
+from worker.shipper import Shipper
 
 logger = logging.getLogger("e2h.worker")
 
-TEST_RESULTS_FILE = "test_results.json"
 ERROR_TAIL_LINES = 25
 
 
@@ -164,35 +164,36 @@ class Worker:
                 idle = min(self.poll_max_s, idle * 2)
                 continue
             idle = 0.5
-            self.process(claim["run"])
+            self.process(claim.run)
             done += 1
         self.client.close()
         return done
 
-    def process(self, run: dict) -> str:
-        """Train one claimed run to its end; returns the status it finished with."""
-        run_id, attempt = run["id"], run["attempt"]
-        refused = check_run(run["config"], self.settings)
+    def process(self, run: RunPublic) -> str:
+        """Train one claimed run to its end; returns the status it finished with (queued: handed back),
+        or ``lost`` when another attempt owns it now."""
+        run_id, attempt = run.id, run.attempt
+        refused = check_run(run.config, self.settings)
         if refused:
             # What a run may touch here is this machine's owner's call: fail it before anything runs.
             logger.error("run %d refused: %s", run_id, self.redactor.text(refused))
-            self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, "failed", refused))
-            return "failed"
+            self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, RunStatus.failed, refused))
+            return RunStatus.failed
         output_dir = self._output_dir(run)
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / STOP_FILE).unlink(missing_ok=True)
-        config_path = output_dir / "run_config.json"
-        config_path.write_text(json.dumps(run["config"]))
+        config_path = output_dir / CONFIG_FILE
+        config_path.write_text(json.dumps(run.config))
         shipper = Shipper(self.client, run_id, self.worker_id, attempt, output_dir)
         logger.info("run %d attempt %d -> %s", run_id, attempt, output_dir)
         env = child_environment(self.settings, os.environ, output_dir)
         try:
-            plan = self.plan(RunConfig.model_validate(run["config"]), output_dir, config_path)
+            plan = self.plan(RunConfig.model_validate(run.config), output_dir, config_path)
         except ValueError as e:
             why = str(e)
             logger.error("run %d cannot be placed here: %s", run_id, why)
-            self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, "failed", why))
-            return "failed"
+            self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, RunStatus.failed, why))
+            return RunStatus.failed
         server = None
         if (vllm := plan.process("vllm")) is not None:
             server = ManagedVLLMServer(vllm, output_dir / VLLM_LOG_FILE, env).start()
@@ -201,23 +202,23 @@ class Worker:
         finally:
             if server is not None:
                 server.stop()
-        if outcome == "failed":
-            return outcome
-        if outcome == "lost":
+        if outcome == WorkerOutcome.failed:
+            return RunStatus.failed
+        if outcome == WorkerOutcome.lost:
             logger.warning("run %d: lease lost, training killed; another attempt owns it now", run_id)
-            return "lost"
+            return WorkerOutcome.lost
         try:
             return self._report_end(run_id, attempt, output_dir, shipper, outcome, returncode)
         except Conflict:
             logger.warning("run %d: lease lost while reporting the end; another attempt owns it now", run_id)
-            return "lost"
+            return WorkerOutcome.lost
 
     def plan(self, config: RunConfig, output_dir: Path, config_path: Path) -> LaunchPlan:
         """The run's launch plan on this worker's GPUs (ValueError when it does not fit them)."""
         return build_plan(config, output_dir, config_path, self.gpus[: gpus_needed(config)] if self.gpus else [])
 
     def _start_and_supervise(self, plan: LaunchPlan, server: ManagedVLLMServer | None, run_id: int, attempt: int,
-                             output_dir: Path, shipper: Shipper, env: dict[str, str]) -> tuple[str, int]:
+                             output_dir: Path, shipper: Shipper, env: dict[str, str]) -> tuple[WorkerOutcome, int]:
         """Wait for the vLLM server (if any), start training, supervise it: (outcome, returncode)."""
         if server is not None:
             outcome = self._wait_for_vllm(server, run_id, attempt, output_dir, shipper)
@@ -237,26 +238,26 @@ class Worker:
         return outcome, returncode
 
     def _wait_for_vllm(self, server: ManagedVLLMServer, run_id: int, attempt: int, output_dir: Path,
-                       shipper: Shipper) -> str | None:
-        """None once the server is healthy; else the run's outcome ("cancelled", "released", "lost", "failed")."""
+                       shipper: Shipper) -> WorkerOutcome | None:
+        """None once the server is healthy; else the run's outcome (cancelled, released, lost, failed)."""
         state = {"outcome": None, "next_beat": 0.0}
 
         def keep_lease_and_check() -> bool:
             if self.signals:
-                state["outcome"] = "released"
+                state["outcome"] = WorkerOutcome.released
                 return True
             if time.monotonic() >= state["next_beat"]:
                 try:
                     beat = self.client.heartbeat(run_id, self.worker_id, attempt, shipper.last_step, str(output_dir))
                 except Conflict:
-                    state["outcome"] = "lost"
+                    state["outcome"] = WorkerOutcome.lost
                     return True
                 except (ServerUnavailable, APIError) as e:
                     logger.warning("heartbeat failed (the vLLM server is still starting): %s", e)
                     return False
                 state["next_beat"] = time.monotonic() + self.heartbeat_s
-                if beat["cancel_requested"]:
-                    state["outcome"] = "cancelled"
+                if beat.cancel_requested:
+                    state["outcome"] = WorkerOutcome.cancelled
                     return True
             return False
 
@@ -268,10 +269,11 @@ class Worker:
                 return state["outcome"]
             logger.error("run %d: %s", run_id, e)
             error = f"{e}\n{error_tail(server.log_path)}".strip()
-            self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, "failed", error, str(output_dir)))
-            return "failed"
+            self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, RunStatus.failed, error,
+                                                   str(output_dir)))
+            return WorkerOutcome.failed
 
-    def _report_end(self, run_id: int, attempt: int, output_dir: Path, shipper: Shipper, outcome: str,
+    def _report_end(self, run_id: int, attempt: int, output_dir: Path, shipper: Shipper, outcome: WorkerOutcome,
                     returncode: int) -> str:
         """Ship what is left of the spool, then finish (or release) the run."""
 
@@ -281,49 +283,49 @@ class Worker:
             shipper.ship()
 
         self._retry(beat_and_ship)
-        if outcome == "cancelled":
-            status, error = "cancelled", None
-        elif outcome == "released":
+        if outcome == WorkerOutcome.cancelled:
+            status, error = RunStatus.cancelled, None
+        elif outcome == WorkerOutcome.released:
             return self._release(run_id, attempt, output_dir)
         elif returncode == 0 and (output_dir / TEST_RESULTS_FILE).is_file():
-            status, error = "succeeded", None
+            status, error = RunStatus.succeeded, None
         elif returncode < 0:
-            status = "failed"
+            status = RunStatus.failed
             error = f"{killed_by(-returncode)}\n{error_tail(output_dir / LOG_FILE)}"
         else:
-            status = "failed"
+            status = RunStatus.failed
             error = f"training exited with code {returncode}:\n{error_tail(output_dir / LOG_FILE)}"
         self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, status, error, str(output_dir)))
         logger.info("run %d finished: %s", run_id, status)
         return status
 
-    def _output_dir(self, run: dict) -> Path:
+    def _output_dir(self, run: RunPublic) -> Path:
         # Derived from the run id only, never from the run's reported output_dir: that is whatever
         # some worker (or anyone holding the worker token) told the server. A requeued run still
         # resumes from the previous attempt's checkpoints when that attempt used the same work dir
         # (this machine, or a directory shared by the workers).
-        return Path(self.work_dir).resolve() / f"run-{int(run['id'])}"
+        return Path(self.work_dir).resolve() / f"run-{int(run.id)}"
 
-    def _supervise(self, run_id: int, attempt: int, output_dir: Path, shipper: Shipper) -> str:
-        """Heartbeat and ship while the child runs: "done", "cancelled", "released" or "lost"."""
-        outcome = "done"
+    def _supervise(self, run_id: int, attempt: int, output_dir: Path, shipper: Shipper) -> WorkerOutcome:
+        """Heartbeat and ship while the child runs: done, cancelled, released or lost."""
+        outcome = WorkerOutcome.done
         next_beat = 0.0
         stop_asked = False
         while self.child.poll() is None:
             if self.signals and not stop_asked:
                 (output_dir / STOP_FILE).touch()
-                stop_asked, outcome = True, "released"
+                stop_asked, outcome = True, WorkerOutcome.released
             now = time.monotonic()
             if now >= next_beat:
                 try:
                     beat = self.client.heartbeat(run_id, self.worker_id, attempt, shipper.last_step, str(output_dir))
                     next_beat = now + self.heartbeat_s
-                    if beat["cancel_requested"] and not stop_asked:
+                    if beat.cancel_requested and not stop_asked:
                         (output_dir / STOP_FILE).touch()
-                        stop_asked, outcome = True, "cancelled"
+                        stop_asked, outcome = True, WorkerOutcome.cancelled
                 except Conflict:
                     self._kill_child()
-                    return "lost"
+                    return WorkerOutcome.lost
                 except (ServerUnavailable, APIError) as e:
                     logger.warning("heartbeat failed (training goes on): %s", e)
                     next_beat = now + min(self.heartbeat_s, 2.0)
@@ -331,7 +333,7 @@ class Worker:
                 shipper.ship()
             except Conflict:
                 self._kill_child()
-                return "lost"
+                return WorkerOutcome.lost
             except (ServerUnavailable, APIError) as e:
                 logger.debug("shipping postponed: %s", e)
             time.sleep(self.ship_every_s)
@@ -340,7 +342,7 @@ class Worker:
     def _release(self, run_id: int, attempt: int, output_dir: Path) -> str:
         self._retry(lambda: self.client.release(run_id, self.worker_id, attempt, str(output_dir)))
         logger.info("run %d handed back to the queue", run_id)
-        return "queued"
+        return RunStatus.queued
 
     def _retry(self, call):
         """Call until the server answers; back off exponentially (up to two heartbeat periods, so a

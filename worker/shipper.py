@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2h.client import Client
-from e2h.reporting import EVALS_FILE, SNAPSHOTS_FILE
+from e2h.outputs import EVALS_FILE, LOG_FILE, SNAPSHOTS_FILE
 
 logger = logging.getLogger(__name__)
 
-LOG_FILE = "train.log"
 MAX_BATCH = 500
 MAX_LINE = 4000
 

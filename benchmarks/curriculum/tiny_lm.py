@@ -102,7 +102,7 @@ def baseline_one(seed: int, args: argparse.Namespace) -> dict:
 def train_one(scheduler: str, seed: int, args: argparse.Namespace) -> dict:
     """Train and evaluate one (schedule, seed); the CSV row."""
     from e2h.config import compose
-    from e2h.reporting import read_jsonl
+    from e2h.outputs import SNAPSHOTS_FILE, read_jsonl
     from e2h.train import build_task, run
 
     config = compose(overrides(scheduler, seed, args.max_steps, args.train_size, args.test_size))
@@ -111,7 +111,7 @@ def train_one(scheduler: str, seed: int, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     results = run(config, out, resume=False)
     row = _row(scheduler, seed, args.max_steps, args, time.perf_counter() - start, results, build_task(config))
-    snaps = read_jsonl(out / "snapshots.jsonl")
+    snaps = read_jsonl(out / SNAPSHOTS_FILE)
     rewards = [s["metrics"]["reward"] for s in snaps if "reward" in s.get("metrics", {})]
     row[f"train_reward_last{LAST_STEPS}"] = float(np.mean(rewards[-LAST_STEPS:]))
     row["train_reward_all"] = float(np.mean(rewards))

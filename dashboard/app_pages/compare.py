@@ -41,7 +41,7 @@ def comparison(run_ids: list[int]) -> None:
     items = []
     with state.server_errors(retry=False):
         for run_id in run_ids:
-            run = state.client().get(run_id)
+            run = state.run(run_id)
             items.append({"run": run, "series": state.history(url, run_id, MAX_POINTS),
                           "evals": state.evals(url, run_id)})
     hardest_reward, hardest_acc, heldout_acc, multiples, summary = [], [], [], [], []

@@ -156,8 +156,8 @@ if submitted and not problems:
     config = forms.build_config(eff, config_specs, values)
     name = values.get("run.name") or (source["name"] + " (clone)" if source else None)
     try:
-        run = state.client().submit(config, name=name, priority=int(values.get("run.priority") or 0),
-                                    tags=forms.split_tags(values.get("run.tags") or ""))
+        run = state.submit(config, name=name, priority=int(values.get("run.priority") or 0),
+                           tags=forms.split_tags(values.get("run.tags") or ""))
     except ValidationFailed as e:
         # Errors naming no field of the form (task.name, an unknown parameter) go above it.
         placed = forms.place_errors(forms.error_messages(e.detail), [s.path for s in specs])

@@ -25,7 +25,7 @@ if run_id is None:
     st.query_params["run"] = str(run_id)
 
 with state.server_errors():
-    run = state.client().get(run_id)
+    run = state.run(run_id)
 
 options = [r["id"] for r in recent]
 if run_id not in options:

@@ -85,7 +85,7 @@ if cols[2].button("Clone", icon=":material/content_copy:", key="runs.clone", hel
         st.rerun()
 if cols[3].button("Clone and edit", icon=":material/edit:", key="runs.clone_edit"):
     with state.server_errors():
-        full = state.client().get(chosen)  # list items carry no config
+        full = state.run(chosen)  # list items carry no config
     nav.clone_and_edit(full)
 if cols[4].button("Delete", icon=":material/delete:", key="runs.delete", disabled=not finished,
                   help="Finished runs only; removes its history, evaluations and logs."):

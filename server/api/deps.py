@@ -17,10 +17,10 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from e2h.schemas import INT32_MAX
 from server.core.config import Settings
 from server.core.db import new_session
 from server.core.events import Notifier
-from server.models import INT32_MAX
 
 
 async def get_engine(request: Request) -> Engine:

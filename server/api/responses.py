@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.models import ErrorMessage, ValidationErrors
+from e2h.schemas import ErrorMessage, ValidationErrors
 
 _DESCRIPTIONS = {
     401: "Missing or wrong bearer token.",

@@ -93,7 +93,7 @@ class FakeWorker:
     def claim(self) -> dict:
         claimed = self.client.claim(self.worker_id, ["cpu"])
         assert claimed is not None, "nothing queued to claim"
-        return claimed["run"]
+        return claimed.run.model_dump(mode="json")  # the tests read runs as the JSON they came as
 
     def report(self, run: dict, sim: Simulation, steps: int, eval_every: int = 50, logs: bool = True) -> None:
         config = run["config"]["task"]
@@ -128,7 +128,7 @@ def started_run(api: Client, worker: FakeWorker, config: dict, steps: int, name:
     """Submit a run, claim it and report ``steps`` steps: a run in progress, as the server sees it."""
     submitted = api.submit(config, name=name, priority=1_000_000, tags=tags)
     run = worker.claim()
-    assert run["id"] == submitted["id"], "another queued run had a higher priority"
+    assert run["id"] == submitted.id, "another queued run had a higher priority"
     scheduler = run["config"]["scheduler"]
     sim = Simulation(scheduler["name"], run["num_levels"], run["max_steps"], scheduler["params"],
                      seed=run["id"])

@@ -47,21 +47,21 @@ def test_submit_creates_the_run(dashboard_env: str, api) -> None:
     assert "queued" in at.success[0].value
     run = api.get(api.list_runs(tag="form")["data"][0]["id"])  # list items carry no config
     assert at.success[0].value.startswith(f"Run #{run['id']} ")
-    assert run["name"] == "launched-from-form" and run["tags"] == ["form", "smoke"] and run["status"] == "queued"
-    assert run["max_steps"] == 300
+    assert run.name == "launched-from-form" and run.tags == ["form", "smoke"] and run.status == "queued"
+    assert run.max_steps == 300
     # Only what was chosen is sent: the scheduler's other parameters keep their defaults.
-    assert run["config"]["scheduler"] == {"name": "variance_regularized", "params": {"warmup_steps": 20}}
+    assert run.config["scheduler"] == {"name": "variance_regularized", "params": {"warmup_steps": 20}}
     links = at.get("page_link")
     assert links and links[0].proto.label == f"Open run #{run['id']}"
 
 
 def test_a_422_is_shown_next_to_the_field_it_names(dashboard_env: str, api) -> None:
-    before = api.list_runs()["count"]
+    before = api.list_runs().count
     at = open_page(nav.LAUNCH)
     widget(at.number_input, "scheduler.params.min_prob").set_value(0.5)
     button(at, "Submit run").click().run()
     assert_clean(at)
-    assert api.list_runs()["count"] == before
+    assert api.list_runs().count == before
     field = widget(at.number_input, "scheduler.params.min_prob")
     assert field.value == 0.5  # the edit is kept
     message = next_sibling(at, field)
@@ -81,7 +81,7 @@ def test_a_422_is_shown_next_to_the_field_it_names(dashboard_env: str, api) -> N
     widget(at.text_input, "task.options").input("{unclosed")
     button(at, "Submit run").click().run()
     assert "not valid JSON or YAML" in next_sibling(at, widget(at.text_input, "task.options")).value
-    assert api.list_runs()["count"] == before
+    assert api.list_runs().count == before
 
     # A cross-field check: the dataset task has no default levels (its levels field is free text).
     widget(at.selectbox, "task.name").select("dataset").run()
@@ -89,7 +89,7 @@ def test_a_422_is_shown_next_to_the_field_it_names(dashboard_env: str, api) -> N
     assert_clean(at)
     levels = widget(at.text_input, "task.train_levels")
     assert "the dataset task needs the list of training levels" in next_sibling(at, levels).value
-    assert api.list_runs()["count"] == before
+    assert api.list_runs().count == before
 
 
 def test_clone_and_edit_starts_from_the_runs_config(dashboard_env: str, api, worker) -> None:
@@ -110,8 +110,8 @@ def test_clone_and_edit_starts_from_the_runs_config(dashboard_env: str, api, wor
     button(at, "Submit run").click().run()
     assert_clean(at)
     clone = api.get(api.list_runs(tag="src")["data"][0]["id"])
-    assert clone["id"] != source["id"] and clone["name"] == source["name"] + " (clone)"
-    assert clone["max_steps"] == 150
-    assert clone["config"]["task"]["train_levels"] == [0, 1, 2]
-    assert clone["config"]["scheduler"]["name"] == "cosine"
+    assert clone.id != source["id"] and clone.name == source["name"] + " (clone)"
+    assert clone.max_steps == 150
+    assert clone.config["task"]["train_levels"] == [0, 1, 2]
+    assert clone.config["scheduler"]["name"] == "cosine"
     assert not at.info or "Editing a copy" not in at.info[0].value  # back to presets

@@ -125,7 +125,7 @@ def test_failed_run_shows_its_error(dashboard_env: str, api, worker) -> None:
 
 def test_queued_run_and_unknown_run(dashboard_env: str, api) -> None:
     queued = api.submit({}, priority=-5)
-    at = open_page(nav.RUN, run=str(queued["id"]))
+    at = open_page(nav.RUN, run=str(queued.id))
     assert "No snapshots yet" in texts(at)
     at = open_page(nav.RUN, run="999999")
     assert "Not found" in at.warning[0].value

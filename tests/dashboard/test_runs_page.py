@@ -62,17 +62,17 @@ def test_cancel_clone_and_delete(dashboard_env: str, api, runs: dict) -> None:
     at.selectbox(key="runs.selected").select(queued).run()
     button(at, "Cancel").click().run()
     assert_clean(at)
-    assert api.get(queued)["status"] == "cancelled"
+    assert api.get(queued).status == "cancelled"
     assert f"Run #{queued} cancelled." in texts(at)
 
     done = runs["done"]["id"]
     at.selectbox(key="runs.selected").select(done).run()
-    before = api.list_runs()["count"]
+    before = api.list_runs().count
     button(at, "Clone").click().run()
     assert_clean(at)
-    assert api.list_runs()["count"] == before + 1
+    assert api.list_runs().count == before + 1
     clone = api.get(api.list_runs()["data"][0]["id"])
-    assert clone["config"] == runs["done"]["config"] and clone["status"] == "queued"
+    assert clone.config == runs["done"]["config"] and clone.status == "queued"
     assert f"cloned as #{clone['id']}" in texts(at)
 
     # A running run cannot be deleted: the button is disabled.
@@ -83,7 +83,7 @@ def test_cancel_clone_and_delete(dashboard_env: str, api, runs: dict) -> None:
     assert "Delete run" in at.warning[0].value
     button(at, "Yes, delete").click().run()
     assert_clean(at)
-    assert queued not in {r["id"] for r in api.list_runs()["data"]}
+    assert queued not in {r["id"] for r in api.list_runs().data}
     assert f"Run #{queued} deleted." in texts(at)
 
 

@@ -40,8 +40,8 @@ def test_up_serves_trains_and_stops_cleanly(tmp_path):
                                                "eval_steps": 100},
                                  "task": {"train_size_per_level": 16, "test_size_per_level": 2},
                                  "scheduler": {"name": "cosine"}})
-            final = client.wait(run["id"], timeout=300, poll=0.5)
-        assert final["status"] == "succeeded", final["error"]
+            final = client.wait(run.id, timeout=300, poll=0.5)
+        assert final.status == "succeeded", final.error
         assert (tmp_path / "data" / "worker_token").is_file()
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 3

@@ -16,7 +16,7 @@ from scipy.stats import chisquare
 
 from e2h.config import compose
 from e2h.geometry import BatchGeometry
-from e2h.reporting import read_jsonl
+from e2h.outputs import read_jsonl
 from e2h.schedulers import make_scheduler
 
 from .test_train import _env, two_process_launch

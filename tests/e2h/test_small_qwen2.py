@@ -8,7 +8,7 @@ import pytest
 
 from e2h.config import compose
 from e2h.models import build_small_qwen2
-from e2h.reporting import read_jsonl
+from e2h.outputs import read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +17,8 @@ def test_lora_gradient_checkpointing_bf16_train_resume_and_final(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from e2h.train import FINAL_DIR, run
+    from e2h.outputs import FINAL_DIR
+    from e2h.train import run
 
     base = build_small_qwen2(tmp_path / "qwen2")
     config = compose([

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from e2h.config import compose
-from e2h.reporting import read_jsonl
+from e2h.outputs import read_jsonl
 
 pytestmark = pytest.mark.slow
 

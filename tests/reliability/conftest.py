@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from e2h.client import Client, ServerUnavailable
+from e2h.schemas import RunPublic
 from server.core.db import MIGRATIONS_DIR
 from tests.server.helpers import REPO, WORKER_TOKEN, LiveServer
 
@@ -84,9 +85,9 @@ class WorkerProcess:
                                          stdin=subprocess.DEVNULL)
         self.pid = self.proc.pid
 
-    def holds(self, run: dict[str, Any]) -> bool:
+    def holds(self, run: RunPublic) -> bool:
         """Whether the server says this process holds ``run`` (worker ids are host-pid-random)."""
-        worker_id = run.get("worker_id") or ""
+        worker_id = run.worker_id or ""
         return worker_id.count("-") >= 2 and worker_id.rsplit("-", 2)[1] == str(self.pid)
 
     def training_processes(self) -> list[psutil.Process]:
@@ -174,7 +175,7 @@ def cheapest_config(max_steps: int = 1) -> dict:
 
 
 def snapshot_steps(api: Client, run_id: int) -> list[int]:
-    return api.history(run_id, max_points=100_000)["steps"]
+    return api.history(run_id, max_points=100_000).steps
 
 
 def spool_steps(output_dir: str | Path) -> list[int]:

@@ -36,7 +36,7 @@ def test_workers_racing_on_the_queue_train_each_run_exactly_once(fault_server, f
                                                                   workers, runs):
     api = fault_api
     # One and two steps alternately: runs end at different times, so claims keep colliding.
-    queued = {api.submit(cheapest_config(1 + i % 2), name=f"race-{i}")["id"]: 1 + i % 2 for i in range(runs)}
+    queued = {api.submit(cheapest_config(1 + i % 2), name=f"race-{i}").id: 1 + i % 2 for i in range(runs)}
     started = time.monotonic()
     pool: list[WorkerProcess] = [spawn_worker(fault_server.url, "--burst") for _ in range(workers)]
     for w in pool:
@@ -51,13 +51,13 @@ def test_workers_racing_on_the_queue_train_each_run_exactly_once(fault_server, f
     assert dirs == sorted(queued)
     for run_id, steps in queued.items():
         run = api.get(run_id)
-        assert run["status"] == "succeeded", run["error"]
-        assert (run["attempt"], run["leases_lost"]) == (1, 0)
+        assert run.status == "succeeded", run.error
+        assert (run.attempt, run.leases_lost) == (1, 0)
         (holder,) = [w for w in pool if (run_id, 1) in w.claims()]
         assert holder.holds(run), "the server credits the worker that trained it"
-        assert Path(run["output_dir"]).parent == holder.work_dir.resolve()
+        assert Path(run.output_dir).parent == holder.work_dir.resolve()
         assert snapshot_steps(api, run_id) == list(range(1, steps + 1))
-        assert run["snapshot_count"] == steps
+        assert run.snapshot_count == steps
     per_worker = sorted((len(w.claims()) for w in pool), reverse=True)
     assert sum(per_worker) == runs and per_worker[1] > 0, f"the workers did race: {per_worker}"
     fault_server.stop()

@@ -103,15 +103,15 @@ def test_run_page_shows_name_tags_and_worker_as_text(app_env: str, server: ApiSe
                              steps=5, name=name, tags=[HOSTILE_TAG])
     finally:
         worker.close()
-    assert run["name"] == name
-    at = open_page(nav.RUN, run=str(run["id"]))
+    assert run.name == name
+    at = open_page(nav.RUN, run=str(run.id))
     assert_plain(at, listener.port, name, f"Worker: {HOSTILE_WORKER}", f"Tags: {HOSTILE_TAG}")
     # The run picker's options are plain text already: shown raw, not backslash-escaped.
     assert f"#{run['id']} {name}" in at.selectbox(key=f"run.pick.{run['id']}").options
     button(at, "Clone").click().run()
     assert "Cloned as" in at.success[0].value
     assert_plain(at, listener.port)
-    api.cancel(max(r["id"] for r in api.list_runs()["data"]))  # the clone: out of the queue
+    api.cancel(max(r.id for r in api.list_runs().data))  # the clone: out of the queue
     assert not listener.accepted()
 
 
@@ -121,21 +121,21 @@ def test_runs_page_and_clone_form_show_name_as_text(app_env: str, api: Client, l
     at = open_page()
     assert f"#{run['id']} {name} (queued)" in at.selectbox(key="runs.selected").options
     assert HOSTILE_TAG in at.selectbox(key="runs.tag").options
-    at.selectbox(key="runs.selected").select(run["id"]).run()
+    at.selectbox(key="runs.selected").select(run.id).run()
     button(at, "Clone").click().run()
     assert "cloned as" in at.success[0].value
     assert_plain(at, listener.port)
 
-    at.selectbox(key="runs.selected").select(run["id"]).run()
+    at.selectbox(key="runs.selected").select(run.id).run()
     button(at, "Cancel").click().run()
-    assert api.get(run["id"])["status"] == "cancelled"
-    at.selectbox(key="runs.selected").select(run["id"]).run()
+    assert api.get(run.id).status == "cancelled"
+    at.selectbox(key="runs.selected").select(run.id).run()
     button(at, "Delete").click().run()
     assert at.warning and "Delete run" in at.warning[0].value
     assert_plain(at, listener.port)
 
     button(at, "Keep it").click().run()
-    at.selectbox(key="runs.selected").select(run["id"]).run()
+    at.selectbox(key="runs.selected").select(run.id).run()
     button(at, "Clone and edit").click().run()
     assert at.title[0].value == "Launch a run" and "Editing a copy of run" in at.info[0].value
     assert_plain(at, listener.port)
@@ -153,7 +153,7 @@ def test_charts_show_metric_and_level_names_as_text(api: Client, server: ApiServ
                              steps=30)
     finally:
         worker.close()
-    series = api.history(run["id"])
+    series = api.history(run.id).model_dump()  # the charts draw the JSON the dashboard holds
     series["metrics"] = {HOSTILE_PLOTLY: series["metrics"]["loss"]}
     for lv in series["levels"]:
         lv["components"] = {HOSTILE_PLOTLY: lv["components"]["deficit"]}
@@ -190,8 +190,8 @@ def test_runs_ls_and_watch_print_markup_literally(server: ApiServer, api: Client
     assert out.returncode == 0, out.stderr
     assert name in out.stdout
     assert "\x1b" not in out.stdout and "fake" in out.stdout  # no terminal escape reaches the terminal
-    api.cancel(first["id"])
-    api.cancel(second["id"])
+    api.cancel(first.id)
+    api.cancel(second.id)
 
     worker = FakeWorker(server.url, WORKER_TOKEN, worker_id="[blink]w[/blink]")
     try:
@@ -199,7 +199,7 @@ def test_runs_ls_and_watch_print_markup_literally(server: ApiServer, api: Client
         worker.finish(run, "failed", "[red]boom[/red] \x1b[2J")
     finally:
         worker.close()
-    out = e2h("runs", "watch", str(run["id"]), "--server", server.url)
+    out = e2h("runs", "watch", str(run.id), "--server", server.url)
     assert out.returncode == 1
     assert "[red]boom[/red]" in out.stderr and "\x1b[2J" not in out.stderr
     out = e2h("runs", "ls", "--server", server.url, "--limit", "1")
@@ -325,7 +325,7 @@ def test_up_sighup_while_training_stops_the_training_too(tmp_path: Path) -> None
             def training() -> bool:
                 children[:] = psutil.Process(proc.pid).children(recursive=True)
                 trains = any("e2h.train" in command_line(c) for c in children)
-                return trains and client.get(run["id"])["step"] > 0
+                return trains and client.get(run.id).step > 0
 
             wait_for(training, 240, "training steps", proc, log)
         proc.send_signal(signal.SIGHUP)

@@ -44,7 +44,7 @@ def test_a_cross_site_form_cannot_cancel_or_clone_a_run(fault_server: FaultServe
     url = fault_server.url
     api = Client(url)  # no token: a loopback server without E2H_API_TOKEN, the case the attack targets
     run = api.submit(cheapest_config(), name="victim")
-    rid = run["id"]
+    rid = run.id
     form_types = ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None]
     for path, body in ((f"/runs/{rid}/cancel", b"x=1"), (f"/runs/{rid}/clone", b'{"overrides": {}}')):
         for content_type in form_types:
@@ -59,14 +59,14 @@ def test_a_cross_site_form_cannot_cancel_or_clone_a_run(fault_server: FaultServe
     assert r.status_code == 415
 
     after = api.get(rid)
-    assert (after["status"], after["cancel_requested"], after["updated_at"]) == ("queued", False, run["updated_at"])
+    assert (after.status, after.cancel_requested, after.updated_at) == ("queued", False, run.updated_at)
     assert _count(url) == 1  # no clone was made
 
     # The real client (dashboard, CLI, worker) sends JSON, also on bodiless cancel and delete.
     clone = api.clone(rid)
-    assert clone["id"] != rid and api.cancel(rid)["status"] == "cancelled"
-    api.cancel(clone["id"])
-    api.delete(clone["id"])
+    assert clone.id != rid and api.cancel(rid).status == "cancelled"
+    api.cancel(clone.id)
+    api.delete(clone.id)
     assert _count(url) == 1
     api.close()
 
@@ -80,11 +80,11 @@ def test_with_both_tokens_set_a_form_post_is_told_it_needs_the_token(tmp_path: P
         "E2H_API_TOKEN": "api-secret",
     }
     with serving(env, tmp_path / "server.log") as server, Client(server.url, token="api-secret") as api:
-        rid = api.submit(cheapest_config())["id"]
+        rid = api.submit(cheapest_config()).id
         for path in (f"/runs/{rid}/cancel", f"/runs/{rid}/clone"):
             r = httpx.post(f"{server.url}{path}", content=b"x=1", headers={"Content-Type": "text/plain"}, timeout=10)
             assert r.status_code == 401 and "E2H_API_TOKEN" in r.json()["detail"], r.text
-        assert api.get(rid)["status"] == "queued" and api.list_runs()["count"] == 1
+        assert api.get(rid).status == "queued" and api.list_runs().count == 1
 
 
 def test_a_foreign_origin_is_refused_and_the_servers_own_is_answered(fault_server: FaultServer) -> None:
@@ -122,11 +122,11 @@ def test_a_foreign_host_is_refused_on_loopback_dns_rebinding(fault_server: Fault
 @pytest.fixture
 def claimed(fault_api: Client) -> dict:
     fault_api.submit(cheapest_config(max_steps=3))
-    return fault_api.claim("w1")["run"]
+    return fault_api.claim("w1").run
 
 
 def test_snapshots_the_run_cannot_have_are_refused(fault_api: Client, claimed: dict) -> None:
-    rid, k = claimed["id"], claimed["num_levels"]
+    rid, k = claimed.id, claimed.num_levels
 
     def bad(step: int = 1, **changes) -> dict:
         s = snapshot(step, k)
@@ -148,14 +148,14 @@ def test_snapshots_the_run_cannot_have_are_refused(fault_api: Client, claimed: d
         with pytest.raises(ValidationFailed) as e:
             fault_api.post_snapshots(rid, [snap], "w1", 1)
         assert field in [err["field"] for err in e.value.detail], (what, e.value.detail)
-    assert fault_api.get(rid)["snapshot_count"] == 0 and fault_api.history(rid)["steps"] == []
-    assert fault_api.post_snapshots(rid, [snapshot(0, k), snapshot(3, k)], "w1", 1)["accepted"] == 2
-    assert fault_api.history(rid)["steps"] == [0, 3]
+    assert fault_api.get(rid).snapshot_count == 0 and fault_api.history(rid).steps == []
+    assert fault_api.post_snapshots(rid, [snapshot(0, k), snapshot(3, k)], "w1", 1).accepted == 2
+    assert fault_api.history(rid).steps == [0, 3]
 
 
 def test_worker_writes_without_their_attempt_are_refused(fault_server: FaultServer, claimed: dict) -> None:
-    url, rid = fault_server.url, claimed["id"]
-    k = claimed["num_levels"]
+    url, rid = fault_server.url, claimed.id
+    k = claimed.num_levels
     who = {"worker_id": "w1"}
     writes = [
         ("heartbeat", {"json": {**who, "step": 2, "output_dir": "/elsewhere"}}),
@@ -171,22 +171,22 @@ def test_worker_writes_without_their_attempt_are_refused(fault_server: FaultServ
         assert "attempt" in [e["field"] for e in r.json()["detail"]], name
     with Client(url, token=WORKER_TOKEN) as api:
         run = api.get(rid)
-        assert (run["status"], run["step"], run["output_dir"], run["snapshot_count"]) == ("running", 0, None, 0)
-        assert api.logs(rid)["data"] == [] and api.evals(rid) == []
-        assert api.finish(rid, "w1", 1, "succeeded")["status"] == "succeeded"  # with it: accepted
+        assert (run.status, run.step, run.output_dir, run.snapshot_count) == ("running", 0, None, 0)
+        assert api.logs(rid).data == [] and api.evals(rid) == []
+        assert api.finish(rid, "w1", 1, "succeeded").status == "succeeded"  # with it: accepted
 
 
 def test_a_run_whose_cancel_was_requested_ends_cancelled_though_the_worker_says_succeeded(
     fault_server: FaultServer, fault_api: Client, claimed: dict
 ) -> None:
-    rid = claimed["id"]
+    rid = claimed.id
     with Client(fault_server.url) as user:
-        assert user.cancel(rid)["cancel_requested"] is True
-    assert fault_api.heartbeat(rid, "w1", 1, step=1)["cancel_requested"] is True
+        assert user.cancel(rid).cancel_requested is True
+    assert fault_api.heartbeat(rid, "w1", 1, step=1).cancel_requested is True
     finished = fault_api.finish(rid, "w1", 1, "succeeded")
-    assert finished["status"] == "cancelled" and "reported succeeded" in finished["error"]
-    assert fault_api.finish(rid, "w1", 1, "succeeded")["status"] == "cancelled"  # a retry changes nothing
-    assert fault_api.get(rid)["status"] == "cancelled"
+    assert finished.status == "cancelled" and "reported succeeded" in finished.error
+    assert fault_api.finish(rid, "w1", 1, "succeeded").status == "cancelled"  # a retry changes nothing
+    assert fault_api.get(rid).status == "cancelled"
 
 
 # -- storage faults: 503 JSON naming the cause, reads go on ------------------------------------
@@ -225,7 +225,7 @@ def test_a_read_only_database_answers_503_json_and_reads_go_on(
 ) -> None:
     url, db = fault_server.url, fault_server.db_path
     with Client(url, token=WORKER_TOKEN) as api:
-        rid = api.submit(cheapest_config(max_steps=3))["id"]
+        rid = api.submit(cheapest_config(max_steps=3)).id
         api.submit(cheapest_config())
         api.claim("w1")
     frozen: list[Path] = []
@@ -440,7 +440,7 @@ def test_slow_clients_are_cut_off(cli_server: CliServer) -> None:
 def test_event_streams_over_the_cap_are_refused(cli_server: CliServer) -> None:
     url = cli_server.url
     with Client(url, token=WORKER_TOKEN) as api:
-        rid = api.submit(cheapest_config())["id"]
+        rid = api.submit(cheapest_config()).id
     with httpx.Client(base_url=url, timeout=10) as http:
         opened = []
         for _ in range(2):  # E2H_MAX_EVENT_STREAMS=2

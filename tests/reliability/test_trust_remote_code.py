@@ -48,7 +48,7 @@ def test_refused_unless_the_server_allows_it(tmp_path: Path) -> None:
         _refused(client.post("/runs", json={"config": REMOTE}))
         assert client.get("/runs").json()["count"] == 0
         run = client.post("/runs", json={}).json()  # the default (False) is fine
-        assert run["config"]["model"]["trust_remote_code"] is False
+        assert run.config["model"]["trust_remote_code"] is False
         # Clone cannot switch it on either, nested or dotted.
         _refused(client.post(f"/runs/{run['id']}/clone", json={"overrides": REMOTE}))
         _refused(client.post(f"/runs/{run['id']}/clone", json={"overrides": {"model.trust_remote_code": True}}))
@@ -78,7 +78,7 @@ def _submit_and_work(server: LiveServer, work_dir: Path) -> tuple[dict, float]:
         start = time.monotonic()
         done = Worker(server.url, WORKER_TOKEN, work_dir=work_dir, burst=True, max_jobs=1, heartbeat_s=1).run()
         assert done == 1
-        return api.get(run["id"]), time.monotonic() - start
+        return api.get(run.id), time.monotonic() - start
 
 
 @pytest.mark.slow
@@ -87,8 +87,8 @@ def test_a_worker_that_does_not_allow_it_fails_the_run_without_training(
 ) -> None:
     monkeypatch.delenv("E2H_ALLOW_TRUST_REMOTE_CODE", raising=False)
     run, elapsed = _submit_and_work(permissive_server, tmp_path / "work")
-    assert run["status"] == "failed", run
-    assert "E2H_ALLOW_TRUST_REMOTE_CODE" in run["error"] and "worker" in run["error"], run["error"]
+    assert run.status == "failed", run
+    assert "E2H_ALLOW_TRUST_REMOTE_CODE" in run.error and "worker" in run.error, run.error
     assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())  # nothing started
     assert elapsed < 10, elapsed  # no torch import, no training
 
@@ -97,5 +97,5 @@ def test_a_worker_that_does_not_allow_it_fails_the_run_without_training(
 def test_a_worker_that_allows_it_trains_the_run(permissive_server: LiveServer, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("E2H_ALLOW_TRUST_REMOTE_CODE", "1")
     run, _ = _submit_and_work(permissive_server, tmp_path / "work")
-    assert run["status"] == "succeeded", run
-    assert run["config"]["model"]["trust_remote_code"] is True
+    assert run.status == "succeeded", run
+    assert run.config["model"]["trust_remote_code"] is True

@@ -104,17 +104,17 @@ def test_a_dataset_run_cannot_read_the_workers_files(server, api, spawn_worker, 
     worker = spawn_worker(server.url, "--burst")
     drain(worker)
 
-    run = api.get(refused["id"])
-    assert run["status"] == "failed", run
-    assert run["error"].startswith("task.options.path:") and "outside this worker's data roots" in run["error"]
-    assert "E2H_DATA_ROOTS" in run["error"], run["error"]
+    run = api.get(refused.id)
+    assert run.status == "failed", run
+    assert run.error.startswith("task.options.path:") and "outside this worker's data roots" in run.error
+    assert "E2H_DATA_ROOTS" in run.error, run.error
     assert not (worker.work_dir / f"run-{refused['id']}").exists(), "no training was started for it"
-    assert_no_secret(public(server.url, refused["id"]))
+    assert_no_secret(public(server.url, refused.id))
 
-    run = api.get(unusable["id"])
-    assert run["status"] == "failed", run
-    assert "task.options.path" in run["error"] and "has no 'question' column" in run["error"], run["error"]
-    assert_no_secret(public(server.url, unusable["id"]))
+    run = api.get(unusable.id)
+    assert run.status == "failed", run
+    assert "task.options.path" in run.error and "has no 'question' column" in run.error, run.error
+    assert_no_secret(public(server.url, unusable.id))
 
 
 def _exec_children(worker: WorkerProcess) -> list[psutil.Process]:
@@ -141,9 +141,9 @@ def test_the_training_child_does_not_see_the_workers_secrets(server, api, spawn_
     assert not {SECRET, HF_SECRET, WORKER_TOKEN} & set(env.values())
     assert not Path(env["HF_TOKEN_PATH"]).exists(), "nor the machine's stored hub login"
     drain(worker)
-    final = api.get(run["id"])
-    assert final["status"] == "succeeded", final["error"]  # the scrubbed environment is enough to train
-    assert_no_secret(public(server.url, run["id"]))
+    final = api.get(run.id)
+    assert final.status == "succeeded", final.error  # the scrubbed environment is enough to train
+    assert_no_secret(public(server.url, run.id))
 
 
 def test_a_secret_that_reaches_an_error_or_a_log_line_is_redacted(server, api, spawn_worker, data_root,
@@ -159,13 +159,13 @@ def test_a_secret_that_reaches_an_error_or_a_log_line_is_redacted(server, api, s
     [child] = wait_for(lambda: _exec_children(worker), 120, "the training child", interval=0.05, logs=worker.log)
     child.kill()
     drain(worker)
-    final = api.get(run["id"])
-    assert final["status"] == "failed" and "killed by SIGKILL" in final["error"], final
+    final = api.get(run.id)
+    assert final.status == "failed" and "killed by SIGKILL" in final.error, final
     redacted = f"password={REDACTED} hub={REDACTED} worker={REDACTED}"
-    assert redacted in final["error"], final["error"]
-    lines = [entry["line"] for entry in api.logs(run["id"], limit=10_000)["data"]]
+    assert redacted in final.error, final.error
+    lines = [entry.line for entry in api.logs(run.id, limit=10_000).data]
     assert redacted in lines, lines[:5]
-    assert_no_secret(public(server.url, run["id"]))
+    assert_no_secret(public(server.url, run.id))
     assert SECRET in log.read_text(), "the secret was there to leak"
 
 
@@ -174,16 +174,16 @@ def test_an_output_dir_reported_by_another_worker_is_not_used(server, api, spawn
     foreign.mkdir()
     (foreign / "keep.txt").write_text("not yours")
     run = api.submit(cheapest_config(1), name="output-dir")
-    claimed = api.claim("other-worker")["run"]
-    assert claimed["id"] == run["id"]
-    api.heartbeat(run["id"], "other-worker", claimed["attempt"], 0, str(foreign))
-    api.release(run["id"], "other-worker", claimed["attempt"], str(foreign))
-    assert api.get(run["id"])["status"] == "queued"
+    claimed = api.claim("other-worker").run
+    assert claimed.id == run.id
+    api.heartbeat(run.id, "other-worker", claimed.attempt, 0, str(foreign))
+    api.release(run.id, "other-worker", claimed.attempt, str(foreign))
+    assert api.get(run.id).status == "queued"
     worker = spawn_worker(server.url, "--burst")
     drain(worker)
-    final = api.get(run["id"])
-    assert final["status"] == "succeeded", final["error"]
-    assert Path(final["output_dir"]) == (worker.work_dir / f"run-{run['id']}").resolve()
+    final = api.get(run.id)
+    assert final.status == "succeeded", final.error
+    assert Path(final.output_dir) == (worker.work_dir / f"run-{run['id']}").resolve()
     assert sorted(p.name for p in foreign.iterdir()) == ["keep.txt"], "nothing was written there"
 
 
@@ -203,16 +203,16 @@ def _stopped(procs: list[psutil.Process]) -> Callable[[], bool]:
 def test_sighup_stops_the_training_child_and_hands_the_run_back(server, api, spawn_worker) -> None:
     run = api.submit(tiny_config(max_steps=500), name="sighup")
     worker = spawn_worker(server.url)
-    wait_for(lambda: api.get(run["id"])["step"] >= 1, 180, "training to start", logs=worker.log)
+    wait_for(lambda: api.get(run.id).step >= 1, 180, "training to start", logs=worker.log)
     children = worker.training_processes()
     assert children
     sent = time.monotonic()
     worker.proc.send_signal(signal.SIGHUP)
     assert worker.proc.wait(60) == 0, worker.log()[-3000:]  # it exits by itself, not killed by the signal
     wait_for(_stopped(children), 10, "the training processes to end")
-    final = api.get(run["id"])
+    final = api.get(run.id)
     # Handed back well inside the 60 s lease: released by the worker, not reaped by the server.
-    assert final["status"] == "queued" and final["attempt"] == 2, final
+    assert final.status == "queued" and final.attempt == 2, final
     assert time.monotonic() - sent < 50
     assert "SIGHUP" in worker.log()
     assert list((worker.work_dir / f"run-{run['id']}").glob("checkpoint-*")), "it checkpointed before stopping"

@@ -8,9 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from e2h.schemas import SNAPSHOT_LIST, RunCreate
 from server import crud
 from server.core.db import new_session
-from server.models import SNAPSHOT_LIST, RunCreate, Snapshot
+from server.crud.history import _bucket_firsts
+from server.models import Snapshot
 from tests.server.helpers import WORKER, claim, post_snapshots, snapshot, submit
 
 MAX_STEPS = 2000
@@ -150,7 +152,7 @@ def test_history_is_bucketed_keeping_first_and_last(engine: Engine, steps: list[
     with new_session(engine) as s:  # the arithmetic shortcut for dense runs agrees with SQL's grouping
         where = [Snapshot.run_id == run_id]
         lo, hi, buckets = steps[0], steps[-1], max_points - 1
-        assert crud._bucket_firsts(s, where, lo, hi, len(steps), buckets) == crud._bucket_firsts(
+        assert _bucket_firsts(s, where, lo, hi, len(steps), buckets) == _bucket_firsts(
             s, where, lo, hi, None, buckets
         )
 

@@ -16,11 +16,12 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from e2h.config import RunConfig
+from e2h.schemas import RunCreate, RunStatus
 from server import crud
 from server.core.config import Settings
 from server.core.db import new_session, write_transaction
 from server.main import create_app
-from server.models import Run, RunCreate, RunStatus, utcnow
+from server.models import Run, utcnow
 from tests.server.helpers import REPO, WORKER, LiveServer, claim, finish, post_snapshots, snapshot, submit
 
 

@@ -32,7 +32,7 @@ def tiny_config(scheduler: str = "balanced", max_steps: int = 3, **algorithm) ->
 
 
 def snapshot_steps(api: Client, run_id: int) -> list[int]:
-    return api.history(run_id, max_points=100_000)["steps"]
+    return api.history(run_id, max_points=100_000).steps
 
 
 def make_worker(url: str, tmp_path: Path, **kw) -> Worker:
@@ -44,12 +44,12 @@ def test_burst_worker_trains_three_runs(server, api, tmp_path):
     done = make_worker(server.url, tmp_path, burst=True).run()
     assert done == 3
     for run in runs:
-        final = api.get(run["id"])
-        assert final["status"] == "succeeded", final["error"]
-        assert snapshot_steps(api, run["id"]) == [1, 2, 3]
-        assert len(final["probabilities"]) == 5
-        assert any(e["name"] == "test" for e in api.evals(run["id"]))
-        assert api.logs(run["id"])["data"], "the child's output reached the server as log lines"
+        final = api.get(run.id)
+        assert final.status == "succeeded", final.error
+        assert snapshot_steps(api, run.id) == [1, 2, 3]
+        assert len(final.probabilities) == 5
+        assert any(e.name == "test" for e in api.evals(run.id))
+        assert api.logs(run.id).data, "the child's output reached the server as log lines"
 
 
 def test_failing_child_fails_the_run_and_the_worker_goes_on(server, api, tmp_path):
@@ -59,10 +59,10 @@ def test_failing_child_fails_the_run_and_the_worker_goes_on(server, api, tmp_pat
     broken = api.submit(bad_cfg, name="broken", priority=10)
     done = make_worker(server.url, tmp_path, burst=True).run()
     assert done == 2
-    failed = api.get(broken["id"])
-    assert failed["status"] == "failed"
-    assert "no-such-model" in failed["error"]
-    assert api.get(good["id"])["status"] == "succeeded"
+    failed = api.get(broken.id)
+    assert failed.status == "failed"
+    assert "no-such-model" in failed.error
+    assert api.get(good.id).status == "succeeded"
 
 
 def _run_in_thread(worker: Worker) -> threading.Thread:
@@ -74,28 +74,28 @@ def _run_in_thread(worker: Worker) -> threading.Thread:
 def test_cancel_while_running_stops_with_a_checkpoint(server, api, tmp_path):
     run = api.submit(tiny_config(max_steps=500, save_steps=1000))
     t = _run_in_thread(make_worker(server.url, tmp_path, burst=True))
-    wait_for(lambda: api.get(run["id"])["step"] >= 2, 120, "training to start")
+    wait_for(lambda: api.get(run.id).step >= 2, 120, "training to start")
     asked = time.monotonic()
-    api.cancel(run["id"])
-    wait_for(lambda: api.get(run["id"])["status"] == "cancelled", 60, "the run to be cancelled")
+    api.cancel(run.id)
+    wait_for(lambda: api.get(run.id).status == "cancelled", 60, "the run to be cancelled")
     assert time.monotonic() - asked < 30
     t.join(30)
-    out = Path(api.get(run["id"])["output_dir"])
+    out = Path(api.get(run.id).output_dir)
     assert list(out.glob("checkpoint-*/curriculum_state.json")), "a checkpoint was saved on cancel"
 
 
 def test_server_down_for_20s_loses_nothing(server, api, tmp_path):
     run = api.submit(tiny_config(max_steps=30, save_steps=1000))
     t = _run_in_thread(make_worker(server.url, tmp_path, burst=True))
-    wait_for(lambda: api.get(run["id"])["step"] >= 2, 120, "training to start")
+    wait_for(lambda: api.get(run.id).step >= 2, 120, "training to start")
     server.stop()
     with pytest.raises(ServerUnavailable):
-        api.get(run["id"])
+        api.get(run.id)
     time.sleep(20)  # the outage under test, not a wait for luck
     server.start()
-    final = wait_for(lambda: (r := api.get(run["id"]))["status"] != "running" and r, 300, "the run to finish")
-    assert final["status"] == "succeeded", final["error"]
-    assert snapshot_steps(api, run["id"]) == list(range(1, 31))
+    final = wait_for(lambda: (r := api.get(run.id)).status != "running" and r, 300, "the run to finish")
+    assert final.status == "succeeded", final.error
+    assert snapshot_steps(api, run.id) == list(range(1, 31))
     t.join(30)
 
 
@@ -105,16 +105,16 @@ def test_worker_killed_mid_run_is_resumed_by_another(server, api, tmp_path):
     cmd = [sys.executable, "-m", "e2h.cli", "worker", "--server", server.url, "--heartbeat", "1",
            "--work-dir", str(tmp_path / "work")]
     first = subprocess.Popen(cmd + ["--max-jobs", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    out = wait_for(lambda: api.get(run["id"])["output_dir"], 120, "an output dir")
-    wait_for(lambda: list(Path(out).glob("checkpoint-*/curriculum_state.json")) and api.get(run["id"])["step"] >= 5,
+    out = wait_for(lambda: api.get(run.id).output_dir, 120, "an output dir")
+    wait_for(lambda: list(Path(out).glob("checkpoint-*/curriculum_state.json")) and api.get(run.id).step >= 5,
              180, "a checkpoint and a few more steps")
     first.send_signal(signal.SIGKILL)
     first.wait(10)
-    requeued = wait_for(lambda: (r := api.get(run["id"]))["status"] == "queued" and r, 60, "the lease to expire")
-    assert requeued["attempt"] == 2
+    requeued = wait_for(lambda: (r := api.get(run.id)).status == "queued" and r, 60, "the lease to expire")
+    assert requeued.attempt == 2
     second = subprocess.run(cmd + ["--burst"], env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-2000:]
-    final = api.get(run["id"])
-    assert final["status"] == "succeeded", final["error"]
-    assert snapshot_steps(api, run["id"]) == list(range(1, 15))
+    final = api.get(run.id)
+    assert final.status == "succeeded", final.error
+    assert snapshot_steps(api, run.id) == list(range(1, 15))
     assert "resuming from" in (Path(out) / "train.log").read_text()

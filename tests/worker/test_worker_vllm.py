@@ -49,8 +49,8 @@ def test_a_server_that_exits_fails_the_run_with_its_reason(server, api, tmp_path
     monkeypatch.setenv("VLLM_STANDIN", "exit")
     run = api.submit(vllm_config())
     make_worker(server.url, tmp_path, burst=True, gpus=[0, 1]).run()
-    final = api.get(run["id"])
-    assert final["status"] == "failed" and "vLLM server exited with code 3" in final["error"]
+    final = api.get(run.id)
+    assert final.status == "failed" and "vLLM server exited with code 3" in final.error
     record = json.loads(standin.read_text())
     assert record["cuda"] == "0" and "--port" in record["argv"] and "8000" not in record["argv"]
 
@@ -62,8 +62,8 @@ def test_a_server_that_never_gets_healthy_fails_within_the_deadline(server, api,
     started = time.monotonic()
     make_worker(server.url, tmp_path, burst=True, gpus=[0, 1], settings=settings).run()
     assert time.monotonic() - started < 60
-    final = api.get(run["id"])
-    assert final["status"] == "failed" and "not healthy" in final["error"] and "after 3 s" in final["error"]
+    final = api.get(run.id)
+    assert final.status == "failed" and "not healthy" in final.error and "after 3 s" in final.error
     assert _gone(_standin_pid(standin))
 
 
@@ -73,9 +73,9 @@ def test_cancel_while_the_server_starts_stops_it(server, api, tmp_path, standin,
     thread = _run_in_thread(make_worker(server.url, tmp_path, burst=True, gpus=[0, 1]))
     pid = _standin_pid(standin)
     time.sleep(6)  # longer than the 4 s lease: the worker heartbeats while it waits
-    assert api.get(run["id"])["status"] == "running"
-    api.cancel(run["id"])
-    wait_for(lambda: api.get(run["id"])["status"] == "cancelled", 60, "the run to be cancelled")
+    assert api.get(run.id).status == "running"
+    api.cancel(run.id)
+    wait_for(lambda: api.get(run.id).status == "cancelled", 60, "the run to be cancelled")
     thread.join(30)
     assert _gone(pid)
 
@@ -85,8 +85,8 @@ def test_a_healthy_server_gets_training_its_ports_and_is_stopped_after(server, a
     run = api.submit(vllm_config())
     make_worker(server.url, tmp_path, burst=True, gpus=[0, 1]).run()
     # Training itself needs vLLM and a GPU, so on a CPU it fails; it got its device and the server's port.
-    final = api.get(run["id"])
-    assert final["status"] == "failed"
+    final = api.get(run.id)
+    assert final.status == "failed"
     port = json.loads(standin.read_text())["argv"]
     port = port[port.index("--port") + 1]
     assert _gone(_standin_pid(standin))
@@ -103,7 +103,7 @@ def test_the_server_dies_with_a_sigkilled_worker(server, tmp_path, api, standin)
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         pid = _standin_pid(standin)
-        wait_for(lambda: api.get(run["id"])["status"] == "running", 30, "the claim")
+        wait_for(lambda: api.get(run.id).status == "running", 30, "the claim")
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         assert _gone(pid)

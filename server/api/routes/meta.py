@@ -11,10 +11,10 @@ from sqlalchemy import text
 from e2h import __version__
 from e2h.config import GRPO_KWARGS_ALLOWED, MAX_JSON_BYTES, MAX_JSON_DEPTH, list_presets, load_preset
 from e2h.schedulers import SCHEDULERS
+from e2h.schemas import Health, RunLimits, SchedulerInfo, TaskInfo
 from e2h.tasks import describe_tasks
 from server.api.deps import SessionDep, SettingsDep
 from server.api.responses import errors
-from server.models import Health, RunLimits, SchedulerInfo, TaskInfo
 
 router = APIRouter(tags=["meta"])
 

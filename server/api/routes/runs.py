@@ -14,13 +14,7 @@ from pydantic_core import to_json
 from sqlalchemy import Engine
 
 from e2h.config import RunConfig, ceiling_errors
-from server import crud
-from server.api.deps import ApiAuth, EngineDep, NotifierDep, RunId, SessionDep, SettingsDep
-from server.api.responses import errors
-from server.core.db import new_session
-from server.core.errors import Invalid, error_entry
-from server.core.events import Notifier
-from server.models import (
+from e2h.schemas import (
     INT32_MAX,
     INT64_MAX,
     NO_NUL_PATTERN,
@@ -34,6 +28,12 @@ from server.models import (
     RunSummary,
     SnapshotSeries,
 )
+from server import crud
+from server.api.deps import ApiAuth, EngineDep, NotifierDep, RunId, SessionDep, SettingsDep
+from server.api.responses import errors
+from server.core.db import new_session
+from server.core.errors import Invalid, error_entry
+from server.core.events import Notifier
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 

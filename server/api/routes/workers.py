@@ -15,10 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from server import crud
-from server.api.deps import NotifierDep, RunId, SessionDep, SettingsDep, WorkerAuth
-from server.api.responses import errors
-from server.models import (
+from e2h.schemas import (
     INT32_MAX,
     NO_NUL_PATTERN,
     SNAPSHOT_LIST,
@@ -36,6 +33,9 @@ from server.models import (
     WorkerPublic,
     snapshot_errors,
 )
+from server import crud
+from server.api.deps import NotifierDep, RunId, SessionDep, SettingsDep, WorkerAuth
+from server.api.responses import errors
 
 router = APIRouter(tags=["workers"])
 

@@ -1,0 +1,127 @@
+"""Reading a run's records back: the bucketed snapshot history, its evals and its log lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic_core import from_json
+from sqlalchemy import BigInteger, bindparam, cast, func, or_
+from sqlmodel import Session, select
+
+from server.crud.state import get_run
+from server.models import Eval, LogLine, Snapshot
+
+
+def snapshot_series(session: Session, run_id: int, after_step: int | None, max_points: int) -> dict[str, Any]:
+    """Columnar history of a run, at most ``max_points`` steps (bucketed; first and last kept).
+
+    Steps are split into ``max_points - 1`` equal ranges of step numbers; each contributes
+    its first stored step, and the last step is always added. Values are those snapshots'
+    own (no averaging), chosen in SQL so only the kept rows are read and parsed.
+    """
+    run = get_run(session, run_id)
+    where = [Snapshot.run_id == run_id]
+    if after_step is None:
+        total = run.snapshot_count
+    else:
+        where.append(Snapshot.step > after_step)
+        total = session.exec(select(func.count()).select_from(Snapshot).where(*where)).one()
+    if not total:
+        return {"steps": [], "time": [], "levels": [], "metrics": {}, "total": 0}
+    query = select(Snapshot.step, Snapshot.data).order_by(Snapshot.step)
+    if total <= max_points:
+        rows = session.exec(query.where(*where)).all()
+    else:
+        # Separate queries: alone, each is one index lookup.
+        lo = session.exec(select(func.min(Snapshot.step)).where(*where)).one()
+        hi = session.exec(select(func.max(Snapshot.step)).where(*where)).one()
+        buckets = max_points - 1
+        if max_points <= MAX_LISTED_STEPS:
+            kept = sorted(_bucket_firsts(session, where, lo, hi, total, buckets) | {hi})
+            rows = session.exec(
+                query.where(Snapshot.run_id == run_id, Snapshot.step.in_(bindparam("kept", expanding=True))),
+                params={"kept": kept},
+            ).all()
+        else:  # too many steps to list as parameters (SQLite allows 32,766): let SQL pick them
+            firsts = select(func.min(Snapshot.step)).where(*where).group_by(_bucket(lo, hi, buckets))
+            rows = session.exec(
+                query.where(or_(Snapshot.step.in_(firsts.scalar_subquery()), Snapshot.step == hi)).where(
+                    Snapshot.run_id == run_id
+                )
+            ).all()
+    return _columns([step for step, _ in rows], [from_json(data) for _, data in rows], total)
+
+
+# Above this many points the kept steps are chosen inside one SQL statement instead.
+MAX_LISTED_STEPS = 10_000
+
+
+def _bucket(lo: int, hi: int, buckets: int):
+    # Integer division; BigInteger so (step - lo) * buckets cannot overflow 32 bits.
+    return cast(Snapshot.step - lo, BigInteger) * buckets // (hi - lo + 1)
+
+
+def _bucket_firsts(session: Session, where: list, lo: int, hi: int, total: int, buckets: int) -> set[int]:
+    """The first stored step of each of ``buckets`` equal ranges of [lo, hi]."""
+    span = hi - lo + 1
+    if total == span:
+        # Every step is there (logging every step, the usual case): bucket b starts at the
+        # first step s with (s - lo) * buckets >= b * span, so no scan is needed.
+        return {lo - (-b * span // buckets) for b in range(buckets)}
+    return set(session.exec(select(func.min(Snapshot.step)).where(*where).group_by(_bucket(lo, hi, buckets))))
+
+
+def _columns(steps: list[int], docs: list[dict[str, Any]], total: int) -> dict[str, Any]:
+    """Snapshot dicts -> one list per field; a field missing from a snapshot is None there."""
+    n = len(docs)
+
+    def put(columns: dict[str, list], values: dict[str, Any] | None, i: int) -> None:
+        for name, value in (values or {}).items():
+            column = columns.get(name)
+            if column is None:
+                column = columns[name] = [None] * n
+            column[i] = value
+
+    metrics: dict[str, list] = {}
+    for i, doc in enumerate(docs):
+        put(metrics, doc.get("metrics"), i)
+    levels = []
+    for j, first in enumerate(docs[0]["levels"]):
+        probability, reward_mean, reward_var, count = [], [], [], []
+        components: dict[str, list] = {}
+        for i, doc in enumerate(docs):
+            entry = doc["levels"][j]
+            probability.append(entry["probability"])
+            reward_mean.append(entry.get("reward_mean"))
+            reward_var.append(entry.get("reward_var"))
+            count.append(entry.get("count"))
+            put(components, entry.get("components"), i)
+        levels.append(
+            {
+                "level": first["level"],
+                "probability": probability,
+                "reward_mean": reward_mean,
+                "reward_var": reward_var,
+                "count": count,
+                "components": components,
+            }
+        )
+    return {"steps": steps, "time": [d.get("time") for d in docs], "levels": levels, "metrics": metrics, "total": total}
+
+
+
+def list_evals(session: Session, run_id: int) -> list[Eval]:
+    get_run(session, run_id)
+    return list(session.exec(select(Eval).where(Eval.run_id == run_id).order_by(Eval.step, Eval.id)))
+
+
+
+def list_logs(session: Session, run_id: int, after: int, limit: int) -> tuple[list[LogLine], int]:
+    get_run(session, run_id)
+    lines = list(
+        session.exec(
+            select(LogLine).where(LogLine.run_id == run_id, LogLine.id > after).order_by(LogLine.id).limit(limit)
+        )
+    )
+    return lines, (lines[-1].id if lines else after)
+
