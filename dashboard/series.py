@@ -8,7 +8,9 @@ entry per scheduler level with ``probability``, ``reward_mean``, ``reward_var``,
 
 from __future__ import annotations
 
+import ast
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -200,6 +202,19 @@ def eval_accuracy_with_test(evals: list[dict[str, Any]]) -> dict[int, tuple[list
     return out
 
 
+def few_questions(test: dict[str, Any], wanted: int | None) -> list[tuple[str, int]]:
+    """(level, distinct questions) of the levels the test asked fewer questions of than ``wanted``
+    (a task with fewer questions for a level gives each one once)."""
+    if not wanted:
+        return []
+    out = []
+    for key, result in (test.get("results") or {}).items():
+        support = result.get("support") if isinstance(result, dict) else None
+        if key.startswith("level_") and isinstance(support, int) and support < wanted:
+            out.append((key.replace("_", " "), support))
+    return out
+
+
 def latest_eval(evals: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
     chosen = [e for e in evals if e.get("name") == name]
     return max(chosen, key=lambda e: e["step"]) if chosen else None
@@ -277,3 +292,48 @@ def run_row(run: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
         "created": parse_time(run.get("created_at")),
         "started": parse_time(run.get("started_at")),
     }
+
+
+# -- log lines -------------------------------------------------------------------------------
+
+_WARNING = re.compile(r"^\S.*:\d+: \w*Warning: ")  # warnings.showwarning's "file:line: Category: text"
+_TQDM = re.compile(r"\d+%\|.*\|\s*\d+/\d+|\d+(?:\.\d+)?(?:it/s|s/it)\]")
+_METRICS_DICT = re.compile(r"^\{'[^']+': .*\}$")
+_LOG_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2} (\d{2}:\d{2}:\d{2}),\d+ ")
+METRIC_KEYS = ("loss", "reward", "reward_std", "frac_reward_zero_std", "kl", "grad_norm", "learning_rate")
+
+
+def readable_log(lines: list[str]) -> list[str]:
+    """The run's own lines, readably: Python warnings (and the source line under each) and tqdm
+    progress bars dropped, TRL's logged metric dicts as ``metrics: loss=0 reward=0.1 ...``, and
+    the logging timestamp shortened to the time of day. The raw lines stay available."""
+    out: list[str] = []
+    in_warning = False
+    for line in lines:
+        text = line.rstrip()
+        if _WARNING.match(text):
+            in_warning = True
+            continue
+        if in_warning and (not text or text[:1].isspace()):
+            continue
+        in_warning = False
+        if not text.strip() or _TQDM.search(text):
+            continue
+        stripped = text.strip()
+        if _METRICS_DICT.match(stripped):
+            out.append(_metrics_line(stripped))
+            continue
+        out.append(_LOG_PREFIX.sub(r"\1 ", text))
+    return out
+
+
+def _metrics_line(text: str) -> str:
+    try:
+        values = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    if not isinstance(values, dict):
+        return text
+    shown = [k for k in METRIC_KEYS if k in values] or list(values)[:6]
+    parts = [f"{k}={values[k]:.4g}" if isinstance(values[k], int | float) else f"{k}={values[k]}" for k in shown]
+    return "metrics: " + " ".join(parts)
