@@ -194,7 +194,7 @@ def render_live(run_id: int) -> dict:
     """Everything that changes while the run trains; returns the run as just fetched."""
     url = state.server_url()
     with state.server_errors(retry=False):
-        run = state.client().get(run_id)
+        run = state.run(run_id)
         series = state.live_series(run_id)
         evals = state.evals(url, run_id)
         logs = state.live_logs(run_id)
