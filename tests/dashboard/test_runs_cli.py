@@ -1,0 +1,48 @@
+"""``e2h runs watch|submit|ls`` against a real server (issue 22): the task's level labels, a
+labelled time column, and validation errors as ``field: message`` lines."""
+
+from __future__ import annotations
+
+import re
+
+from typer.testing import CliRunner
+
+from e2h.cli import app
+from tests.dashboard.simulate import started_run
+
+RUNNER = CliRunner()
+
+
+def e2h(*args: str):
+    return RUNNER.invoke(app, list(args), env={"COLUMNS": "160"})
+
+
+def test_watch_labels_the_tasks_levels_and_its_time_column(api_server, api, worker) -> None:
+    run, _ = started_run(api, worker, {"task": {"name": "countdown", "train_levels": [2, 3, 4, 5]},
+                                       "algorithm": {"max_steps": 20}, "scheduler": {"name": "cosine"}}, steps=20)
+    worker.finish(run)
+    out = e2h("runs", "watch", str(run["id"]), "--server", api_server.url)
+    assert out.exit_code == 0, out.output
+    rows = [line for line in out.output.splitlines() if re.match(r"^\W*\d+\W+\d\.\d{3}", line)]
+    labels = [re.match(r"^\W*(\d+)", line).group(1) for line in rows]
+    assert labels == ["2", "3", "4", "5"], out.output  # countdown's levels, not the scheduler's 0-3
+    assert "step 20/20" in out.output and "elapsed" in out.output, out.output
+
+
+def test_submit_prints_every_problem_as_field_and_message(api_server) -> None:
+    out = e2h("runs", "submit", "algorithm.max_steps=60", "algorithm.num_generations=3",
+              "scheduler.params.warmup_steps=100", "--server", api_server.url)
+    assert out.exit_code == 1
+    text = out.output
+    assert "  algorithm.num_generations: 3 must divide the generation batch" in text, text
+    assert "  scheduler.params: warmup_steps=100 is not shorter than the run" in text, text
+    assert "pydantic" not in text and "http" not in text and "Value error" not in text, text
+
+
+def test_a_servers_422_is_printed_as_field_and_message(api_server) -> None:
+    # Valid as a RunConfig, over the server's ceiling: the server names the field.
+    out = e2h("runs", "submit", "task.train_size_per_level=200000", "--server", api_server.url)
+    assert out.exit_code == 1
+    assert re.search(r"^\s+config\.task\.train_size_per_level: .*100000", out.output, re.M), out.output
+    assert '"loc"' not in out.output and "{" not in out.output, out.output
+
