@@ -373,7 +373,9 @@ class AlgorithmConfig(_Section):
     )
     beta: float = Field(0.0, ge=0, le=1000, description="KL coefficient (0 skips the reference model).")
     max_prompt_length: int | None = Field(
-        128, ge=1, le=1_048_576, description="Prompt tokens kept (left-truncated; None: all)."
+        128, ge=1, le=1_048_576,
+        description="Longest prompt in tokens; prompts are never cut: a longer one fails the dataset build "
+        "(task.options.long_prompts=drop leaves its row out instead). None: no limit.",
     )
     max_completion_length: int = Field(48, ge=1, le=1_048_576, description="Tokens generated per completion.")
     temperature: float = Field(1.0, gt=0, le=100, description="Sampling temperature for generation.")

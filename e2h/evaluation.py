@@ -29,7 +29,9 @@ def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, num_sam
     import torch
 
     device = next(model.parameters()).device
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    # With the special tokens, as TRL tokenizes prompts in training: prompts hold no BOS the tokenizer adds itself
+    # (e2h.tasks.base.strip_added_bos), so every chat template gets exactly one.
+    enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
     sampling: dict[str, Any] = {"do_sample": False}
     if temperature:
         sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
@@ -57,7 +59,7 @@ def evaluate(model, tokenizer, task, rows: list[dict], max_new_tokens: int, batc
         from trl.distributed import DistributedBackend
 
         synced = DistributedBackend(accelerator).is_fsdp  # FSDP's forward is a collective
-    lengths = [len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in rows]
+    lengths = [len(tokenizer(r["prompt"])["input_ids"]) for r in rows]
     order = sorted(range(len(rows)), key=lambda i: (-lengths[i], i))
     positions = _shard(len(order), rank, world)
     was_training = model.training

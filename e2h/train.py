@@ -62,19 +62,12 @@ def build_datasets(config: RunConfig, task, tokenizer):
         test_size=config.task.test_size_per_level,
         seed=config.algorithm.seed,
         tokenizer=tokenizer,
+        max_prompt_length=config.algorithm.max_prompt_length,  # refused or dropped, never cut
     )
-    limit = config.algorithm.max_prompt_length
-    for rows in (data.train, data.test):
-        for row in rows:
-            row["prompt"] = _left_truncate(row["prompt"], tokenizer, limit)
+    if any(data.dropped.values()):
+        logger.warning("left out %d train and %d test rows whose prompts are over algorithm.max_prompt_length=%s "
+                       "tokens", data.dropped["train"], data.dropped["test"], config.algorithm.max_prompt_length)
     return Dataset.from_list(data.train), data.test
-
-
-def _left_truncate(prompt: str, tokenizer, limit: int | None) -> str:
-    if limit is None:
-        return prompt
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return prompt if len(ids) <= limit else tokenizer.decode(ids[-limit:])
 
 
 def make_scheduler_for(config: RunConfig, task):

@@ -21,7 +21,7 @@ answer fails with an error (an expression that does not parse, a division by zer
 Prompts never hold a BOS token the tokenizer adds itself: training (TRL tokenizes prompts
 with the tokenizer's special tokens) and evaluation then both see exactly one, whatever the
 chat template (Llama 3's template writes ``<|begin_of_text|>``, and its tokenizer adds it
-again). ``prompt_token_count`` counts a prompt the way training tokenizes it.
+again). ``prompt_token_counts`` counts prompts the way training tokenizes it.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ E2H_SYSTEM_PROMPT = (
     "You are a helpful assistant. You first thinks about the reasoning process in the mind "
     "and then provides the user with the answer.\n"
 )
+LONG_PROMPTS = ("refuse", "drop")  # what a dataset build does with prompts over max_prompt_length
 SCORE_ERROR = float("nan")  # a score meaning "checking failed with an error": the whole reward is 0
 FORMAT_INSTRUCTIONS = (
     "Show your work in <think> </think> tags. And return the final answer in <answer> </answer> tags."
@@ -146,9 +147,9 @@ def strip_added_bos(prompt: str, tokenizer: Any) -> str:
     return prompt
 
 
-def prompt_token_count(prompt: str, tokenizer: Any) -> int:
-    """Tokens of ``prompt`` as training sees them (TRL tokenizes with the special tokens)."""
-    return len(tokenizer(prompt)["input_ids"])
+def prompt_token_counts(prompts: list[str], tokenizer: Any) -> list[int]:
+    """Tokens of each prompt as training sees them (TRL tokenizes with the special tokens)."""
+    return [len(ids) for ids in tokenizer(list(prompts))["input_ids"]] if prompts else []
 
 
 def _check_int(name: str, value: Any) -> int:
@@ -214,7 +215,13 @@ class Task:
         correctness_reward: float | None = None,
         system_prompt: str | None = None,
         user_template: str | None = None,
+        long_prompts: str = "refuse",
     ):
+        if long_prompts not in LONG_PROMPTS:
+            raise ValueError(f"long_prompts must be one of {list(LONG_PROMPTS)} (refuse: the dataset build fails "
+                             f"naming the longest prompt; drop: such rows are left out and counted), got "
+                             f"{long_prompts!r}")
+        self.long_prompts = long_prompts
         self.levels: list[int] = self._check_levels(
             "levels", self.default_levels if levels is None else levels, allow_empty=False
         )

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from e2h.tasks.base import Task
+from e2h.tasks.base import Task, prompt_token_counts
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +29,14 @@ logger = logging.getLogger(__name__)
 @dataclass
 class TaskDataset:
     """The rows of a run. ``train_levels`` are in difficulty order: scheduler level i is
-    ``train_levels[i]`` (``level_values``)."""
+    ``train_levels[i]`` (``level_values``). ``dropped`` counts, per split, the rows left out for
+    a prompt longer than ``max_prompt_length`` (``task.long_prompts="drop"``)."""
 
     train: list[dict] = field(default_factory=list)
     test: list[dict] = field(default_factory=list)
     train_levels: list[int] = field(default_factory=list)
     test_levels: list[int] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=lambda: {"train": 0, "test": 0})
 
     @property
     def level_values(self) -> list[int]:
@@ -133,8 +135,14 @@ def build_dataset(
     seed: int = 0,
     tokenizer: Any = None,
     test_fraction: float = DEFAULT_TEST_FRACTION,
+    max_prompt_length: int | None = None,
 ) -> TaskDataset:
     """Train and test rows of ``task``, each with a ``prompt`` column.
+
+    A prompt is never cut: with ``max_prompt_length`` and a tokenizer, one longer than that many
+    tokens (counted as training tokenizes it) fails the build with a ValueError naming the count
+    and the fix, or, with the task's ``long_prompts="drop"``, its row is left out and counted in
+    ``dropped`` (and logged).
 
     Args:
         train_levels: default ``task.levels``; test_levels: default ``task.test_levels``
@@ -175,7 +183,37 @@ def build_dataset(
                 )  # fmt: skip
             for row in rows:
                 row["prompt"] = task.build_prompt(row, tokenizer)
+            rows = _fit_prompts(task, rows, tokenizer, max_prompt_length, split, level, out)
+            for row in rows:
                 if split == "train":
                     train_keys.add(task.question_key(row))
             out[split].extend(rows)
     return out
+
+
+def _fit_prompts(task: Task, rows: list[dict], tokenizer: Any, limit: int | None, split: str, level: int,
+                 out: TaskDataset) -> list[dict]:
+    """``rows`` whose prompts fit ``limit`` tokens; the others refused or dropped (``task.long_prompts``)."""
+    if limit is None or tokenizer is None or not rows:
+        return rows
+    lengths = prompt_token_counts([row["prompt"] for row in rows], tokenizer)
+    long = [n for n in lengths if n > limit]
+    if not long:
+        return rows
+    if task.long_prompts == "refuse":
+        raise ValueError(
+            f"algorithm.max_prompt_length: {len(long)} of {len(rows)} {split} prompts of {task.name} level {level} "
+            f"are longer than {limit} tokens (the longest has {max(long)}); prompts are never cut, so raise "
+            f"algorithm.max_prompt_length to at least {max(long)}, or set task.options.long_prompts=drop to "
+            "leave those rows out"
+        )
+    out.dropped[split] += len(long)
+    logger.warning("%s: dropped %d of %d %s rows of level %s with prompts over %d tokens (the longest has %d)",
+                   task.name, len(long), len(rows), split, level, limit, max(long))
+    kept = [row for row, n in zip(rows, lengths, strict=True) if n <= limit]
+    if not kept:
+        raise ValueError(
+            f"algorithm.max_prompt_length: every {split} prompt of {task.name} level {level} is longer than {limit} "
+            f"tokens (the longest has {max(long)}); raise algorithm.max_prompt_length to at least {min(long)}"
+        )
+    return kept
