@@ -173,6 +173,19 @@ def timing(run: RunPublic, now: datetime | None = None) -> str:
     return text
 
 
+def no_signal_warning(c: Client, run: RunPublic) -> str | None:
+    """e2h.signals' warning when every step logged in the last NO_SIGNAL_STEPS steps had no signal."""
+    from e2h.signals import NO_SIGNAL_STEPS, ZERO_STD_METRIC, message, no_signal
+
+    if run.step < NO_SIGNAL_STEPS:
+        return None
+    recent = c.history(run.id, after_step=run.step - NO_SIGNAL_STEPS, max_points=NO_SIGNAL_STEPS + 1)
+    values = recent.metrics.get(ZERO_STD_METRIC) or []
+    if values and all(no_signal({ZERO_STD_METRIC: v}) for v in values):
+        return message(NO_SIGNAL_STEPS) if len(recent.steps) else None
+    return None
+
+
 @app.command()
 def watch(run_id: int, interval: float = typer.Option(1.0, "--interval"), server: str = ServerOpt,
           token: str = TokenOpt) -> None:
@@ -180,6 +193,7 @@ def watch(run_id: int, interval: float = typer.Option(1.0, "--interval"), server
     from rich.console import Group
     from rich.live import Live
     from rich.progress import BarColumn, Progress, TextColumn
+    from rich.text import Text
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(),
                         TextColumn("step {task.completed}/{task.total}  {task.fields[timing]}"))
@@ -193,12 +207,18 @@ def watch(run_id: int, interval: float = typer.Option(1.0, "--interval"), server
                     bar = progress.add_task("", total=run.max_steps, timing="")
                 progress.update(bar, completed=run.step, description=f"run {run_id} {cell(run.status)}",
                                 timing=timing(run))
-                live.update(Group(progress, _levels_table(run, history)))
+                warning = no_signal_warning(c, run)
+                parts = [progress, _levels_table(run, history)]
+                if warning:
+                    parts.append(Text(f"warning: {warning}", style="yellow"))
+                live.update(Group(*parts))
                 if run.status.terminal:
                     break
                 time.sleep(interval)
     except APIError as e:
         raise _fail(e) from None
+    if warning:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     if run.error:
         typer.secho(safe(run.error, lines=True), fg=typer.colors.RED, err=True)
     raise typer.Exit(0 if run.status == RunStatus.succeeded else 1)

@@ -46,3 +46,18 @@ def test_a_servers_422_is_printed_as_field_and_message(api_server) -> None:
     assert re.search(r"^\s+config\.task\.train_size_per_level: .*100000", out.output, re.M), out.output
     assert '"loc"' not in out.output and "{" not in out.output, out.output
 
+
+
+def test_watch_warns_of_a_run_with_no_learning_signal(api_server, api, worker) -> None:
+    from e2h.signals import NO_SIGNAL_STEPS
+
+    run, sim = started_run(api, worker, {"algorithm": {"max_steps": 40}, "scheduler": {"name": "cosine"}}, steps=0)
+    snaps = sim.advance(NO_SIGNAL_STEPS + 5)
+    for snap in snaps:
+        snap["metrics"].update(loss=0.0, frac_reward_zero_std=1.0)
+    worker.client.post_snapshots(run["id"], snaps, worker.worker_id, run["attempt"])
+    worker.client.heartbeat(run["id"], worker.worker_id, run["attempt"], step=snaps[-1]["step"])
+    worker.finish(run)
+    out = e2h("runs", "watch", str(run["id"]), "--server", api_server.url)
+    assert f"warning: no learning signal for {NO_SIGNAL_STEPS} steps: every group's rewards were equal" in " ".join(
+        out.output.split()), out.output
