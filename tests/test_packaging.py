@@ -33,7 +33,6 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from server.core.db import MIGRATIONS_DIR
 from tests.server.helpers import REPO, LiveServer
 
 pytestmark = pytest.mark.slow
@@ -172,12 +171,12 @@ class InstalledServer(LiveServer):
             self.wait_ready()
 
 
-def alembic_head() -> str:
+def alembic_head(migrations: Path) -> str:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations))
     return ScriptDirectory.from_config(cfg).get_current_head()
 
 
@@ -223,7 +222,8 @@ compose(["task=countdown2345"])
         server.wait_ready(timeout=120)  # its first start compiles every module it imports
         db = elsewhere / "data" / "e2h.db"  # the default database, relative to where it started
         with sqlite3.connect(db) as conn:
-            assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(alembic_head(),)]
+            head = alembic_head(tmp_path / "src" / "server" / "migrations")  # those the wheel was built from
+            assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(head,)]
         with httpx.Client(base_url=server.url, timeout=10) as http:
             created = http.post("/runs", json={"name": "from-a-wheel", "config": {"task": {"name": "countdown"}}})
             assert created.status_code == 201, created.text
