@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import pandas as pd
 import streamlit as st
@@ -40,6 +41,23 @@ def header(run: dict) -> None:
     if run["status"] == "failed" and run.get("error"):
         st.error("The run failed:", icon=":material/error:")
         st.code(run["error"], language=None, wrap_lines=True)
+    placement(run)
+
+
+def placement(run: dict) -> None:
+    """Where the worker placed the run: its launch plan's processes (e2h.schemas.RunReport.processes)."""
+    processes = (run.get("report") or {}).get("processes")
+    if not processes:
+        return
+    with st.expander("Placement: " + ", ".join(_devices(p) for p in processes), icon=":material/memory:"):
+        for p in processes:
+            st.text(_devices(p) + "".join(f" · {k}={v}" for k, v in sorted(p["env"].items())))
+            st.code(shlex.join(p["command"]), language="bash", wrap_lines=True)
+
+
+def _devices(process: dict) -> str:
+    gpus = process["env"].get("CUDA_VISIBLE_DEVICES")
+    return f"{process['role']} on GPU {gpus}" if gpus else f"{process['role']} on CPU"
 
 
 def curriculum(run: dict, series: dict, labels: list[str]) -> None:

@@ -24,6 +24,7 @@ from e2h.schemas import (
     IngestResult,
     LogsPublic,
     RunPublic,
+    RunReport,
     RunsPublic,
     SchedulerInfo,
     SnapshotSeries,
@@ -259,9 +260,11 @@ class Client:
         response = self.request("POST", "/workers/claim", json=body)
         return ClaimResponse.model_validate_json(response.content) if response.content else None
 
-    def heartbeat(self, run_id: int, worker_id: str, attempt: int, step: int | None = None,
-                  output_dir: str | None = None) -> HeartbeatResponse:
-        body = {"worker_id": worker_id, "attempt": attempt, "step": step, "output_dir": output_dir}
+    def heartbeat(self, run_id: int, worker_id: str, attempt: int, report: RunReport | None = None,
+                  **fields: Any) -> HeartbeatResponse:
+        """Renew the lease, with what the worker reports (a RunReport, or its fields: ``step=3``)."""
+        report = report or RunReport(**fields)
+        body = {"worker_id": worker_id, "attempt": attempt, **report.model_dump(mode="json", exclude_none=True)}
         return self._model(HeartbeatResponse, "POST", f"/runs/{run_id}/heartbeat", json=body)
 
     def post_snapshots(self, run_id: int, snapshots: list[dict], worker_id: str, attempt: int) -> IngestResult:

@@ -189,6 +189,7 @@ class RunPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     sweep_id: int | None = Field(None, description="The sweep that queued this run (GET /sweeps/{id}).")
+    report: RunReport | None = Field(None, description="What the worker holding the run last reported about it.")
 
     @field_validator("config", mode="before")
     @classmethod
@@ -271,11 +272,37 @@ class ClaimResponse(BaseModel):
     lease_expires_at: datetime
 
 
-class HeartbeatRequest(BaseModel):
-    worker_id: WorkerId
-    attempt: Attempt = Field(description="The claimed run's attempt; fences stale workers.")
+class ProcessReport(BaseModel):
+    role: str = Field(max_length=32, description='"train" or "vllm".')
+    command: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(max_length=256)
+    env: dict[str, Annotated[str, StringConstraints(max_length=4096)]] = Field(
+        default_factory=dict, description="What the plan sets (devices, ports), not the worker's environment.")
+
+
+class RunReport(BaseModel):
+    """What the worker holding a run says about it with every heartbeat: the one owner of
+    worker-reported fields.
+
+    The worker fills them, the server keeps the latest value of each (``runs.report``, one JSON
+    column, so a new field needs no migration) and returns them as ``RunPublic.report``, and the
+    run page shows them: a new field touches this class, the worker and the page. ``step`` and
+    ``output_dir`` also drive the server (progress, resume), so they are kept in columns of their own.
+    """
+
     step: Step | None = None
     output_dir: OutputDir | None = Field(None, description="Where this attempt writes (for resume).")
+    processes: list[ProcessReport] | None = Field(
+        None, max_length=8, description="How the worker placed the run: its launch plan's processes (e2h.plan).")
+
+
+class HeartbeatRequest(RunReport):
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: WorkerId
+    attempt: Attempt = Field(description="The claimed run's attempt; fences stale workers.")
+
+    def report(self) -> RunReport:
+        return RunReport.model_validate(self.model_dump(include=set(RunReport.model_fields)))
 
 
 class HeartbeatResponse(BaseModel):

@@ -94,6 +94,8 @@ class Run(SQLModel, table=True):
     output_dir: str | None = sqlmodel.Field(default=None, sa_type=Text)
     probabilities: list[float] | None = sqlmodel.Field(default=None, sa_type=JSON)
     metrics: dict[str, float | None] | None = sqlmodel.Field(default=None, sa_type=JSON)
+    # The latest value of each e2h.schemas.RunReport field the worker has sent.
+    report: dict[str, Any] | None = sqlmodel.Field(default=None, sa_type=JSON)
     # Bumped on every state change; the SSE stream sends a status event when it moves.
     state_version: int = 1
     created_at: datetime = sqlmodel.Field(default_factory=utcnow, sa_type=UTCDateTime)

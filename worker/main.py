@@ -39,7 +39,7 @@ from e2h.config import RunConfig
 from e2h.outputs import CONFIG_FILE, LOG_FILE, STOP_FILE, TEST_RESULTS_FILE, VLLM_LOG_FILE
 from e2h.plan import LaunchPlan, build_plan, gpus_needed, visible_gpus
 from e2h.processes import STOP_SIGNALS, die_with_parent
-from e2h.schemas import RunPublic, RunStatus, WorkerOutcome
+from e2h.schemas import ProcessReport, RunPublic, RunReport, RunStatus, WorkerOutcome
 from e2h.vllm_server import ManagedVLLMServer, VLLMServerError
 from worker.policy import check_run
 from worker.settings import Redactor, WorkerSettings, child_environment, secret_values
@@ -92,6 +92,20 @@ class RedactingClient(Client):
         if "json" in kwargs:
             kwargs["json"] = self.redactor.json(kwargs["json"])
         return super().request(method, path, **kwargs)
+
+
+@dataclass
+class Job:
+    """One claimed attempt of a run on this worker: where it writes and what the worker reports about it."""
+
+    run_id: int
+    attempt: int
+    output_dir: Path
+    shipper: Shipper
+    processes: list[ProcessReport] | None = None  # the launch plan, once it is built
+
+    def report(self) -> RunReport:
+        return RunReport(step=self.shipper.last_step, output_dir=str(self.output_dir), processes=self.processes)
 
 
 @dataclass
@@ -184,7 +198,7 @@ class Worker:
         (output_dir / STOP_FILE).unlink(missing_ok=True)
         config_path = output_dir / CONFIG_FILE
         config_path.write_text(json.dumps(run.config))
-        shipper = Shipper(self.client, run_id, self.worker_id, attempt, output_dir)
+        job = Job(run_id, attempt, output_dir, Shipper(self.client, run_id, self.worker_id, attempt, output_dir))
         logger.info("run %d attempt %d -> %s", run_id, attempt, output_dir)
         env = child_environment(self.settings, os.environ, output_dir)
         try:
@@ -194,11 +208,12 @@ class Worker:
             logger.error("run %d cannot be placed here: %s", run_id, why)
             self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, RunStatus.failed, why))
             return RunStatus.failed
+        job.processes = [ProcessReport(role=p.role, command=p.command, env=p.env) for p in plan.processes]
         server = None
         if (vllm := plan.process("vllm")) is not None:
             server = ManagedVLLMServer(vllm, output_dir / VLLM_LOG_FILE, env).start()
         try:
-            outcome, returncode = self._start_and_supervise(plan, server, run_id, attempt, output_dir, shipper, env)
+            outcome, returncode = self._start_and_supervise(job, plan, server, env)
         finally:
             if server is not None:
                 server.stop()
@@ -208,7 +223,7 @@ class Worker:
             logger.warning("run %d: lease lost, training killed; another attempt owns it now", run_id)
             return WorkerOutcome.lost
         try:
-            return self._report_end(run_id, attempt, output_dir, shipper, outcome, returncode)
+            return self._report_end(job, outcome, returncode)
         except Conflict:
             logger.warning("run %d: lease lost while reporting the end; another attempt owns it now", run_id)
             return WorkerOutcome.lost
@@ -217,28 +232,35 @@ class Worker:
         """The run's launch plan on this worker's GPUs (ValueError when it does not fit them)."""
         return build_plan(config, output_dir, config_path, self.gpus[: gpus_needed(config)] if self.gpus else [])
 
-    def _start_and_supervise(self, plan: LaunchPlan, server: ManagedVLLMServer | None, run_id: int, attempt: int,
-                             output_dir: Path, shipper: Shipper, env: dict[str, str]) -> tuple[WorkerOutcome, int]:
+    def _beat(self, job: Job) -> bool:
+        """Heartbeat with the job's report: whether a cancel was requested (Conflict: the lease is lost)."""
+        return self.client.heartbeat(job.run_id, self.worker_id, job.attempt, job.report()).cancel_requested
+
+    def _finish(self, job: Job, status: RunStatus, error: str | None) -> None:
+        self._retry(lambda: self.client.finish(job.run_id, self.worker_id, job.attempt, status, error,
+                                               str(job.output_dir)))
+
+    def _start_and_supervise(self, job: Job, plan: LaunchPlan, server: ManagedVLLMServer | None,
+                             env: dict[str, str]) -> tuple[WorkerOutcome, int]:
         """Wait for the vLLM server (if any), start training, supervise it: (outcome, returncode)."""
         if server is not None:
-            outcome = self._wait_for_vllm(server, run_id, attempt, output_dir, shipper)
+            outcome = self._wait_for_vllm(job, server)
             if outcome is not None:
                 return outcome, 0
         train = plan.process("train")
         # torchrun (several processes) stops its workers on SIGTERM; a plain child is simply killed.
         death_signal = signal.SIGTERM if "accelerate.commands.launch" in train.command else signal.SIGKILL
-        with open(output_dir / LOG_FILE, "ab") as log:
+        with open(job.output_dir / LOG_FILE, "ab") as log:
             self.child = subprocess.Popen(
                 train.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**env, **train.env}, start_new_session=True, preexec_fn=die_with_parent(death_signal),
             )
-        outcome = self._supervise(run_id, attempt, output_dir, shipper)
+        outcome = self._supervise(job)
         returncode = self.child.wait()
         self.child = None
         return outcome, returncode
 
-    def _wait_for_vllm(self, server: ManagedVLLMServer, run_id: int, attempt: int, output_dir: Path,
-                       shipper: Shipper) -> WorkerOutcome | None:
+    def _wait_for_vllm(self, job: Job, server: ManagedVLLMServer) -> WorkerOutcome | None:
         """None once the server is healthy; else the run's outcome (cancelled, released, lost, failed)."""
         state = {"outcome": None, "next_beat": 0.0}
 
@@ -248,7 +270,7 @@ class Worker:
                 return True
             if time.monotonic() >= state["next_beat"]:
                 try:
-                    beat = self.client.heartbeat(run_id, self.worker_id, attempt, shipper.last_step, str(output_dir))
+                    cancel = self._beat(job)
                 except Conflict:
                     state["outcome"] = WorkerOutcome.lost
                     return True
@@ -256,7 +278,7 @@ class Worker:
                     logger.warning("heartbeat failed (the vLLM server is still starting): %s", e)
                     return False
                 state["next_beat"] = time.monotonic() + self.heartbeat_s
-                if beat.cancel_requested:
+                if cancel:
                     state["outcome"] = WorkerOutcome.cancelled
                     return True
             return False
@@ -267,36 +289,32 @@ class Worker:
         except VLLMServerError as e:
             if state["outcome"] is not None:
                 return state["outcome"]
-            logger.error("run %d: %s", run_id, e)
-            error = f"{e}\n{error_tail(server.log_path)}".strip()
-            self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, RunStatus.failed, error,
-                                                   str(output_dir)))
+            logger.error("run %d: %s", job.run_id, e)
+            self._finish(job, RunStatus.failed, f"{e}\n{error_tail(server.log_path)}".strip())
             return WorkerOutcome.failed
 
-    def _report_end(self, run_id: int, attempt: int, output_dir: Path, shipper: Shipper, outcome: WorkerOutcome,
-                    returncode: int) -> str:
+    def _report_end(self, job: Job, outcome: WorkerOutcome, returncode: int) -> str:
         """Ship what is left of the spool, then finish (or release) the run."""
 
         def beat_and_ship() -> None:
             # Keep the lease while the server is coming back: a flush can outlast it.
-            self.client.heartbeat(run_id, self.worker_id, attempt, shipper.last_step, str(output_dir))
-            shipper.ship()
+            self._beat(job)
+            job.shipper.ship()
 
         self._retry(beat_and_ship)
+        log_path = job.output_dir / LOG_FILE
         if outcome == WorkerOutcome.cancelled:
             status, error = RunStatus.cancelled, None
         elif outcome == WorkerOutcome.released:
-            return self._release(run_id, attempt, output_dir)
-        elif returncode == 0 and (output_dir / TEST_RESULTS_FILE).is_file():
+            return self._release(job)
+        elif returncode == 0 and (job.output_dir / TEST_RESULTS_FILE).is_file():
             status, error = RunStatus.succeeded, None
         elif returncode < 0:
-            status = RunStatus.failed
-            error = f"{killed_by(-returncode)}\n{error_tail(output_dir / LOG_FILE)}"
+            status, error = RunStatus.failed, f"{killed_by(-returncode)}\n{error_tail(log_path)}"
         else:
-            status = RunStatus.failed
-            error = f"training exited with code {returncode}:\n{error_tail(output_dir / LOG_FILE)}"
-        self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, status, error, str(output_dir)))
-        logger.info("run %d finished: %s", run_id, status)
+            status, error = RunStatus.failed, f"training exited with code {returncode}:\n{error_tail(log_path)}"
+        self._finish(job, status, error)
+        logger.info("run %d finished: %s", job.run_id, status)
         return status
 
     def _output_dir(self, run: RunPublic) -> Path:
@@ -306,22 +324,22 @@ class Worker:
         # (this machine, or a directory shared by the workers).
         return Path(self.work_dir).resolve() / f"run-{int(run.id)}"
 
-    def _supervise(self, run_id: int, attempt: int, output_dir: Path, shipper: Shipper) -> WorkerOutcome:
+    def _supervise(self, job: Job) -> WorkerOutcome:
         """Heartbeat and ship while the child runs: done, cancelled, released or lost."""
         outcome = WorkerOutcome.done
         next_beat = 0.0
         stop_asked = False
         while self.child.poll() is None:
             if self.signals and not stop_asked:
-                (output_dir / STOP_FILE).touch()
+                (job.output_dir / STOP_FILE).touch()
                 stop_asked, outcome = True, WorkerOutcome.released
             now = time.monotonic()
             if now >= next_beat:
                 try:
-                    beat = self.client.heartbeat(run_id, self.worker_id, attempt, shipper.last_step, str(output_dir))
+                    cancel = self._beat(job)
                     next_beat = now + self.heartbeat_s
-                    if beat.cancel_requested and not stop_asked:
-                        (output_dir / STOP_FILE).touch()
+                    if cancel and not stop_asked:
+                        (job.output_dir / STOP_FILE).touch()
                         stop_asked, outcome = True, WorkerOutcome.cancelled
                 except Conflict:
                     self._kill_child()
@@ -330,7 +348,7 @@ class Worker:
                     logger.warning("heartbeat failed (training goes on): %s", e)
                     next_beat = now + min(self.heartbeat_s, 2.0)
             try:
-                shipper.ship()
+                job.shipper.ship()
             except Conflict:
                 self._kill_child()
                 return WorkerOutcome.lost
@@ -339,9 +357,9 @@ class Worker:
             time.sleep(self.ship_every_s)
         return outcome
 
-    def _release(self, run_id: int, attempt: int, output_dir: Path) -> str:
-        self._retry(lambda: self.client.release(run_id, self.worker_id, attempt, str(output_dir)))
-        logger.info("run %d handed back to the queue", run_id)
+    def _release(self, job: Job) -> str:
+        self._retry(lambda: self.client.release(job.run_id, self.worker_id, job.attempt, str(job.output_dir)))
+        logger.info("run %d handed back to the queue", job.run_id)
         return RunStatus.queued
 
     def _retry(self, call):

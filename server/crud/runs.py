@@ -18,7 +18,7 @@ from sqlalchemy import delete, func
 from sqlmodel import Session, select
 
 from e2h.config import RunConfig
-from e2h.schemas import RunClone, RunCreate, RunStatus
+from e2h.schemas import RunClone, RunCreate, RunReport, RunStatus
 from server.core.db import write_transaction
 from server.core.errors import Conflict, Invalid, error_entry, invalid_from
 from server.crud.sql import insert_ignoring_conflicts
@@ -212,19 +212,23 @@ def heartbeat(
     run_id: int,
     fence: Fence,
     lease_seconds: float,
-    step: int | None = None,
-    output_dir: str | None = None,
+    report: RunReport | None = None,
     now: datetime | None = None,
 ) -> Run:
-    """Extend the lease; the reply tells the worker whether a cancel was requested."""
+    """Extend the lease and keep what the worker reports; the reply tells the worker whether a
+    cancel was requested."""
     now = now or utcnow()
+    report = report or RunReport()
     with write_transaction(session):
         run = fenced_run(session, run_id, fence)
         run.lease_expires_at = now + timedelta(seconds=lease_seconds)
-        if step is not None:
-            run.step = max(run.step, step)
-        if output_dir is not None:
-            run.output_dir = output_dir
+        if report.step is not None:
+            run.step = max(run.step, report.step)
+        if report.output_dir is not None:
+            run.output_dir = report.output_dir
+        given = report.model_dump(mode="json", exclude_none=True)
+        if given:
+            run.report = {**(run.report or {}), **given}
         run.updated_at = now
         _upsert_worker(session, run.worker_id, now, run.id)
     return run

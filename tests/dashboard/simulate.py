@@ -83,6 +83,11 @@ class Simulation:
         return {"step": self.step, "name": "eval", "results": results}
 
 
+# What a worker reports about where it placed a run (its launch plan's training process).
+PLACEMENT = {"role": "train", "command": ["python", "-m", "e2h.train", "--config", "config.json"],
+             "env": {"CUDA_VISIBLE_DEVICES": "0"}}
+
+
 class FakeWorker:
     """Claims runs and reports on them through the client, exactly as worker/ does."""
 
@@ -114,7 +119,7 @@ class FakeWorker:
                 f"step {s['step']}: reward={s['metrics']['reward']:.3f} loss={s['metrics']['loss']:.4f}"
                 for s in snaps[-20:]] + [f"probabilities {[round(lv['probability'], 3) for lv in last['levels']]}"],
                 self.worker_id, run["attempt"])
-        self.client.heartbeat(run["id"], self.worker_id, run["attempt"], step=sim.step)
+        self.client.heartbeat(run["id"], self.worker_id, run["attempt"], step=sim.step, processes=[PLACEMENT])
 
     def finish(self, run: dict, status: str = "succeeded", error: str | None = None) -> dict:
         return self.client.finish(run["id"], self.worker_id, run["attempt"], status, error=error)

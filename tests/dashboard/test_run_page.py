@@ -55,6 +55,7 @@ def test_adaptive_run_in_progress(dashboard_env: str, api, worker) -> None:
     assert '"warmup_steps": 20' in page  # the config
     assert "badge[running]" in page
     assert at.get("progress")[0].proto.text == "step 120 / 200"
+    assert "Placement: train on GPU 0" in [e.label for e in at.expander]  # what the worker reported
 
     # Pick an earlier step for the breakdown.
     at.toggle(key=f"bd.latest.{run['id']}").set_value(False).run()

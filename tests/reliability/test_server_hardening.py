@@ -26,7 +26,7 @@ from server.core.config import Settings
 from server.core.errors import storage_fault
 from server.main import create_app
 from tests.reliability.conftest import FaultServer, cheapest_config, wait_for
-from tests.server.helpers import REPO, WORKER, WORKER_TOKEN, LiveServer, serving, snapshot, stop_process
+from tests.server.helpers import WORKER, WORKER_TOKEN, LiveServer, server_env, serving, snapshot
 
 EVIL = "https://evil.example"
 
@@ -345,38 +345,20 @@ def test_an_unopenable_database_is_named_as_such() -> None:
 class CliServer(LiveServer):
     """``e2h server`` (server.main.serve, with its uvicorn options), not plain uvicorn."""
 
-    def start(self, wait: bool = True) -> None:
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "e2h.cli", "server", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        if wait:
-            self.wait_ready()
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "e2h.cli", "server", "--host", "127.0.0.1", "--port", str(self.port)]
 
 
 @pytest.fixture
 def cli_server(tmp_path: Path) -> Iterator[CliServer]:
-    env = {
-        "E2H_DATABASE_URL": f"sqlite:///{tmp_path / 'e2h.db'}",
-        "E2H_DATA_DIR": str(tmp_path),
-        "E2H_WORKER_TOKEN": WORKER_TOKEN,
-        "E2H_API_TOKEN": "",
-        "E2H_HEADER_TIMEOUT_SECONDS": "1",
-        "E2H_BODY_TIMEOUT_SECONDS": "1",
-        "E2H_KEEP_ALIVE_SECONDS": "1",
-        "E2H_MAX_EVENT_STREAMS": "2",
-    }
+    env = server_env(tmp_path, E2H_HEADER_TIMEOUT_SECONDS="1", E2H_BODY_TIMEOUT_SECONDS="1",
+                     E2H_KEEP_ALIVE_SECONDS="1", E2H_MAX_EVENT_STREAMS="2")
     server = CliServer(env, tmp_path / "server.log")
     try:
         server.wait_ready()
         yield server
     finally:
-        stop_process(server.proc)
-        server._log.close()
+        server.stop()
 
 
 def _closed_within(sock: socket.socket, seconds: float) -> float | None:

@@ -25,7 +25,7 @@ import pytest
 
 from e2h.client import Client
 from tests.reliability.conftest import WorkerProcess, cheapest_config, tiny_config, wait_for
-from tests.server.helpers import WORKER_TOKEN, LiveServer, serving
+from tests.server.helpers import WORKER_TOKEN, LiveServer, server_env, serving
 from worker.settings import REDACTED
 
 pytestmark = pytest.mark.slow
@@ -37,8 +37,7 @@ HF_SECRET = "hf_FAKEtoken0123456789abcdef"
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
     # A long lease: a run that goes back to the queue here was handed back, not reaped.
-    env = {"E2H_DATABASE_URL": f"sqlite:///{tmp_path / 'e2h.db'}", "E2H_DATA_DIR": str(tmp_path / "server"),
-           "E2H_WORKER_TOKEN": WORKER_TOKEN, "E2H_API_TOKEN": "", "E2H_LEASE_SECONDS": "60"}
+    env = server_env(tmp_path, E2H_DATA_DIR=str(tmp_path / "server"), E2H_LEASE_SECONDS="60")
     with serving(env, tmp_path / "server.log") as s:
         yield s
 
@@ -176,7 +175,7 @@ def test_an_output_dir_reported_by_another_worker_is_not_used(server, api, spawn
     run = api.submit(cheapest_config(1), name="output-dir")
     claimed = api.claim("other-worker").run
     assert claimed.id == run.id
-    api.heartbeat(run.id, "other-worker", claimed.attempt, 0, str(foreign))
+    api.heartbeat(run.id, "other-worker", claimed.attempt, step=0, output_dir=str(foreign))
     api.release(run.id, "other-worker", claimed.attempt, str(foreign))
     assert api.get(run.id).status == "queued"
     worker = spawn_worker(server.url, "--burst")

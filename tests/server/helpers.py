@@ -75,6 +75,13 @@ def finish(
     )
 
 
+def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A live server's environment: a fresh SQLite file and data dir under ``tmp_path``, the test
+    worker token, no API token; ``extra`` adds or overrides settings (``E2H_LEASE_SECONDS="4"``)."""
+    return {"E2H_DATABASE_URL": f"sqlite:///{tmp_path / 'e2h.db'}", "E2H_DATA_DIR": str(tmp_path),
+            "E2H_WORKER_TOKEN": WORKER_TOKEN, "E2H_API_TOKEN": "", **extra}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,10 +100,13 @@ class LiveServer:
         self.log_path = log_path
         self.start(wait=False)
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", "server.main:app", "--host", "127.0.0.1", "--port", str(self.port)]
+
     def start(self, wait: bool = True) -> None:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "server.main:app", "--host", "127.0.0.1", "--port", str(self.port)],
+            self.command(),
             cwd=REPO,
             env=self.env,
             stdout=self._log,

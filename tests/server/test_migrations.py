@@ -33,7 +33,7 @@ def test_alembic_upgrade_head_on_an_empty_sqlite_file(tmp_path: Path) -> None:
     conn = sqlite3.connect(db)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == TABLES
-    assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002_sweeps",)]
+    assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003_run_report",)]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'") if r[0]}
     assert {"ix_runs_queue", "ix_log_lines_run_id_id", "ix_run_tags_tag"} <= indexes

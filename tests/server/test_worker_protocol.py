@@ -88,6 +88,22 @@ def test_heartbeat_extends_the_lease_and_records_progress(client: TestClient) ->
     assert (got["step"], got["output_dir"]) == (7, "/out/run1")
 
 
+def test_the_run_keeps_the_latest_of_each_reported_field(client: TestClient) -> None:
+    """The worker's report (e2h.schemas.RunReport) reaches the run: a field left out keeps its last value."""
+    run = submit(client)
+    claim(client)
+    train = {"role": "train", "command": ["python", "-m", "e2h.train"], "env": {"CUDA_VISIBLE_DEVICES": "1,2"}}
+    beat = {"worker_id": "w1", "attempt": 1}
+    assert client.post(f"/runs/{run['id']}/heartbeat", json={**beat, "step": 1, "processes": [train]},
+                       headers=WORKER).status_code == 200
+    assert client.post(f"/runs/{run['id']}/heartbeat", json={**beat, "step": 2}, headers=WORKER).status_code == 200
+    report = client.get(f"/runs/{run['id']}").json()["report"]
+    assert report == {"step": 2, "output_dir": None, "processes": [train]}
+    refused = client.post(f"/runs/{run['id']}/heartbeat", json={**beat, "gpus": [0]}, headers=WORKER)
+    assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == "gpus"
+    assert client.get(f"/runs/{submit(client)['id']}").json()["report"] is None  # never claimed: nothing reported
+
+
 def _queued_runs(engine: Engine, n: int, **fields) -> list[int]:
     with new_session(engine) as s:
         return [crud.create_run(s, RunCreate(name=f"r{i}", **fields)).id for i in range(n)]

@@ -9,19 +9,12 @@ from pathlib import Path
 import pytest
 
 from e2h.client import Client
-from tests.server.helpers import WORKER_TOKEN, LiveServer, serving
+from tests.server.helpers import WORKER_TOKEN, LiveServer, server_env, serving
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
-    env = {
-        "E2H_DATABASE_URL": f"sqlite:///{tmp_path / 'e2h.db'}",
-        "E2H_DATA_DIR": str(tmp_path),
-        "E2H_WORKER_TOKEN": WORKER_TOKEN,
-        "E2H_API_TOKEN": "",
-        "E2H_LEASE_SECONDS": "4",
-        "E2H_REAPER_INTERVAL_SECONDS": "0.5",
-    }
+    env = server_env(tmp_path, E2H_LEASE_SECONDS="4", E2H_REAPER_INTERVAL_SECONDS="0.5")
     with serving(env, tmp_path / "server.log") as s:
         yield s
 

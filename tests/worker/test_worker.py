@@ -50,6 +50,8 @@ def test_burst_worker_trains_three_runs(server, api, tmp_path):
         assert len(final.probabilities) == 5
         assert any(e.name == "test" for e in api.evals(run.id))
         assert api.logs(run.id).data, "the child's output reached the server as log lines"
+        train = final.report.processes[0]  # the worker reports where it placed the run
+        assert train.role == "train" and "e2h.train" in train.command and final.report.step == 3
 
 
 def test_failing_child_fails_the_run_and_the_worker_goes_on(server, api, tmp_path):

@@ -114,7 +114,7 @@ def list_workers(session: SessionDep) -> list[WorkerPublic]:
 @router.post("/runs/{run_id}/heartbeat", dependencies=[WorkerAuth], responses=errors(401, 404, 409, 413, 422))
 def heartbeat(run_id: RunId, body: HeartbeatRequest, session: SessionDep, settings: SettingsDep) -> HeartbeatResponse:
     fence = crud.Fence(body.worker_id, body.attempt)
-    run = crud.heartbeat(session, run_id, fence, settings.lease_seconds, body.step, body.output_dir)
+    run = crud.heartbeat(session, run_id, fence, settings.lease_seconds, body.report())
     return HeartbeatResponse(cancel_requested=run.cancel_requested, lease_expires_at=run.lease_expires_at)
 
 
