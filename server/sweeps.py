@@ -196,12 +196,17 @@ def get_sweep(session: Session, sweep_id: int) -> Sweep:
     return sweep
 
 
-def _runs(session: Session, sweep_id: int) -> list[Run]:
-    return list(session.exec(select(Run).where(Run.sweep_id == sweep_id).order_by(Run.id),
-                             execution_options={"populate_existing": True}))
+# What the sweep reads of its runs: only these columns, since decoding every run's JSON columns
+# (tags, probabilities, metrics) costs more than the whole summary.
+_RUN_COLUMNS = (Run.id, Run.name, Run.status, Run.config, Run.step, Run.max_steps, Run.worker_id, Run.error,
+                Run.finished_at)
 
 
-def _counts(runs: list[Run]) -> dict[str, int]:
+def _runs(session: Session, sweep_id: int) -> list[Any]:
+    return list(session.exec(select(*_RUN_COLUMNS).where(Run.sweep_id == sweep_id).order_by(Run.id)))
+
+
+def _counts(runs: list[Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.status] = counts.get(run.status, 0) + 1
