@@ -215,6 +215,30 @@ def few_questions(test: dict[str, Any], wanted: int | None) -> list[tuple[str, i
     return out
 
 
+def test_accuracy(test: dict[str, Any], heldout: list[int] | None = None) -> dict[str, float]:
+    """A test's accuracy by row label: "level 3", "level 6 (held-out)", "overall"."""
+    out = {}
+    for key, result in (test.get("results") or {}).items():
+        accuracy = result.get("accuracy") if isinstance(result, dict) else None
+        if accuracy is None:
+            continue
+        if key.startswith("level_"):
+            value = key.removeprefix("level_")
+            held = value.lstrip("-").isdigit() and int(value) in (heldout or [])
+            out[f"level {value}" + (" (held-out)" if held else "")] = float(accuracy)
+        else:
+            out[key] = float(accuracy)
+    return out
+
+
+def level_sort_key(row: str) -> tuple[int, float, str]:
+    """Levels by value, then anything else (overall) last."""
+    parts = row.split()
+    if parts[0] == "level" and len(parts) > 1 and parts[1].lstrip("-").isdigit():
+        return (0, int(parts[1]), row)
+    return (1, 0.0, row)
+
+
 def latest_eval(evals: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
     chosen = [e for e in evals if e.get("name") == name]
     return max(chosen, key=lambda e: e["step"]) if chosen else None

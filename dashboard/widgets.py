@@ -68,14 +68,25 @@ def section(specs: Sequence[FieldSpec], initial: dict[str, Any], key_of: Any, er
     """Fields in a grid; each field's errors right under it. Returns (values, parse errors)."""
     values: dict[str, Any] = {}
     problems: list[FieldError] = []
-    cols = st.columns(columns)
-    for i, spec in enumerate(specs):
+
+    def draw(spec: FieldSpec) -> None:
+        try:
+            values[spec.path] = field_widget(spec, initial[spec.path], key_of(spec))
+        except FieldError as e:
+            problems.append(e)
+            st.error(plain(e), icon=":material/error:")
+        for message in errors.get(spec.path, []):
+            st.error(plain(message), icon=":material/error:")
+
+    # Level pickers get half the width each: in a third, their chosen levels were cut off.
+    wide = [s for s in specs if s.kind == "levels"]
+    if wide:
+        for col, spec in zip(st.columns(2) * len(wide), wide, strict=False):
+            with col:
+                draw(spec)
+    narrow = [s for s in specs if s.kind != "levels"]
+    cols = st.columns(columns) if narrow else []
+    for i, spec in enumerate(narrow):
         with cols[i % columns]:
-            try:
-                values[spec.path] = field_widget(spec, initial[spec.path], key_of(spec))
-            except FieldError as e:
-                problems.append(e)
-                st.error(plain(e), icon=":material/error:")
-            for message in errors.get(spec.path, []):
-                st.error(plain(message), icon=":material/error:")
+            draw(spec)
     return values, problems

@@ -86,6 +86,8 @@ else:
     base = forms.compose_presets(presets, chosen)
     base_id = "p:" + ":".join(chosen[g] or "-" for g in forms.PRESET_ORDER)
 
+st.markdown("**This run's task and scheduler**")
+st.caption("A preset above only fills in the form; the task and scheduler chosen here are what the run uses.")
 left, right = st.columns(2)
 task_names = list(tasks)
 base_task = forms.get_path(base, "task.name", forms.DEFAULT_TASK)

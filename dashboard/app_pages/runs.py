@@ -59,12 +59,12 @@ def runs_table(status: str | None, tag: str | None) -> None:
 runs_table(status_filter, tag_filter)
 
 # -- actions -------------------------------------------------------------------------------------
-st.subheader("Act on a run")
 with state.server_errors():
     listing = state.runs(url, status_filter, tag_filter)
 by_id = {run["id"]: run for run in listing["data"]}
 if not by_id:
     st.stop()
+st.subheader("Act on a run")
 chosen = st.selectbox("Run", list(by_id), key="runs.selected",
                       format_func=lambda i: f"#{i} {by_id[i]['name']} ({by_id[i]['status']})")
 run = by_id[chosen]

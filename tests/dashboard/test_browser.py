@@ -52,7 +52,7 @@ def test_launch_watch_and_compare_in_a_browser(tmp_path: Path, browser_page, sho
         number(page, "Update Interval", "5")
         submit.click()
         page.get_by_text("queued.").wait_for()
-        run = api.get(api.list_runs(tag="e2e")["data"][0]["id"])  # list items carry no config
+        run = api.get(api.list_runs(tag="e2e").data[0].id).model_dump(mode="json")  # list items carry no config
         assert run.name == "e2e vrex run" and run.status == "queued"
         assert run.config["scheduler"]["params"] == {"warmup_steps": 20, "update_interval": 5}
         screenshot(page, shots / "launch.png")

@@ -49,3 +49,25 @@ def test_picking_runs(dashboard_env: str, compared: list[dict]) -> None:
     assert_clean(at)
     assert at.query_params["runs"] == str(compared[1]["id"])
     assert len(figures(at)["Probability evolution per run"]["data"]) == 5
+
+
+def test_final_test_results_per_level_side_by_side(dashboard_env: str, api, worker, compared: list[dict]) -> None:
+    finished, sim = started_run(api, worker, {**CONFIG, "scheduler": {"name": "gaussian"}}, steps=150)
+    test = sim.evaluation([0, 1, 2, 3, 4], [5])
+    worker.client.post_evals(finished["id"], [{**test, "name": "test"}], worker.worker_id, finished["attempt"])
+    worker.finish(finished)
+    ids = [compared[1]["id"], finished["id"]]
+    at = open_page(nav.COMPARE, runs=",".join(map(str, ids)))
+    table = next(d.value for d in at.dataframe if list(d.value.columns)[:1] == ["level"])
+    assert list(table["level"]) == [*(f"level {i}" for i in range(5)), "level 5 (held-out)", "overall"]
+    column = f"#{finished['id']} gaussian"
+    assert list(table[column][:6]) == [test["results"][f"level_{i}"]["accuracy"] for i in range(6)]
+    assert table[f"#{ids[0]} cosine"].isna().all()  # no final test: empty, not zero
+    # Any level, not only the hardest: level 2's reward and accuracy, the test's point last.
+    at.selectbox(key="compare.level").select(2).run()
+    assert_clean(at)
+    figs = figures(at)
+    assert [t["name"] for t in figs["Level 2: mean reward"]["data"]] == [f"#{ids[0]} cosine (level 2)",
+                                                                        f"{column} (level 2)"]
+    acc = figs["Level 2: accuracy"]["data"][1]
+    assert acc["x"][-1] == 150 and acc["y"][-1] == test["results"]["level_2"]["accuracy"]

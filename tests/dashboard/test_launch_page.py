@@ -45,14 +45,14 @@ def test_submit_creates_the_run(dashboard_env: str, api) -> None:
     assert_clean(at)
     assert not at.error
     assert "queued" in at.success[0].value
-    run = api.get(api.list_runs(tag="form")["data"][0]["id"])  # list items carry no config
-    assert at.success[0].value.startswith(f"Run #{run['id']} ")
+    run = api.get(api.list_runs(tag="form").data[0].id)  # list items carry no config
+    assert at.success[0].value.startswith(f"Run #{run.id} ")
     assert run.name == "launched-from-form" and run.tags == ["form", "smoke"] and run.status == "queued"
     assert run.max_steps == 300
     # Only what was chosen is sent: the scheduler's other parameters keep their defaults.
     assert run.config["scheduler"] == {"name": "variance_regularized", "params": {"warmup_steps": 20}}
     links = at.get("page_link")
-    assert links and links[0].proto.label == f"Open run #{run['id']}"
+    assert links and links[0].proto.label == f"Open run #{run.id}"
 
 
 def test_a_422_is_shown_next_to_the_field_it_names(dashboard_env: str, api) -> None:
@@ -109,7 +109,7 @@ def test_clone_and_edit_starts_from_the_runs_config(dashboard_env: str, api, wor
     widget(at.number_input, "algorithm.max_steps").set_value(150)
     button(at, "Submit run").click().run()
     assert_clean(at)
-    clone = api.get(api.list_runs(tag="src")["data"][0]["id"])
+    clone = api.get(api.list_runs(tag="src").data[0].id)
     assert clone.id != source["id"] and clone.name == source["name"] + " (clone)"
     assert clone.max_steps == 150
     assert clone.config["task"]["train_levels"] == [0, 1, 2]

@@ -18,7 +18,8 @@ def runs(api, worker) -> dict[str, dict]:
                           steps=60, tags=["fixed"])
     worker.finish(done)
     queued = api.submit({"scheduler": {"name": "balanced"}}, tags=["fixed", "later"])
-    return {"running": running, "done": api.get(done["id"]), "queued": queued}
+    return {"running": running, "done": api.get(done["id"]).model_dump(mode="json"),
+            "queued": queued.model_dump(mode="json")}
 
 
 def table(at) -> list[dict]:
@@ -71,9 +72,9 @@ def test_cancel_clone_and_delete(dashboard_env: str, api, runs: dict) -> None:
     button(at, "Clone").click().run()
     assert_clean(at)
     assert api.list_runs().count == before + 1
-    clone = api.get(api.list_runs()["data"][0]["id"])
+    clone = api.get(api.list_runs().data[0].id)
     assert clone.config == runs["done"]["config"] and clone.status == "queued"
-    assert f"cloned as #{clone['id']}" in texts(at)
+    assert f"cloned as #{clone.id}" in texts(at)
 
     # A running run cannot be deleted: the button is disabled.
     at.selectbox(key="runs.selected").select(runs["running"]["id"]).run()
