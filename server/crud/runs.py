@@ -48,7 +48,7 @@ def _insert_run(
 ) -> Run:
     tags = list(dict.fromkeys(tags))
     run = Run(
-        name=name or config.output_name(),
+        name=name or config.display_name(),  # short and readable; the output dir keeps output_name()
         priority=priority,
         tags=tags,
         config=config.model_dump(mode="json"),

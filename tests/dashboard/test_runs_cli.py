@@ -61,3 +61,13 @@ def test_watch_warns_of_a_run_with_no_learning_signal(api_server, api, worker) -
     out = e2h("runs", "watch", str(run["id"]), "--server", api_server.url)
     assert f"warning: no learning signal for {NO_SIGNAL_STEPS} steps: every group's rewards were equal" in " ".join(
         out.output.split()), out.output
+
+
+def test_ls_names_are_short(api_server, api) -> None:
+    submitted = api.submit({"task": {"name": "countdown"}, "algorithm": {"max_steps": 500},
+                            "scheduler": {"params": {"min_prob": 0.05}}}, priority=-100)
+    assert submitted.name == "variance_regularized countdown tiny 500 steps (min_prob=0.05)"
+    out = e2h("runs", "ls", "--server", api_server.url, "--limit", "200")
+    assert out.exit_code == 0, out.output
+    assert "variance_regularized countdown tiny 500 steps" in out.output
+    api.cancel(submitted.id)

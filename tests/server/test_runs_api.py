@@ -20,7 +20,7 @@ JSON = {"Content-Type": "application/json"}
 def test_submit_an_empty_config_gets_every_default(client: TestClient) -> None:
     run = submit(client, tags=["smoke", "smoke", "cpu"], priority=3)
     assert run["status"] == "queued"
-    assert run["name"] == "tiny_arithmetic_grpo_variance_regularized_default_200"
+    assert run["name"] == "variance_regularized arithmetic tiny 200 steps"  # RunConfig.display_name
     assert run["config"]["task"]["train_levels"] == [0, 1, 2, 3, 4]  # filled in from the task
     assert run["config"]["scheduler"]["name"] == "variance_regularized"
     assert (run["num_levels"], run["max_steps"], run["step"], run["attempt"]) == (5, 200, 0, 1)
