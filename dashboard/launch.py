@@ -16,10 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+from e2h.settings import DASHBOARD_PORT, SERVER_HOST, SERVER_URL
+
 APP = Path(__file__).with_name("streamlit_app.py")
 
 
-def command(server_url: str = "http://127.0.0.1:8000", port: int = 8501, host: str = "127.0.0.1",
+def command(server_url: str = SERVER_URL, port: int = DASHBOARD_PORT, host: str = SERVER_HOST,
             python: str | None = None) -> list[str]:
     """The ``streamlit run`` command for the dashboard on ``host:port``, talking to ``server_url``."""
     return [
@@ -42,7 +44,7 @@ def environment(token: str | None = None) -> dict[str, str]:
     return env
 
 
-def run(server_url: str = "http://127.0.0.1:8000", port: int = 8501, host: str = "127.0.0.1",
+def run(server_url: str = SERVER_URL, port: int = DASHBOARD_PORT, host: str = SERVER_HOST,
         token: str | None = None, grace: float = 10.0) -> int:
     """Serve the dashboard until interrupted; returns streamlit's exit status (0 once stopped).
 

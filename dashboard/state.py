@@ -1,9 +1,9 @@
 """Where the dashboard reaches the server: the cached client, cached lists, live series and the
 "server unavailable" handling every page shares.
 
-The server URL comes from ``--server-url`` after ``--`` on the streamlit command line, else
-``E2H_SERVER_URL``, else http://127.0.0.1:8000. ``E2H_API_TOKEN`` (when the server needs one
-for writes) is read from the environment, never put on a command line.
+The server URL comes from ``--server-url`` after ``--`` on the streamlit command line, else the
+client settings (``E2H_SERVER_URL``, else this machine's server; ``e2h.settings``). ``E2H_API_TOKEN``
+(when the server needs one for writes) is read from the environment, never put on a command line.
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ from pydantic import BaseModel
 from dashboard import series as S
 from dashboard.text import plain
 from e2h.client import APIError, Client, NotFound, ServerUnavailable
+from e2h.settings import ClientSettings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
-SERVER_URL_ENV = "E2H_SERVER_URL"
-TOKEN_ENV = "E2H_API_TOKEN"
 # A dashboard should say "slow" quickly rather than hang a page for the client's default 30 s.
 TIMEOUT_ENV = "E2H_DASHBOARD_TIMEOUT"
 DEFAULT_TIMEOUT = 10.0
@@ -41,7 +39,7 @@ def server_url() -> str:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--server-url", "--server", dest="server_url")
     args, _ = parser.parse_known_args(sys.argv[1:])
-    return (args.server_url or os.environ.get(SERVER_URL_ENV) or DEFAULT_SERVER_URL).rstrip("/")
+    return (args.server_url or ClientSettings().server_url).rstrip("/")
 
 
 def request_timeout() -> float:
@@ -54,7 +52,7 @@ def _client(url: str, token: str | None, timeout: float) -> Client:
 
 
 def client() -> Client:
-    return _client(server_url(), os.environ.get(TOKEN_ENV) or None, request_timeout())
+    return _client(server_url(), ClientSettings().api_token, request_timeout())
 
 
 def plain_json(value: Any) -> Any:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from e2h.runs_cli import app as runs_app
+from e2h.settings import DASHBOARD_PORT, SERVER_HOST, SERVER_PORT, SERVER_URL, ClientSettings
 from e2h.sweep_cli import app as sweep_app
 
 app = typer.Typer(help="E2H Curriculum Studio: easy-to-hard curriculum GRPO training.", no_args_is_help=True)
@@ -31,19 +32,11 @@ def train(
     """
     if not dry_run:
         _need("train")
-    from e2h.launch import main
+    from e2h.launch import launch
 
-    argv = list(overrides or [])
-    if config is not None:
-        argv += ["--config", str(config)]
-    if output_dir is not None:
-        argv += ["--output-dir", str(output_dir)]
-    if gpus is not None:
-        argv += ["--gpus", gpus]
-    if dry_run:
-        argv.append("--dry-run")
     try:
-        code = main(argv)
+        code = launch(list(overrides or []), str(config) if config else None, str(output_dir) if output_dir else None,
+                      gpus, dry_run)
     except ValueError as e:
         from e2h.config import describe_error
 
@@ -52,10 +45,34 @@ def train(
     raise typer.Exit(code)
 
 
+@app.command("eval", context_settings={"allow_extra_args": False})
+def eval_command(
+    checkpoint: str = typer.Argument(..., help="A run's output dir, final/, checkpoint-N/, a LoRA adapter, a model "
+                                     "directory or hub id, or builtin:tiny"),
+    overrides: list[str] = typer.Argument(None, help="group=preset or key=value, e.g. task.test_levels=[6]"),
+    output: Path = typer.Option(None, "--output", help="Results file (default: CHECKPOINT/test_results.json)"),
+    config: Path = typer.Option(None, "--config", help="RunConfig file (default: the run's config.json, if found)"),
+    samples: int = typer.Option(1, "--samples", help="K > 1 adds K samples per question at algorithm.temperature"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    backend: str = typer.Option("auto", "--backend", help="auto (vLLM on a GPU when installed), transformers, vllm"),
+) -> None:
+    """Evaluate a checkpoint per level (E2H's mode=test) and write test_results.json in E2H's format."""
+    _need("train")
+    from e2h.eval_cli import main as eval_main
+
+    argv = [checkpoint, *(overrides or []), "--samples", str(samples), "--batch-size", str(batch_size),
+            "--backend", backend]
+    if output is not None:
+        argv += ["--output", str(output)]
+    if config is not None:
+        argv += ["--config", str(config)]
+    raise typer.Exit(eval_main(argv))
+
+
 @app.command()
 def server(
-    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (non-loopback needs E2H_WORKER_TOKEN)"),
-    port: int = typer.Option(8000, "--port"),
+    host: str = typer.Option(SERVER_HOST, "--host", help="Bind address (non-loopback needs E2H_WORKER_TOKEN)"),
+    port: int = typer.Option(SERVER_PORT, "--port"),
 ) -> None:
     """Run the API server (uvicorn, ASGI app server.main:app); migrates the database first."""
     _need("server")
@@ -70,8 +87,8 @@ def server(
 
 @app.command()
 def worker(
-    server_url: str = typer.Option("http://127.0.0.1:8000", "--server", envvar="E2H_SERVER_URL", help="Server URL"),
-    token: str = typer.Option(None, "--token", envvar="E2H_WORKER_TOKEN", help="Worker bearer token"),
+    server_url: str = typer.Option(None, "--server", help=f"Server URL (default: $E2H_SERVER_URL, else {SERVER_URL})"),
+    token: str = typer.Option(None, "--token", help="Worker bearer token (default: $E2H_WORKER_TOKEN)"),
     gpus: str = typer.Option(None, "--gpus", help="GPUs this worker's runs may use: a list like 0,1, a count, or "
                              "none (default: every visible one); a run is claimed only when it fits them"),
     burst: bool = typer.Option(False, "--burst", help="Exit when the queue is empty"),
@@ -82,40 +99,39 @@ def worker(
 ) -> None:
     """Claim queued runs and train them in child processes."""
     _need("train")
-    from worker.main import main as worker_main
+    from e2h.launch import parse_gpus
+    from worker.main import serve
 
-    argv = ["--server", server_url, "--heartbeat", str(heartbeat), "--work-dir", str(work_dir), "--labels", labels]
-    if token:
-        argv.append(f"--token={token}")  # a generated token may start with "-"
-    if burst:
-        argv.append("--burst")
-    if max_jobs is not None:
-        argv += ["--max-jobs", str(max_jobs)]
-    if gpus is not None:
-        argv += ["--gpus", gpus]
-    raise typer.Exit(worker_main(argv))
+    try:
+        chosen = parse_gpus(gpus)
+    except ValueError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(serve(server_url, token, labels=[x for x in labels.split(",") if x], work_dir=work_dir,
+                           heartbeat_s=heartbeat, burst=burst, max_jobs=max_jobs, gpus=chosen))
 
 
 @app.command()
 def dashboard(
-    server_url: str = typer.Option("http://127.0.0.1:8000", "--server", help="Server URL"),
-    port: int = typer.Option(8501, "--port"),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    token: str = typer.Option(None, "--token", envvar="E2H_API_TOKEN", help="API token, when the server sets one"),
+    server_url: str = typer.Option(None, "--server", help=f"Server URL (default: $E2H_SERVER_URL, else {SERVER_URL})"),
+    port: int = typer.Option(DASHBOARD_PORT, "--port"),
+    host: str = typer.Option(SERVER_HOST, "--host"),
+    token: str = typer.Option(None, "--token", help="API token, when the server sets one (default: $E2H_API_TOKEN)"),
 ) -> None:
     """Serve the Streamlit dashboard; Ctrl-C, SIGTERM or SIGHUP stops it (and its Streamlit process)."""
     _need("dashboard")
     from dashboard.launch import run
 
-    raise typer.Exit(run(server_url, port, host, token))
+    settings = ClientSettings.resolve(server_url, token)
+    raise typer.Exit(run(settings.server_url, port, host, settings.api_token))
 
 
 @app.command()
 def up(
     demo: bool = typer.Option(False, "--demo", help="Queue the built-in tiny run so the dashboard moves at once"),
     data_dir: Path = typer.Option(Path("data"), "--data-dir", envvar="E2H_DATA_DIR", help="Database, runs, logs"),
-    server_port: int = typer.Option(8000, "--server-port"),
-    dashboard_port: int = typer.Option(8501, "--dashboard-port"),
+    server_port: int = typer.Option(SERVER_PORT, "--server-port"),
+    dashboard_port: int = typer.Option(DASHBOARD_PORT, "--dashboard-port"),
     no_dashboard: bool = typer.Option(False, "--no-dashboard"),
 ) -> None:
     """Start the server, one worker and the dashboard on loopback; Ctrl-C, SIGTERM or SIGHUP stops all three."""

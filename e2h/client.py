@@ -30,7 +30,8 @@ from e2h.schemas import (
     SnapshotSeries,
     TaskInfo,
 )
-from e2h.sweeps import SweepDetail, SweepPublic, SweepsPublic
+from e2h.settings import SERVER_URL
+from e2h.sweeps import SweepDetail, SweepPublic, SweepsPublic, tidy_rows
 
 Model = TypeVar("Model", bound=BaseModel)
 _EVALS = TypeAdapter(list[EvalPublic])
@@ -77,9 +78,9 @@ _ERRORS = {401: Unauthorized, 403: Unauthorized, 404: NotFound, 409: Conflict, 4
 
 
 class Client:
-    """``Client("http://127.0.0.1:8000", token=...)``; use as a context manager or call close()."""
+    """``Client(url, token=...)`` (default: this machine's server); use as a context manager or call close()."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 30.0):
+    def __init__(self, base_url: str = SERVER_URL, token: str | None = None, timeout: float = 30.0):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
@@ -328,19 +329,7 @@ class Client:
     def sweep_rows(self, sweep_id: int) -> list[dict]:
         """One row per (run, level) of the final test figures: run, group, its grid values, seed,
         status, level, heldout, accuracy, reward_mean. A run without figures yet is one row with level None."""
-        sweep = self.sweep(sweep_id)
-        heldout = {lv.key for lv in sweep.summary.levels if lv.heldout}
-        labels = {g.index: g for g in sweep.summary.groups}
-        rows = []
-        for run in sweep.runs:
-            group = labels.get(run.group)
-            base = {"sweep_id": sweep.id, "run_id": run.id, "group": run.group,
-                    "label": group.label if group else None, **(group.point if group else {}),
-                    "seed": run.seed, "status": run.status.value}
-            for key, figures in sorted((run.results or {None: {}}).items(), key=lambda kv: str(kv[0])):
-                rows.append({**base, "level": key, "heldout": key in heldout,
-                             "accuracy": figures.get("accuracy"), "reward_mean": figures.get("reward_mean")})
-        return rows
+        return tidy_rows(self.sweep(sweep_id))
 
     def sweep_frame(self, sweep_id: int):
         """``sweep_rows`` as a tidy pandas DataFrame (one row per run x level); needs pandas."""

@@ -276,6 +276,15 @@ DEFAULT_CEILINGS: dict[str, float] = {
 _NULL_IS_UNBOUNDED = frozenset({"algorithm.max_prompt_length"})
 
 
+def checked_ceilings(value: Mapping[str, float]) -> dict[str, float]:
+    """An operator's ceilings (E2H_RUN_CEILINGS on a server or a worker): known fields, positive limits."""
+    if unknown := sorted(set(value) - set(DEFAULT_CEILINGS)):
+        raise ValueError(f"unknown fields {unknown}; ceilings exist for {sorted(DEFAULT_CEILINGS)}")
+    if bad := sorted(k for k, limit in value.items() if not limit > 0):
+        raise ValueError(f"ceilings must be positive numbers: {bad}")
+    return dict(value)
+
+
 def ceiling_errors(config: RunConfig, ceilings: Mapping[str, float], setting: str) -> list[tuple[str, str]]:
     """(dotted field, message) for each field of ``config`` above its ceiling; ``setting`` names
     where the ceilings come from, for the message (e.g. ``E2H_RUN_CEILINGS``)."""

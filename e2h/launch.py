@@ -59,9 +59,10 @@ def parse_gpus(text: str | None) -> list[int] | None:
         raise ValueError(f"--gpus: {text!r} is not a count, a comma-separated list of GPU indices, or none") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``e2h train [overrides...] [--config FILE] [--output-dir DIR] [--gpus N|LIST] [--dry-run]``."""
-    import argparse
+def launch(overrides: list[str], config_file: str | None = None, output_dir: str | None = None,
+           gpus: str | None = None, dry_run: bool = False) -> int:
+    """``e2h train``: compose the run's config, plan it on this machine's GPUs and run the plan
+    (``dry_run``: print the plan as JSON and start nothing). ValueError: a config or --gpus problem."""
     import json
     import sys
 
@@ -69,25 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     from e2h.outputs import CONFIG_FILE
     from e2h.plan import build_plan, plan_summary, visible_gpus
 
-    parser = argparse.ArgumentParser(prog="e2h train", description="Plan a run and launch it on this machine.")
-    parser.add_argument("overrides", nargs="*", help="group=preset or dotted.key=value")
-    parser.add_argument("--config", help="RunConfig JSON/YAML file")
-    parser.add_argument("--output-dir", help="default: outputs/<name from the seed's rule>")
-    parser.add_argument("--gpus", help="GPUs to use: a count, a list like 0,2, or none (default: every visible one)")
-    parser.add_argument("--dry-run", action="store_true", help="print the launch plan as JSON and start nothing")
-    ns = parser.parse_args(argv)
-    base = load_config_file(ns.config) if ns.config else None
-    config = compose(ns.overrides, base=base)
-    output_dir = Path(ns.output_dir or Path("outputs") / config.output_name()).resolve()
-    gpus = parse_gpus(ns.gpus)
-    plan = build_plan(config, output_dir, output_dir / CONFIG_FILE, visible_gpus() if gpus is None else gpus)
-    if ns.dry_run:
+    base = load_config_file(config_file) if config_file else None
+    config = compose(overrides, base=base)
+    out = Path(output_dir or Path("outputs") / config.output_name()).resolve()
+    chosen = parse_gpus(gpus)
+    plan = build_plan(config, out, out / CONFIG_FILE, visible_gpus() if chosen is None else chosen)
+    if dry_run:
         sys.stdout.write(json.dumps(plan_summary(plan), indent=2) + "\n")
         return 0
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
     try:
-        return run_plan(plan, output_dir)
+        return run_plan(plan, out)
     except VLLMServerError as e:
         sys.stderr.write(f"error: {e}\n")
         return 1

@@ -10,11 +10,12 @@ import typer
 
 from e2h.client import APIError, Client
 from e2h.schemas import RunPublic, RunStatus, SnapshotSeries
+from e2h.settings import SERVER_URL, ClientSettings
 
 app = typer.Typer(help="Queue, list, watch and cancel runs on a server.", no_args_is_help=True)
 
-ServerOpt = typer.Option("http://127.0.0.1:8000", "--server", envvar="E2H_SERVER", help="Server URL")
-TokenOpt = typer.Option(None, "--token", envvar="E2H_API_TOKEN", help="API token (when the server sets one)")
+ServerOpt = typer.Option(None, "--server", help=f"Server URL (default: $E2H_SERVER_URL, else {SERVER_URL})")
+TokenOpt = typer.Option(None, "--token", help="API token, when the server sets one (default: $E2H_API_TOKEN)")
 
 
 # C0 and C1 control characters (ESC starts colour, cursor and OSC 8 hyperlink sequences); newline
@@ -40,8 +41,9 @@ def cell(value: object) -> str:
     return escape(safe(value))
 
 
-def _client(server: str, token: str | None) -> Client:
-    return Client(server, token=token)
+def connect(server: str | None, token: str | None) -> Client:
+    """A client for the command's --server/--token, else the environment's (e2h.settings.ClientSettings)."""
+    return ClientSettings.resolve(server, token).client()
 
 
 def describe(e: Exception) -> str:
@@ -82,7 +84,7 @@ def submit(
     try:
         base = load_config_file(files[0]) if files else None
         config = compose([i for i in items if "=" in i], base=base)
-        with _client(server, token) as c:
+        with connect(server, token) as c:
             run = c.submit(config.model_dump(mode="json"), name=name, priority=priority, tags=tag or [])
     except (ValueError, APIError) as e:
         raise _fail(e) from None
@@ -102,7 +104,7 @@ def list_runs(
     from rich.table import Table
 
     try:
-        with _client(server, token) as c:
+        with connect(server, token) as c:
             page = c.list_runs(status=status, tag=tag, limit=limit)
     except APIError as e:
         raise _fail(e) from None
@@ -118,7 +120,7 @@ def list_runs(
 def cancel(run_id: int, server: str = ServerOpt, token: str = TokenOpt) -> None:
     """Cancel a queued or running run."""
     try:
-        with _client(server, token) as c:
+        with connect(server, token) as c:
             run = c.cancel(run_id)
     except APIError as e:
         raise _fail(e) from None
@@ -198,7 +200,7 @@ def watch(run_id: int, interval: float = typer.Option(1.0, "--interval"), server
     progress = Progress(TextColumn("{task.description}"), BarColumn(),
                         TextColumn("step {task.completed}/{task.total}  {task.fields[timing]}"))
     try:
-        with _client(server, token) as c, Live(refresh_per_second=4) as live:
+        with connect(server, token) as c, Live(refresh_per_second=4) as live:
             bar = None
             while True:
                 run = c.get(run_id)
@@ -228,7 +230,7 @@ def watch(run_id: int, interval: float = typer.Option(1.0, "--interval"), server
 def show(run_id: int, server: str = ServerOpt, token: str = TokenOpt) -> None:
     """Print a run as JSON."""
     try:
-        with _client(server, token) as c:
+        with connect(server, token) as c:
             typer.echo(c.get(run_id).model_dump_json(indent=2))
     except APIError as e:
         raise _fail(e) from None

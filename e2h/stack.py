@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from e2h.processes import STOP_SIGNALS, die_with_parent
+from e2h.settings import DASHBOARD_PORT, SERVER_HOST, SERVER_PORT
 
 logger = logging.getLogger("e2h.up")
 
@@ -101,9 +102,9 @@ class Service:
 @dataclass
 class Stack:
     data_dir: Path = Path("data")
-    host: str = "127.0.0.1"
-    server_port: int = 8000
-    dashboard_port: int = 8501
+    host: str = SERVER_HOST
+    server_port: int = SERVER_PORT
+    dashboard_port: int = DASHBOARD_PORT
     with_dashboard: bool = True
     services: list[Service] = field(default_factory=list)
     stopping: bool = False
@@ -189,9 +190,9 @@ def up(stack: Stack, demo: bool = False, echo=print) -> int:
             echo(f"dashboard  {stack.dashboard_url}")
         echo(f"data       {stack.data_dir.resolve()}  (logs in logs/)")
         if demo:
-            from e2h.client import Client
+            from e2h.settings import ClientSettings
 
-            with Client(stack.server_url, token=os.environ.get("E2H_API_TOKEN")) as client:
+            with ClientSettings.resolve(stack.server_url).client() as client:
                 run = client.submit(DEMO_CONFIG, name="demo: tiny model, arithmetic, VREx", tags=["demo"])
             echo(f"demo run {run.id} queued")
         echo("press Ctrl-C to stop")

@@ -6,8 +6,8 @@ import time
 
 import typer
 
-from e2h.client import APIError, Client
-from e2h.runs_cli import ServerOpt, TokenOpt, cell, describe, safe
+from e2h.client import APIError
+from e2h.runs_cli import ServerOpt, TokenOpt, cell, connect, describe, safe
 from e2h.sweeps import SweepDetail
 
 app = typer.Typer(help="Sweeps: a base config x a grid of overrides x seeds, and which one wins.",
@@ -87,7 +87,7 @@ def submit(
         config = compose([i for i in items if "=" in i], base=base)
         the_grid = parse_grid(list(grid or []))
         chosen = {k: v[0] for k, v in parse_grid(list(baseline or [])).items()} or None
-        with Client(server, token=token) as c:
+        with connect(server, token) as c:
             sweep = c.submit_sweep(config.model_dump(mode="json"), the_grid, parse_seeds(seeds), name=name,
                                    priority=priority, tags=tag or [], baseline=chosen)
     except (ValueError, APIError) as e:
@@ -103,7 +103,7 @@ def list_sweeps(limit: int = typer.Option(50, "--limit"), server: str = ServerOp
     from rich.table import Table
 
     try:
-        with Client(server, token=token) as c:
+        with connect(server, token) as c:
             page = c.list_sweeps(limit=limit)
     except APIError as e:
         raise _fail(e) from None
@@ -175,7 +175,7 @@ def show(
     from rich.live import Live
 
     try:
-        with Client(server, token=token) as c:
+        with connect(server, token) as c:
             sweep = c.sweep(sweep_id, baseline)
             if once or sweep.status == "finished":
                 Console().print(render(sweep))
@@ -193,7 +193,7 @@ def show(
 def cancel(sweep_id: int, server: str = ServerOpt, token: str = TokenOpt) -> None:
     """Cancel every queued or running run of a sweep."""
     try:
-        with Client(server, token=token) as c:
+        with connect(server, token) as c:
             sweep = c.cancel_sweep(sweep_id)
     except APIError as e:
         raise _fail(e) from None
@@ -205,7 +205,7 @@ def cancel(sweep_id: int, server: str = ServerOpt, token: str = TokenOpt) -> Non
 def delete(sweep_id: int, server: str = ServerOpt, token: str = TokenOpt) -> None:
     """Delete a finished sweep and its runs."""
     try:
-        with Client(server, token=token) as c:
+        with connect(server, token) as c:
             c.delete_sweep(sweep_id)
     except APIError as e:
         raise _fail(e) from None

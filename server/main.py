@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from e2h import __version__
+from e2h.settings import SERVER_HOST, SERVER_PORT
 from server import crud
 from server.api.routes import meta, runs, sweeps, workers
 from server.core.config import Settings
@@ -411,7 +412,8 @@ def uvicorn_options(settings: Settings) -> dict:
     }
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None, **uvicorn_options_) -> None:
+def serve(host: str = SERVER_HOST, port: int = SERVER_PORT, settings: Settings | None = None,
+          **uvicorn_options_) -> None:
     """Run the server with uvicorn (``e2h server --host --port``); refuses unsafe addresses."""
     import uvicorn
 

@@ -378,33 +378,17 @@ class Worker:
                 delay = min(max_wait, delay * 2)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m worker.main --server URL --token TOKEN``; the CLI's ``e2h worker`` wraps it."""
-    import argparse
-
-    from e2h.launch import parse_gpus
-
+def serve(server_url: str | None = None, token: str | None = None, *, labels: list[str] | None = None,
+          work_dir: Path = Path("outputs"), heartbeat_s: float = 5.0, burst: bool = False, max_jobs: int | None = None,
+          gpus: list[int] | None = None) -> int:
+    """``e2h worker``: serve ``server_url`` (default: E2H_SERVER_URL) until stopped. Policy and secrets come
+    from the E2H_* settings (``worker.settings``); the command's options override the connection's."""
     settings = WorkerSettings()
-    p = argparse.ArgumentParser(prog="e2h worker", epilog="Policy and secrets: E2H_* settings, see worker/settings.py")
-    p.add_argument("--server", default=settings.server_url)
-    p.add_argument("--token", default=settings.worker_token)
-    p.add_argument("--burst", action="store_true")
-    p.add_argument("--max-jobs", type=int)
-    p.add_argument("--labels", default="")
-    p.add_argument("--heartbeat", type=float, default=5.0)
-    p.add_argument("--work-dir", default="outputs")
-    p.add_argument("--gpus", help="GPUs this worker's runs may use: a list like 0,1, a count, or none "
-                                  "(default: every visible one)")
-    ns = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the worker's own
-    worker = Worker(ns.server, ns.token, labels=[x for x in ns.labels.split(",") if x], work_dir=Path(ns.work_dir),
-                    heartbeat_s=ns.heartbeat, burst=ns.burst, max_jobs=ns.max_jobs, settings=settings,
-                    gpus=parse_gpus(ns.gpus))
+    worker = Worker(server_url or settings.server_url, token or settings.worker_token, labels=list(labels or []),
+                    work_dir=Path(work_dir), heartbeat_s=heartbeat_s, burst=burst, max_jobs=max_jobs,
+                    settings=settings, gpus=gpus)
     worker.install_signal_handlers()
     worker.run()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -24,6 +24,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from e2h.settings import SERVER_URL, OptionalSecret
+
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 8  # shorter values ("1", "true", a port) would redact ordinary text
 # Names of variables that hold credentials: never passed to the training child (hub tokens only
@@ -48,9 +50,9 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="E2H_", extra="ignore")
 
     # -- connection and secrets ---------------------------------------------------------
-    server_url: str = Field("http://127.0.0.1:8000", description="Server URL (the default of --server).")
-    worker_token: str | None = Field(None, description="Bearer token for the worker API (the default of --token).")
-    api_token: str | None = Field(
+    server_url: str = Field(SERVER_URL, description="Server URL (the default of --server).")
+    worker_token: OptionalSecret = Field(None, description="Bearer token for the worker API (the default of --token).")
+    api_token: OptionalSecret = Field(
         None, description="The server's API token, when this machine has one: never given to runs, always redacted."
     )
     data_dir: Path = Field(Path("data"), description="The data dir; data_roots defaults to its datasets/ folder.")
@@ -107,13 +109,9 @@ class WorkerSettings(BaseSettings):
     @field_validator("run_ceilings")
     @classmethod
     def _known_ceilings(cls, value: dict[str, float]) -> dict[str, float]:
-        from e2h.config import DEFAULT_CEILINGS
+        from e2h.config import checked_ceilings
 
-        if unknown := sorted(set(value) - set(DEFAULT_CEILINGS)):
-            raise ValueError(f"unknown fields {unknown}; ceilings exist for {sorted(DEFAULT_CEILINGS)}")
-        if bad := sorted(k for k, limit in value.items() if not limit > 0):
-            raise ValueError(f"ceilings must be positive numbers: {bad}")
-        return value
+        return checked_ceilings(value)
 
     def ceilings(self) -> dict[str, float]:
         from e2h.config import DEFAULT_CEILINGS

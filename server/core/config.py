@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from e2h.config import DEFAULT_CEILINGS
+from e2h.config import DEFAULT_CEILINGS, checked_ceilings
 
 
 class Settings(BaseSettings):
@@ -81,11 +81,7 @@ class Settings(BaseSettings):
     @field_validator("run_ceilings")
     @classmethod
     def _known_ceilings(cls, v: dict[str, float]) -> dict[str, float]:
-        if unknown := sorted(set(v) - set(DEFAULT_CEILINGS)):
-            raise ValueError(f"unknown fields {unknown}; ceilings exist for {sorted(DEFAULT_CEILINGS)}")
-        if bad := sorted(k for k, limit in v.items() if not limit > 0):
-            raise ValueError(f"ceilings must be positive numbers: {bad}")
-        return {**DEFAULT_CEILINGS, **v}
+        return {**DEFAULT_CEILINGS, **checked_ceilings(v)}
 
     @field_validator("worker_token", "api_token", mode="before")
     @classmethod

@@ -98,7 +98,7 @@ def test_a_healthy_server_gets_training_its_ports_and_is_stopped_after(server, a
 def test_the_server_dies_with_a_sigkilled_worker(server, tmp_path, api, standin):
     run = api.submit(vllm_config())
     env = dict(os.environ, VLLM_STANDIN="unhealthy", E2H_WORKER_TOKEN=WORKER_TOKEN)
-    worker = subprocess.Popen([sys.executable, "-m", "worker.main", "--server", server.url, "--gpus", "0,1",
+    worker = subprocess.Popen([sys.executable, "-m", "e2h.cli", "worker", "--server", server.url, "--gpus", "0,1",
                                "--work-dir", str(tmp_path / "work"), "--heartbeat", "1"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
