@@ -10,6 +10,7 @@ LAUNCH = "app_pages/launch_run.py"
 RUNS = "app_pages/runs.py"
 RUN = "app_pages/run_view.py"
 COMPARE = "app_pages/compare.py"
+EXPERIMENTS = "app_pages/experiments.py"
 
 CLONE_KEY = "clone_source"
 

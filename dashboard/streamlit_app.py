@@ -17,6 +17,7 @@ pages = [
     st.Page(nav.LAUNCH, title="Launch", icon=":material/rocket_launch:", url_path="launch"),
     st.Page(nav.RUN, title="Run", icon=":material/monitoring:", url_path="run"),
     st.Page(nav.COMPARE, title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+    st.Page(nav.EXPERIMENTS, title="Experiments", icon=":material/science:", url_path="experiments"),
 ]
 page = st.navigation(pages)
 with st.sidebar:

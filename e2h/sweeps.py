@@ -364,3 +364,22 @@ def sweep_status(counts: Mapping[str, int]) -> SweepStatus:
     if done == total:
         return "finished"
     return "queued" if counts.get(RunStatus.queued.value, 0) == total else "running"
+
+
+def tidy_rows(sweep: SweepDetail) -> list[dict[str, Any]]:
+    """One row per (run, level) of the final test figures: sweep, run, group, label, each grid value,
+    seed, status, level, heldout, accuracy, reward_mean. A run without figures yet is one row with
+    level None."""
+    heldout = {lv.key for lv in sweep.summary.levels if lv.heldout}
+    groups = {g.index: g for g in sweep.summary.groups}
+    rows = []
+    for run in sweep.runs:
+        group = groups.get(run.group)
+        base = {"sweep_id": sweep.id, "run_id": run.id, "group": run.group, "label": group.label if group else None,
+                **(group.point if group else {}), "seed": run.seed, "status": run.status.value}
+        results = run.results or {}
+        for key in sorted(results, key=_level_order) or [None]:
+            figures = results.get(key, {}) if key else {}
+            rows.append({**base, "level": key, "heldout": key in heldout,
+                         "accuracy": figures.get("accuracy"), "reward_mean": figures.get("reward_mean")})
+    return rows

@@ -37,6 +37,9 @@ if picked != run_id:
     nav.open_run(picked)
 st.title(f"Run #{run['id']}")
 st.text(run["name"])  # plain text: no Markdown, no HTML
+if run.get("sweep_id"):
+    st.page_link(nav.EXPERIMENTS, label=f"Part of sweep #{run['sweep_id']}", icon=":material/science:",
+                 query_params={"sweep": str(run["sweep_id"])})
 
 cols = st.columns([1, 1, 1.3, 1, 1.1, 3])
 finished = run["status"] in FINISHED
