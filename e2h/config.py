@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 from typing_extensions import TypedDict
 
+from e2h.errors import FieldProblem, named_field
 from e2h.schedulers import SCHEDULERS, make_scheduler
 
 CONF_DIR = Path(__file__).parent / "conf"
@@ -240,12 +241,13 @@ def check_grpo_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     if refused:
         key, why = refused[0]
         also = f" (also refused: {', '.join(k for k, _ in refused[1:])})" if refused[1:] else ""
-        raise ValueError(f"{key}: {why}{also}")
+        raise FieldProblem(f"{key}: {why}{also}", key)
     try:
         return GRPO_KWARGS_ADAPTER.validate_python(kwargs)
     except ValidationError as e:
         err = e.errors(include_url=False, include_input=False)[0]
-        raise ValueError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+        path = ".".join(str(p) for p in err["loc"])
+        raise FieldProblem(f"{path}: {err['msg']}", path) from None
 
 
 # -- resource ceilings ----------------------------------------------------------------
@@ -464,14 +466,15 @@ class RunConfig(_Section):
     def _check(self) -> RunConfig:
         # Every cross-field problem at once (fixing one should not just reveal the next); the
         # scheduler is built only on levels that checked out, since its checks depend on them.
-        problems: list[str] = []
+        problems: list[FieldProblem] = []
         for check in (self._fill_task_levels, self._check_batch, self._check_launch):
             try:
                 check()
-            except ValueError as e:
-                problems.append(str(e))
-        problems += self._scheduler_problems(build=not any(p.startswith("task.") for p in problems))
+            except FieldProblem as e:
+                problems.append(e)
+        problems += self._scheduler_problems(build=not any(p.path.startswith("task.") for p in problems))
         if problems:
+            # Each at the config's loc, naming its field as data (the API's ``field``, the form's place).
             raise ValidationError.from_exception_data("RunConfig", [
                 InitErrorDetails(type="value_error", loc=(), input=None, ctx={"error": p}) for p in problems])
         return self
@@ -480,10 +483,12 @@ class RunConfig(_Section):
         from e2h.tasks import TASKS, get_task
 
         if self.task.name not in TASKS:
-            raise ValueError(f"task.name: unknown task {self.task.name!r}; choose one of {sorted(TASKS)}")
+            raise FieldProblem(f"task.name: unknown task {self.task.name!r}; choose one of {sorted(TASKS)}",
+                               "task.name")
         if self.task.name == "dataset":
             if self.task.train_levels is None:
-                raise ValueError("task.train_levels: the dataset task needs the list of training levels")
+                raise FieldProblem("task.train_levels: the dataset task needs the list of training levels",
+                                   "task.train_levels")
             self.task.test_levels = self.task.test_levels or list(self.task.train_levels)
         else:
             task = get_task(self.task.name)
@@ -493,57 +498,70 @@ class RunConfig(_Section):
             for field in ("train_levels", "test_levels"):
                 for level in getattr(self.task, field):
                     if level not in known:
-                        raise ValueError(
-                            f"task.{field}: task {self.task.name!r} has no level {level}; levels are {known}"
+                        raise FieldProblem(
+                            f"task.{field}: task {self.task.name!r} has no level {level}; levels are {known}",
+                            f"task.{field}"
                         )
         if not self.task.train_levels:
-            raise ValueError("task.train_levels: at least one training level is needed")
+            raise FieldProblem("task.train_levels: at least one training level is needed", "task.train_levels")
         if len(set(self.task.train_levels)) != len(self.task.train_levels):
-            raise ValueError(f"task.train_levels: duplicate levels in {self.task.train_levels}")
+            raise FieldProblem(f"task.train_levels: duplicate levels in {self.task.train_levels}",
+                               "task.train_levels")
 
     def _check_launch(self) -> None:
         a, m = self.algorithm, self.model
         if m.lora is None and m.dtype in ("bfloat16", "float16"):
-            raise ValueError(
+            raise FieldProblem(
                 f"model.dtype: full fine-tuning of {m.dtype} weights updates them in {m.dtype} (at small learning "
                 "rates most never change); load them in float32 and set algorithm.bf16=true (mixed precision "
-                "keeps float32 master weights), or train LoRA adapters (model.lora)"
+                "keeps float32 master weights), or train LoRA adapters (model.lora)",
+                "model.dtype"
             )
         if a.num_processes % a.num_machines:
-            raise ValueError(f"algorithm.num_processes: {a.num_processes} processes do not split evenly over "
-                             f"{a.num_machines} machines; make it a multiple of algorithm.num_machines")
+            raise FieldProblem(f"algorithm.num_processes: {a.num_processes} processes do not split evenly over "
+                               f"{a.num_machines} machines; make it a multiple of algorithm.num_machines",
+                               "algorithm.num_processes")
         if a.machine_rank >= a.num_machines:
-            raise ValueError(f"algorithm.machine_rank: {a.machine_rank} must be below num_machines={a.num_machines}")
+            raise FieldProblem(f"algorithm.machine_rank: {a.machine_rank} must be below "
+                               f"num_machines={a.num_machines}", "algorithm.machine_rank")
         if a.num_machines > 1 and (a.main_process_ip is None or a.main_process_port is None):
-            raise ValueError("algorithm.main_process_ip: a multi-node run needs main_process_ip and "
-                             "main_process_port (machine 0's address and rendezvous port)")
+            raise FieldProblem("algorithm.main_process_ip: a multi-node run needs main_process_ip and "
+                               "main_process_port (machine 0's address and rendezvous port)",
+                               "algorithm.main_process_ip")
 
     def _check_batch(self) -> None:
         a = self.algorithm
         spg = "steps_per_generation" if a.steps_per_generation else "gradient_accumulation_steps"
         if a.generation_batch_size % a.num_generations:
-            raise ValueError(
+            raise FieldProblem(
                 f"algorithm.num_generations: {a.num_generations} must divide the generation batch "
                 f"(per_device_train_batch_size x num_processes x {spg} = {a.generation_batch_size}); "
-                f"change num_generations, per_device_train_batch_size or {spg}"
+                f"change num_generations, per_device_train_batch_size or {spg}",
+                "algorithm.num_generations"
             )
 
-    def _scheduler_problems(self, build: bool) -> list[str]:
+    def _scheduler_problems(self, build: bool) -> list[FieldProblem]:
         """Each scheduler parameter's problem, then (``build``, parameters valid) what building it says."""
         name = self.scheduler.name
         if name not in SCHEDULERS:
-            return [f"scheduler.name: unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}"]
+            return [FieldProblem(f"scheduler.name: unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}",
+                                 "scheduler.name")]
         try:
             SCHEDULERS[name].Params(**self.scheduler.params)
         except ValidationError as e:
-            return [f"scheduler.params.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
-                    for err in e.errors(include_url=False)]
+            problems = []
+            for err in e.errors(include_url=False):
+                path = ".".join(["scheduler", "params", *(str(x) for x in err["loc"])])
+                problems.append(FieldProblem(f"{path}: {err['msg']}", path))
+            return problems
         if not build:
             return []
         try:
             make_scheduler(name, self.num_levels, self.algorithm.max_steps, **self.scheduler.params)
+        except FieldProblem as e:
+            return [e.under("scheduler.params", f"scheduler.params: {e}")]
         except ValueError as e:
-            return [f"scheduler.params: {e}"]
+            return [FieldProblem(f"scheduler.params: {e}", "scheduler.params")]
         return []
 
     @property
@@ -606,7 +624,7 @@ def error_lines(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors(include_url=False, include_input=False):
         msg = str(err["msg"]).removeprefix("Value error, ")
-        where = ".".join(str(part) for part in err["loc"])
+        where = ".".join([*(str(part) for part in err["loc"]), *named_field(err)])
         lines.append(f"{where}: {msg}" if where and not msg.startswith(where) else msg)
     return lines
 

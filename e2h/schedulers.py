@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from e2h.errors import FieldProblem
+
 __all__ = [
     "SCHEDULERS",
     "BalancedScheduler",
@@ -48,7 +50,7 @@ def floor_probs(p: np.ndarray, min_prob: float) -> np.ndarray:
     if min_prob <= 0.0:
         return p / p.sum()
     if k * min_prob > 1.0 + 1e-12:
-        raise ValueError(f"min_prob={min_prob} is infeasible for {k} levels: K * min_prob must be <= 1")
+        raise FieldProblem(f"min_prob={min_prob} is infeasible for {k} levels: K * min_prob must be <= 1", "min_prob")
     p = np.asarray(p, dtype=float) / p.sum()
     pinned = np.zeros(k, dtype=bool)
     while True:
@@ -302,9 +304,9 @@ class GaussianScheduler(Scheduler):
         else:
             self.min_prob = float(mp)
         if self.num_levels * self.min_prob > 1.0:
-            raise ValueError(
+            raise FieldProblem(
                 f"min_prob={self.min_prob} is infeasible for {self.num_levels} levels: "
-                f"K * min_prob = {self.num_levels * self.min_prob:.3f} > 1"
+                f"K * min_prob = {self.num_levels * self.min_prob:.3f} > 1", "min_prob"
             )
 
     def _probs(self, step: int) -> np.ndarray:
@@ -387,15 +389,16 @@ class VarianceRegularizedScheduler(Scheduler):
         super().__init__(num_levels, total_steps, num_generations, **params)
         p = self.params
         if num_levels * p.min_prob > 1.0:
-            raise ValueError(
+            raise FieldProblem(
                 f"min_prob={p.min_prob} is infeasible for {num_levels} levels: "
-                f"K * min_prob = {num_levels * p.min_prob:.3f} > 1"
+                f"K * min_prob = {num_levels * p.min_prob:.3f} > 1", "min_prob"
             )
         self.warmup_steps = vrex_warmup(p.warmup_steps, total_steps)
         if self.warmup_steps >= total_steps:
-            raise ValueError(
+            raise FieldProblem(
                 f"warmup_steps={p.warmup_steps} is not shorter than the run (total_steps={total_steps}): "
-                "the scheduler would never adapt; lower warmup_steps (or leave it unset: a fifth of a short run)"
+                "the scheduler would never adapt; lower warmup_steps (or leave it unset: a fifth of a short run)",
+                "warmup_steps",
             )
         k = self.num_levels
         self._q = np.full(k, 1.0 / k)
@@ -534,9 +537,9 @@ class SECScheduler(Scheduler):
         for field in ("min_prob", "settled_prob"):
             value = getattr(self.params, field)
             if num_levels * value > 1.0:
-                raise ValueError(
+                raise FieldProblem(
                     f"{field}={value} is infeasible for {num_levels} levels: "
-                    f"K * {field} = {num_levels * value:.3f} > 1"
+                    f"K * {field} = {num_levels * value:.3f} > 1", field
                 )
         self._q = np.zeros(self.num_levels)
         self._progress_last = np.full(self.num_levels, np.nan)

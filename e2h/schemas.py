@@ -28,6 +28,7 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from e2h.config import GRPO_KWARGS_SECRETS, FreeJson, RunConfig, json_depth
+from e2h.errors import FieldProblem
 
 PROBABILITY_TOLERANCE = 1e-6
 # Integer columns are 32-bit on PostgreSQL; SQLite's are 64-bit and Python's unbounded.
@@ -104,7 +105,8 @@ def reject_non_finite(value: Any, where: str = "") -> None:
     while stack:
         node, path = stack.pop()
         if isinstance(node, float) and not math.isfinite(node):
-            raise ValueError(f"{path or 'value'}: {node!r} is not a finite number; JSON has no NaN or Infinity")
+            message = f"{path or 'value'}: {node!r} is not a finite number; JSON has no NaN or Infinity"
+            raise FieldProblem(message, path) if path else ValueError(message)
         if isinstance(node, dict):
             stack.extend((item, f"{path}.{key}" if path else str(key)) for key, item in node.items())
         elif isinstance(node, list):
@@ -326,7 +328,7 @@ class FinishRequest(BaseModel):
     @model_validator(mode="after")
     def _terminal(self) -> FinishRequest:
         if not self.status.terminal:
-            raise ValueError("status: must be succeeded, failed or cancelled")
+            raise FieldProblem("status: must be succeeded, failed or cancelled", "status")
         return self
 
 
@@ -371,10 +373,10 @@ def snapshot_errors(snapshots: list[SnapshotIn]) -> list[dict[str, Any]]:
         total = sum([lv["probability"] for lv in levels])  # 5-ish terms: rounding is far below 1e-6
         if abs(total - 1.0) > PROBABILITY_TOLERANCE:
             msg = f"levels: probabilities sum to {total!r}, expected 1 within {PROBABILITY_TOLERANCE}"
-            errors.append({"loc": (i,), "msg": f"Value error, {msg}", "type": "value_error"})
+            errors.append({"loc": (i, "levels"), "msg": f"Value error, {msg}", "type": "value_error"})
         if len({lv["level"] for lv in levels}) != len(levels):
             errors.append(
-                {"loc": (i,), "msg": "Value error, levels: each level may appear once", "type": "value_error"}
+                {"loc": (i, "levels"), "msg": "Value error, levels: each level may appear once", "type": "value_error"}
             )
     return errors
 

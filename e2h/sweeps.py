@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
 from e2h.config import MAX_JSON_DEPTH, RunConfig, json_depth
+from e2h.errors import FieldProblem
 from e2h.schemas import Name, RunStatus, Tag, reject_non_finite
 from e2h.stats import Estimate, mean_ci, paired_difference
 
@@ -83,28 +84,30 @@ class SweepCreate(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> SweepCreate:
         if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds: each seed once, got {self.seeds}")
+            raise FieldProblem(f"seeds: each seed once, got {self.seeds}", "seeds")
         keys = list(self.grid)
         for where, names in (("grid", keys), ("baseline", list(self.baseline or {}))):
             for key in names:
                 if not _DOTTED.match(key):
-                    raise ValueError(f"{where}: {key!r} is not a dotted RunConfig key such as scheduler.name")
+                    raise FieldProblem(f"{where}: {key!r} is not a dotted RunConfig key such as scheduler.name", where)
         for key in keys:
             if key == SEED_KEY:
-                raise ValueError(f"grid.{SEED_KEY}: give the seeds as seeds=[...], not as a grid key")
+                raise FieldProblem(f"grid.{SEED_KEY}: give the seeds as seeds=[...], not as a grid key",
+                                   f"grid.{SEED_KEY}")
             if other := next((k for k in keys if k.startswith(key + ".")), None):
-                raise ValueError(f"grid.{other}: overlaps grid key {key!r}; give one of them")
+                raise FieldProblem(f"grid.{other}: overlaps grid key {key!r}; give one of them", f"grid.{other}")
         for key, values in self.grid.items():
             for value in values:
                 if json_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-                    raise ValueError(f"grid.{key}: a value is nested deeper than {MAX_JSON_DEPTH} levels")
+                    raise FieldProblem(f"grid.{key}: a value is nested deeper than {MAX_JSON_DEPTH} levels",
+                                       f"grid.{key}")
             if len({_canonical(v) for v in values}) != len(values):
-                raise ValueError(f"grid.{key}: each value once, got {values}")
+                raise FieldProblem(f"grid.{key}: each value once, got {values}", f"grid.{key}")
         runs = self.num_groups * len(self.seeds or [0])
         if runs > MAX_SWEEP_RUNS:
-            raise ValueError(
+            raise FieldProblem(
                 f"grid: {self.num_groups} grid points x {len(self.seeds or [0])} seeds = {runs} runs, more than the "
-                f"{MAX_SWEEP_RUNS} a sweep may have; drop grid values or seeds"
+                f"{MAX_SWEEP_RUNS} a sweep may have; drop grid values or seeds", "grid"
             )
         return self
 
@@ -266,7 +269,8 @@ def summarise(points: Sequence[Mapping[str, Any]], runs: Sequence[SweepRun], hel
     ``heldout``: the result keys of held-out levels.
     """
     if not 0 <= baseline < max(1, len(points)):
-        raise ValueError(f"baseline: group {baseline} does not exist; groups are 0..{len(points) - 1}")
+        raise FieldProblem(f"baseline: group {baseline} does not exist; groups are 0..{len(points) - 1}",
+                           "baseline")
     # values[(group, level, metric)] = {seed: figure}; runs in id order, a later run of a seed wins.
     values: dict[tuple[int, str, str], dict[int, float]] = {}
     statuses: list[dict[str, int]] = [{} for _ in points]

@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
+from e2h.errors import named_field
+
 
 class E2HError(Exception):
     status_code = 400
@@ -80,9 +82,6 @@ def storage_fault(exc: BaseException) -> str | None:
     return None
 
 
-# Cross-field checks raise "Value error, scheduler.params.min_prob: ..." at the model's loc,
-# or "scheduler.params: min_prob=0.3 is infeasible ..." when the parameter is named after it.
-_NAMED_FIELD = re.compile(r"^(?:Value error, )?([A-Za-z_]\w*(?:\.\w+)*): (?:([A-Za-z_]\w*)=)?")
 _LOC_SOURCES = ("body", "query", "path", "header", "cookie")
 
 
@@ -90,22 +89,20 @@ _LOC_SOURCES = ("body", "query", "path", "header", "cookie")
 _UNION_MEMBER = re.compile(r"^(?:list\[)?[A-Z]\w*\]?$")
 
 
-def error_entry(loc: Sequence[Any], msg: str, type_: str = "value_error") -> dict[str, Any]:
+def error_entry(loc: Sequence[Any], msg: str, type_: str = "value_error", named: Sequence[str] = ()) -> dict[str, Any]:
+    """One 422 entry; ``field`` is ``loc`` without its source, then what the check ``named`` below it
+    (a FieldProblem's path: data, never parsed out of the message)."""
     parts = [str(p) for p in loc]
     if parts and parts[0] in _LOC_SOURCES:
         parts = parts[1:]
         if parts and _UNION_MEMBER.match(parts[0]):
             parts = parts[1:]
-    if m := _NAMED_FIELD.match(msg):
-        parts.extend(m.group(1).split("."))
-        if m.group(2):
-            parts.append(m.group(2))
-    return {"type": type_, "loc": list(loc), "msg": msg, "field": ".".join(parts)}
+    return {"type": type_, "loc": list(loc), "msg": msg, "field": ".".join([*parts, *named])}
 
 
 def format_errors(errors: Iterable[dict[str, Any]], loc_prefix: Sequence[Any] = ()) -> list[dict[str, Any]]:
     """pydantic/FastAPI error dicts -> the API's shape (drops ``input``, which may be huge)."""
-    return [error_entry([*loc_prefix, *e["loc"]], e["msg"], e["type"]) for e in errors]
+    return [error_entry([*loc_prefix, *e["loc"]], e["msg"], e["type"], named_field(e)) for e in errors]
 
 
 def invalid_from(exc: ValidationError, loc_prefix: Sequence[Any]) -> Invalid:

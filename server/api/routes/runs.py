@@ -53,8 +53,7 @@ def _statuses(status: str | None) -> list[str] | None:
 def _check_ceilings(config: RunConfig, ceilings: dict[str, float]) -> None:
     """422 for each resource field above this server's ceiling (E2H_RUN_CEILINGS)."""
     if found := ceiling_errors(config, ceilings, "E2H_RUN_CEILINGS"):
-        # At the config's loc: the message starts with the dotted field, which error_entry appends.
-        raise Invalid([error_entry(["body", "config"], msg) for _, msg in found])
+        raise Invalid([error_entry(["body", "config"], msg, named=field.split(".")) for field, msg in found])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[ApiAuth], responses=errors(401, 413, 422))
