@@ -173,19 +173,21 @@ def experiment(sweep_id: int) -> None:
                                       "accuracy", (0, 1.02)), key="experiments.heldout")
     st.caption("Curves averaged over seeds: lines are the mean over each group's seeds, bands its 95% t interval.")
 
+    # In the fragment, so they follow the sweep's status as it refreshes.
+    cols = st.columns(6)
+    if cols[0].button("Cancel sweep", key="experiments.cancel", disabled=sweep["status"] == "finished"):
+        ok, _ = state.action("Cancel", state.client().cancel_sweep, sweep_id)
+        if ok:
+            state.flash(f"Sweep #{sweep_id}: queued runs cancelled, running ones stopping.")
+            st.rerun(scope="app")
+    if cols[1].button("Delete sweep", key="experiments.delete", disabled=sweep["status"] != "finished",
+                      help="Deletes the sweep and its runs (finished sweeps only)."):
+        ok, _ = state.action("Delete", state.client().delete_sweep, sweep_id)
+        if ok:
+            state.flash(f"Sweep #{sweep_id} deleted.")
+            del st.query_params["sweep"]
+            st.rerun(scope="app")
+
 
 experiment(chosen)
 
-cols = st.columns(6)
-if cols[0].button("Cancel sweep", key="experiments.cancel", disabled=by_id[chosen]["status"] == "finished"):
-    ok, _ = state.action("Cancel", state.client().cancel_sweep, chosen)
-    if ok:
-        state.flash(f"Sweep #{chosen}: queued runs cancelled, running ones stopping.")
-        st.rerun()
-if cols[1].button("Delete sweep", key="experiments.delete", disabled=by_id[chosen]["status"] != "finished",
-                  help="Deletes the sweep and its runs (finished sweeps only)."):
-    ok, _ = state.action("Delete", state.client().delete_sweep, chosen)
-    if ok:
-        state.flash(f"Sweep #{chosen} deleted.")
-        del st.query_params["sweep"]
-        st.rerun()

@@ -1,7 +1,8 @@
 """The Experiments page in a real browser (Debian's chromium, headless, Playwright): launch a sweep of
 3 schedulers x 3 seeds from the form, a worker stand-in reports every run, the page follows live to the
 summary with its winner, curves averaged over seeds with a band per group, and the CSV export; the run
-page links back to its sweep. Screenshot: $E2H_SCREENSHOT_DIR/experiments.png."""
+page links back to its sweep, and the finished sweep is deleted from the page.
+Screenshot: $E2H_SCREENSHOT_DIR/experiments.png."""
 
 from __future__ import annotations
 
@@ -68,6 +69,11 @@ def test_launch_a_sweep_watch_it_and_read_its_summary(tmp_path: Path, browser_pa
         page.get_by_role("link", name=f"Part of sweep #{listed.id}").click()
         page.wait_for_url(f"**/experiments?sweep={listed.id}")
         page.get_by_text("finished: 9 runs (9 succeeded)").wait_for()
+        assert page.get_by_role("button", name="Cancel sweep").is_disabled()
+        page.get_by_role("button", name="Delete sweep").click()
+        page.get_by_text(f"Sweep #{listed.id} deleted.").wait_for()
+        page.get_by_text("No sweeps yet").wait_for()
+        assert api.list_sweeps().count == 0 and api.list_runs().count == 0
     finally:
         worker.close()
         api.close()
