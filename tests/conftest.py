@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from e2h.client import Client
+from tests.server.helpers import WORKER_TOKEN, LiveServer
+
 
 class Listener:
     """A loopback TCP listener for tests that check nothing connected to it."""
@@ -36,3 +39,10 @@ def listener() -> Iterator[Listener]:
     server = Listener()
     yield server
     server.socket.close()
+
+
+@pytest.fixture
+def api(server: LiveServer) -> Iterator[Client]:
+    """A client with the worker token for the directory's own ``server`` fixture (a live server)."""
+    with Client(server.url, token=WORKER_TOKEN) as c:
+        yield c

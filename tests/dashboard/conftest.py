@@ -8,44 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import streamlit as st
 
-from e2h.client import Client
 from tests.dashboard.browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, WIDTH, require_browser
-from tests.dashboard.helpers import WORKER_TOKEN, ApiServer
-from tests.dashboard.simulate import FakeWorker
-
-
-@pytest.fixture(scope="module")
-def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    server = ApiServer(tmp_path_factory.mktemp("api"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def api(api_server: ApiServer) -> Iterator[Client]:
-    with Client(api_server.url) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def worker(api_server: ApiServer) -> Iterator[FakeWorker]:
-    fake = FakeWorker(api_server.url, WORKER_TOKEN)
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def dashboard_env(api_server: ApiServer, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Point the in-process app (AppTest) at this module's server, with no stale caches."""
-    monkeypatch.setenv("E2H_SERVER_URL", api_server.url)
-    monkeypatch.delenv("E2H_API_TOKEN", raising=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    return api_server.url
+from tests.dashboard.fixtures import api, api_server, dashboard_env, worker  # noqa: F401  (the fixtures)
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ def test_cancel_clone_and_delete(dashboard_env: str, api, runs: dict) -> None:
     assert "Delete run" in at.warning[0].value
     button(at, "Yes, delete").click().run()
     assert_clean(at)
-    assert queued not in {r["id"] for r in api.list_runs().data}
+    assert queued not in {r.id for r in api.list_runs().data}
     assert f"Run #{queued} deleted." in texts(at)
 
 

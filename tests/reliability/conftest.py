@@ -25,6 +25,7 @@ import pytest
 from e2h.client import Client, ServerUnavailable
 from e2h.schemas import RunPublic
 from server.core.db import MIGRATIONS_DIR
+from tests.dashboard.fixtures import api_server, dashboard_env  # noqa: F401  (test_rendering_lifecycle's)
 from tests.server.helpers import REPO, WORKER_TOKEN, LiveServer
 
 LEASE_SECONDS = 4

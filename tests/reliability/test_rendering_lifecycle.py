@@ -26,7 +26,6 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-import streamlit as st
 
 from dashboard import charts, nav
 from e2h.client import Client
@@ -49,27 +48,9 @@ def hostile_name(port: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    s = ApiServer(tmp_path_factory.mktemp("api"))
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture(scope="module")
-def api(server: ApiServer) -> Iterator[Client]:
-    with Client(server.url) as client:
+def api(api_server: ApiServer) -> Iterator[Client]:  # api_server, dashboard_env: tests.dashboard.fixtures
+    with Client(api_server.url) as client:
         yield client
-
-
-@pytest.fixture
-def app_env(server: ApiServer, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("E2H_SERVER_URL", server.url)
-    monkeypatch.delenv("E2H_API_TOKEN", raising=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    return server.url
 
 
 def markdown_sources(at) -> list[str]:
@@ -95,16 +76,17 @@ def assert_plain(at, port: int, *literals: str) -> None:
 # -- the dashboard -------------------------------------------------------------------------------
 
 
-def test_run_page_shows_name_tags_and_worker_as_text(app_env: str, server: ApiServer, api: Client, listener) -> None:
+def test_run_page_shows_name_tags_and_worker_as_text(dashboard_env: str, api_server: ApiServer, api: Client,
+                                                     listener) -> None:
     name = hostile_name(listener.port)
-    worker = FakeWorker(server.url, WORKER_TOKEN, worker_id=HOSTILE_WORKER)
+    worker = FakeWorker(api_server.url, WORKER_TOKEN, worker_id=HOSTILE_WORKER)
     try:
         run, _ = started_run(api, worker, {"algorithm": {"max_steps": 50}, "scheduler": {"name": "cosine"}},
                              steps=5, name=name, tags=[HOSTILE_TAG])
     finally:
         worker.close()
-    assert run.name == name
-    at = open_page(nav.RUN, run=str(run.id))
+    assert run["name"] == name
+    at = open_page(nav.RUN, run=str(run["id"]))
     assert_plain(at, listener.port, name, f"Worker: {HOSTILE_WORKER}", f"Tags: {HOSTILE_TAG}")
     # The run picker's options are plain text already: shown raw, not backslash-escaped.
     assert f"#{run['id']} {name}" in at.selectbox(key=f"run.pick.{run['id']}").options
@@ -115,11 +97,11 @@ def test_run_page_shows_name_tags_and_worker_as_text(app_env: str, server: ApiSe
     assert not listener.accepted()
 
 
-def test_runs_page_and_clone_form_show_name_as_text(app_env: str, api: Client, listener) -> None:
+def test_runs_page_and_clone_form_show_name_as_text(dashboard_env: str, api: Client, listener) -> None:
     name = hostile_name(listener.port)
     run = api.submit({}, name=name, tags=[HOSTILE_TAG], priority=-10)
     at = open_page()
-    assert f"#{run['id']} {name} (queued)" in at.selectbox(key="runs.selected").options
+    assert f"#{run.id} {name} (queued)" in at.selectbox(key="runs.selected").options
     assert HOSTILE_TAG in at.selectbox(key="runs.tag").options
     at.selectbox(key="runs.selected").select(run.id).run()
     button(at, "Clone").click().run()
@@ -144,16 +126,16 @@ def test_runs_page_and_clone_form_show_name_as_text(app_env: str, api: Client, l
     assert not listener.accepted()
 
 
-def test_charts_show_metric_and_level_names_as_text(api: Client, server: ApiServer) -> None:
+def test_charts_show_metric_and_level_names_as_text(api: Client, api_server: ApiServer) -> None:
     """Plotly draws <a href>, <b> and friends in titles, legends, ticks and hover text."""
-    worker = FakeWorker(server.url, WORKER_TOKEN)
+    worker = FakeWorker(api_server.url, WORKER_TOKEN)
     try:
         run, _ = started_run(api, worker, {"algorithm": {"max_steps": 200},
                                            "scheduler": {"params": {"warmup_steps": 10, "update_interval": 5}}},
                              steps=30)
     finally:
         worker.close()
-    series = api.history(run.id).model_dump()  # the charts draw the JSON the dashboard holds
+    series = api.history(run["id"]).model_dump()  # the charts draw the JSON the dashboard holds
     series["metrics"] = {HOSTILE_PLOTLY: series["metrics"]["loss"]}
     for lv in series["levels"]:
         lv["components"] = {HOSTILE_PLOTLY: lv["components"]["deficit"]}
@@ -181,28 +163,28 @@ def e2h(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-def test_runs_ls_and_watch_print_markup_literally(server: ApiServer, api: Client) -> None:
+def test_runs_ls_and_watch_print_markup_literally(api_server: ApiServer, api: Client) -> None:
     name = "[red]x[/red] [link=http://evil.example/]click[/link] [/bold]"
     osc_link = "\x1b]8;;http://evil.example/\x07fake\x1b]8;;\x07 \x1b[31mred"
     first = api.submit({}, name=name, tags=["cli-markup"], priority=-10)
     second = api.submit({}, name=osc_link, tags=["cli-markup"], priority=-10)
-    out = e2h("runs", "ls", "--server", server.url, "--tag", "cli-markup")
+    out = e2h("runs", "ls", "--server", api_server.url, "--tag", "cli-markup")
     assert out.returncode == 0, out.stderr
     assert name in out.stdout
     assert "\x1b" not in out.stdout and "fake" in out.stdout  # no terminal escape reaches the terminal
     api.cancel(first.id)
     api.cancel(second.id)
 
-    worker = FakeWorker(server.url, WORKER_TOKEN, worker_id="[blink]w[/blink]")
+    worker = FakeWorker(api_server.url, WORKER_TOKEN, worker_id="[blink]w[/blink]")
     try:
         run, _ = started_run(api, worker, {"scheduler": {"name": "cosine"}}, steps=2, name=name)
         worker.finish(run, "failed", "[red]boom[/red] \x1b[2J")
     finally:
         worker.close()
-    out = e2h("runs", "watch", str(run.id), "--server", server.url)
+    out = e2h("runs", "watch", str(run["id"]), "--server", api_server.url)
     assert out.returncode == 1
     assert "[red]boom[/red]" in out.stderr and "\x1b[2J" not in out.stderr
-    out = e2h("runs", "ls", "--server", server.url, "--limit", "1")
+    out = e2h("runs", "ls", "--server", api_server.url, "--limit", "1")
     assert "[blink]w[/blink]" in out.stdout
 
 

@@ -48,7 +48,7 @@ def test_refused_unless_the_server_allows_it(tmp_path: Path) -> None:
         _refused(client.post("/runs", json={"config": REMOTE}))
         assert client.get("/runs").json()["count"] == 0
         run = client.post("/runs", json={}).json()  # the default (False) is fine
-        assert run.config["model"]["trust_remote_code"] is False
+        assert run["config"]["model"]["trust_remote_code"] is False
         # Clone cannot switch it on either, nested or dotted.
         _refused(client.post(f"/runs/{run['id']}/clone", json={"overrides": REMOTE}))
         _refused(client.post(f"/runs/{run['id']}/clone", json={"overrides": {"model.trust_remote_code": True}}))

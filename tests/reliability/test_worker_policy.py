@@ -23,7 +23,6 @@ import httpx
 import psutil
 import pytest
 
-from e2h.client import Client
 from tests.reliability.conftest import WorkerProcess, cheapest_config, tiny_config, wait_for
 from tests.server.helpers import WORKER_TOKEN, LiveServer, server_env, serving
 from worker.settings import REDACTED
@@ -40,12 +39,6 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
     env = server_env(tmp_path, E2H_DATA_DIR=str(tmp_path / "server"), E2H_LEASE_SECONDS="60")
     with serving(env, tmp_path / "server.log") as s:
         yield s
-
-
-@pytest.fixture
-def api(server: LiveServer) -> Iterator[Client]:
-    with Client(server.url, token=WORKER_TOKEN) as c:
-        yield c
 
 
 @pytest.fixture
@@ -107,7 +100,7 @@ def test_a_dataset_run_cannot_read_the_workers_files(server, api, spawn_worker, 
     assert run.status == "failed", run
     assert run.error.startswith("task.options.path:") and "outside this worker's data roots" in run.error
     assert "E2H_DATA_ROOTS" in run.error, run.error
-    assert not (worker.work_dir / f"run-{refused['id']}").exists(), "no training was started for it"
+    assert not (worker.work_dir / f"run-{refused.id}").exists(), "no training was started for it"
     assert_no_secret(public(server.url, refused.id))
 
     run = api.get(unusable.id)
@@ -150,7 +143,7 @@ def test_a_secret_that_reaches_an_error_or_a_log_line_is_redacted(server, api, s
     # The secrets are in the child's log (as a library that prints its environment would leave
     # them), and the child is killed, so the tail of that log becomes the run's error.
     run = api.submit(cheapest_config(1), name="redact")
-    log = tmp_path / "work-1" / f"run-{run['id']}" / "train.log"
+    log = tmp_path / "work-1" / f"run-{run.id}" / "train.log"
     log.parent.mkdir(parents=True)
     log.write_text(f"password={SECRET} hub={HF_SECRET} worker={WORKER_TOKEN}\n")
     worker = spawn_worker(server.url, "--burst")
@@ -182,7 +175,7 @@ def test_an_output_dir_reported_by_another_worker_is_not_used(server, api, spawn
     drain(worker)
     final = api.get(run.id)
     assert final.status == "succeeded", final.error
-    assert Path(final.output_dir) == (worker.work_dir / f"run-{run['id']}").resolve()
+    assert Path(final.output_dir) == (worker.work_dir / f"run-{run.id}").resolve()
     assert sorted(p.name for p in foreign.iterdir()) == ["keep.txt"], "nothing was written there"
 
 
@@ -214,4 +207,4 @@ def test_sighup_stops_the_training_child_and_hands_the_run_back(server, api, spa
     assert final.status == "queued" and final.attempt == 2, final
     assert time.monotonic() - sent < 50
     assert "SIGHUP" in worker.log()
-    assert list((worker.work_dir / f"run-{run['id']}").glob("checkpoint-*")), "it checkpointed before stopping"
+    assert list((worker.work_dir / f"run-{run.id}").glob("checkpoint-*")), "it checkpointed before stopping"

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from e2h.client import Client
-from tests.server.helpers import WORKER_TOKEN, LiveServer, server_env, serving
+from tests.server.helpers import LiveServer, server_env, serving
 
 
 @pytest.fixture
@@ -17,12 +16,6 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
     env = server_env(tmp_path, E2H_LEASE_SECONDS="4", E2H_REAPER_INTERVAL_SECONDS="0.5")
     with serving(env, tmp_path / "server.log") as s:
         yield s
-
-
-@pytest.fixture
-def api(server: LiveServer) -> Iterator[Client]:
-    with Client(server.url, token=WORKER_TOKEN) as c:
-        yield c
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):

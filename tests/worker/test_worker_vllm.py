@@ -90,7 +90,7 @@ def test_a_healthy_server_gets_training_its_ports_and_is_stopped_after(server, a
     port = json.loads(standin.read_text())["argv"]
     port = port[port.index("--port") + 1]
     assert _gone(_standin_pid(standin))
-    log = (Path(tmp_path / "work" / f"run-{run['id']}") / "train.log").read_text()
+    log = (Path(tmp_path / "work" / f"run-{run.id}") / "train.log").read_text()
     assert "vllm" in log.lower(), log[-2000:]
     assert port != "8000"
 
