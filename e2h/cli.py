@@ -69,30 +69,6 @@ def eval_command(
     raise typer.Exit(eval_main(argv))
 
 
-@app.command("eval", context_settings={"allow_extra_args": False})
-def eval_command(
-    checkpoint: str = typer.Argument(..., help="A run's output dir, final/, checkpoint-N/, a LoRA adapter, a model "
-                                     "directory or hub id, or builtin:tiny"),
-    overrides: list[str] = typer.Argument(None, help="group=preset or key=value, e.g. task.test_levels=[6]"),
-    output: Path = typer.Option(None, "--output", help="Results file (default: CHECKPOINT/test_results.json)"),
-    config: Path = typer.Option(None, "--config", help="RunConfig file (default: the run's config.json, if found)"),
-    samples: int = typer.Option(1, "--samples", help="K > 1 adds K samples per question at algorithm.temperature"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    backend: str = typer.Option("auto", "--backend", help="auto (vLLM on a GPU when installed), transformers, vllm"),
-) -> None:
-    """Evaluate a checkpoint per level (E2H's mode=test) and write test_results.json in E2H's format."""
-    _need("train")
-    from e2h.eval_cli import main as eval_main
-
-    argv = [checkpoint, *(overrides or []), "--samples", str(samples), "--batch-size", str(batch_size),
-            "--backend", backend]
-    if output is not None:
-        argv += ["--output", str(output)]
-    if config is not None:
-        argv += ["--config", str(config)]
-    raise typer.Exit(eval_main(argv))
-
-
 @app.command()
 def server(
     host: str = typer.Option(SERVER_HOST, "--host", help="Bind address (non-loopback needs E2H_WORKER_TOKEN)"),
