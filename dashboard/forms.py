@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from e2h.config import SchedulerConfig, TaskConfig
+from e2h.config import SchedulerConfig, TaskConfig, dotted_get, dotted_set
 
 DEFAULT_TASK = TaskConfig.model_fields["name"].default
 DEFAULT_SCHEDULER = SchedulerConfig.model_fields["name"].default
@@ -120,23 +120,7 @@ def _scalar(path: str, label: str, prop: dict, default: Any, help_: str | None, 
 _MISSING = object()
 
 
-def get_path(data: dict, path: str, default: Any = None) -> Any:
-    node: Any = data
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-def set_path(data: dict, path: str, value: Any) -> None:
-    parts = path.split(".")
-    node = data
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
+get_path, set_path = dotted_get, dotted_set  # the RunConfig's dotted-key helpers
 
 
 def deep_merge(base: dict, override: dict) -> dict:

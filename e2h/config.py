@@ -598,6 +598,40 @@ def _compact(value: Any) -> str:
     return str(value)
 
 
+# -- dotted keys ----------------------------------------------------------------------
+# "scheduler.params.min_prob" names a field of a (dumped) RunConfig: overrides, clones, sweep
+# grids and the launch form all speak this way.
+
+
+def dotted_get(data: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    """The value at ``dotted`` in nested mappings, ``default`` when absent."""
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def dotted_set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``dotted`` in nested dicts, making (or replacing non-dict) parents on the way."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[leaf] = value
+
+
+def dotted_expand(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"scheduler.name": "sec"}`` -> ``{"scheduler": {"name": "sec"}}``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        dotted_set(out, key, value)
+    return out
+
+
 # -- presets --------------------------------------------------------------------------
 
 
@@ -625,7 +659,9 @@ def error_lines(exc: ValidationError) -> list[str]:
     for err in exc.errors(include_url=False, include_input=False):
         msg = str(err["msg"]).removeprefix("Value error, ")
         where = ".".join([*(str(part) for part in err["loc"]), *named_field(err)])
-        lines.append(f"{where}: {msg}" if where and not msg.startswith(where) else msg)
+        named = msg.split(": ", 1)[0] if ": " in msg else ""
+        # A message that already starts with its field (or the part of it above a parameter) stays as it is.
+        lines.append(msg if not where or (named and where.startswith(named)) else f"{where}: {msg}")
     return lines
 
 

@@ -41,6 +41,17 @@ def cell(value: object) -> str:
     return escape(safe(value))
 
 
+def config_from_items(items: list[str] | None):
+    """A RunConfig from a command's arguments: at most one config file, then group=preset and key=value."""
+    from e2h.config import compose, load_config_file
+
+    items = list(items or [])
+    files = [i for i in items if "=" not in i]
+    if len(files) > 1:
+        raise ValueError(f"give at most one config file, got {files}")
+    return compose([i for i in items if "=" in i], base=load_config_file(files[0]) if files else None)
+
+
 def connect(server: str | None, token: str | None) -> Client:
     """A client for the command's --server/--token, else the environment's (e2h.settings.ClientSettings)."""
     return ClientSettings.resolve(server, token).client()
@@ -60,7 +71,8 @@ def describe(e: Exception) -> str:
     return "invalid config:\n" + "\n".join(f"  {line}" for line in text.splitlines()) if "\n" in text else text
 
 
-def _fail(e: Exception) -> typer.Exit:
+def fail(e: Exception) -> typer.Exit:
+    """Print ``e`` as field: message lines (server text shown literally); the command exits 1."""
     typer.secho(f"error: {safe(describe(e), lines=True)}", fg=typer.colors.RED, err=True)
     return typer.Exit(1)
 
@@ -75,19 +87,12 @@ def submit(
     token: str = TokenOpt,
 ) -> None:
     """Queue a run: `e2h runs submit config.yaml` or `e2h runs submit task=countdown2345 scheduler=gaussian`."""
-    from e2h.config import compose, load_config_file
-
-    items = list(items or [])
-    files = [i for i in items if "=" not in i]
-    if len(files) > 1:
-        raise _fail(ValueError(f"give at most one config file, got {files}"))
     try:
-        base = load_config_file(files[0]) if files else None
-        config = compose([i for i in items if "=" in i], base=base)
+        config = config_from_items(items)
         with connect(server, token) as c:
             run = c.submit(config.model_dump(mode="json"), name=name, priority=priority, tags=tag or [])
     except (ValueError, APIError) as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     typer.echo(f"run {run.id} queued: {safe(run.name)}")
 
 
@@ -107,7 +112,7 @@ def list_runs(
         with connect(server, token) as c:
             page = c.list_runs(status=status, tag=tag, limit=limit)
     except APIError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     table = Table("id", "name", "status", "progress", "task", "scheduler", "attempt", "worker")
     for r in page.data:
         table.add_row(str(r.id), cell(r.name), cell(r.status), f"{r.step}/{r.max_steps}", cell(r.task or ""),
@@ -123,7 +128,7 @@ def cancel(run_id: int, server: str = ServerOpt, token: str = TokenOpt) -> None:
         with connect(server, token) as c:
             run = c.cancel(run_id)
     except APIError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     typer.echo(f"run {run_id}: {safe(run.status)}" + (" (cancel requested)" if run.cancel_requested else ""))
 
 
@@ -218,7 +223,7 @@ def watch(run_id: int, interval: float = typer.Option(1.0, "--interval"), server
                     break
                 time.sleep(interval)
     except APIError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     if warning:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     if run.error:
@@ -233,4 +238,4 @@ def show(run_id: int, server: str = ServerOpt, token: str = TokenOpt) -> None:
         with connect(server, token) as c:
             typer.echo(c.get(run_id).model_dump_json(indent=2))
     except APIError as e:
-        raise _fail(e) from None
+        raise fail(e) from None

@@ -7,16 +7,11 @@ import time
 import typer
 
 from e2h.client import APIError
-from e2h.runs_cli import ServerOpt, TokenOpt, cell, connect, describe, safe
+from e2h.runs_cli import ServerOpt, TokenOpt, cell, config_from_items, connect, fail, safe
 from e2h.sweeps import SweepDetail
 
 app = typer.Typer(help="Sweeps: a base config x a grid of overrides x seeds, and which one wins.",
                   no_args_is_help=True)
-
-
-def _fail(e: Exception) -> typer.Exit:
-    typer.secho(f"error: {safe(describe(e), lines=True)}", fg=typer.colors.RED, err=True)
-    return typer.Exit(1)
 
 
 def split_values(text: str) -> list[str]:
@@ -76,22 +71,15 @@ def submit(
     token: str = TokenOpt,
 ) -> None:
     """Queue a sweep: `e2h sweep submit task=arithmetic --grid scheduler.name=balanced,gaussian,sec --seeds 42,1,2`."""
-    from e2h.config import compose, load_config_file
-
-    items = list(items or [])
-    files = [i for i in items if "=" not in i]
     try:
-        if len(files) > 1:
-            raise ValueError(f"give at most one config file, got {files}")
-        base = load_config_file(files[0]) if files else None
-        config = compose([i for i in items if "=" in i], base=base)
+        config = config_from_items(items)
         the_grid = parse_grid(list(grid or []))
         chosen = {k: v[0] for k, v in parse_grid(list(baseline or [])).items()} or None
         with connect(server, token) as c:
             sweep = c.submit_sweep(config.model_dump(mode="json"), the_grid, parse_seeds(seeds), name=name,
                                    priority=priority, tags=tag or [], baseline=chosen)
     except (ValueError, APIError) as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     typer.echo(f"sweep {sweep.id} queued: {safe(sweep.name)}: {len(sweep.groups)} groups x {len(sweep.seeds)} "
                f"seeds = {len(sweep.run_ids)} runs ({sweep.run_ids[0]}..{sweep.run_ids[-1]})")
 
@@ -106,7 +94,7 @@ def list_sweeps(limit: int = typer.Option(50, "--limit"), server: str = ServerOp
         with connect(server, token) as c:
             page = c.list_sweeps(limit=limit)
     except APIError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     table = Table("id", "name", "status", "groups", "seeds", "runs", "succeeded", "failed", "cancelled", "created")
     for s in page.data:
         table.add_row(str(s.id), cell(s.name), s.status, str(len(s.groups)), str(len(s.seeds)), str(len(s.run_ids)),
@@ -186,7 +174,7 @@ def show(
                     sweep = c.sweep(sweep_id, baseline)
                     live.update(render(sweep))
     except APIError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
 
 
 @app.command()
@@ -196,7 +184,7 @@ def cancel(sweep_id: int, server: str = ServerOpt, token: str = TokenOpt) -> Non
         with connect(server, token) as c:
             sweep = c.cancel_sweep(sweep_id)
     except APIError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     counts = ", ".join(f"{n} {s}" for s, n in sorted(sweep.counts.items()))
     typer.echo(f"sweep {sweep_id}: {sweep.status} ({counts}); running runs stop at their next heartbeat")
 
@@ -208,5 +196,5 @@ def delete(sweep_id: int, server: str = ServerOpt, token: str = TokenOpt) -> Non
         with connect(server, token) as c:
             c.delete_sweep(sweep_id)
     except APIError as e:
-        raise _fail(e) from None
+        raise fail(e) from None
     typer.echo(f"sweep {sweep_id} deleted")

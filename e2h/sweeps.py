@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
-from e2h.config import MAX_JSON_DEPTH, RunConfig, json_depth
+from e2h.config import MAX_JSON_DEPTH, RunConfig, dotted_get, json_depth
 from e2h.errors import FieldProblem
 from e2h.schemas import Name, RunStatus, Tag, reject_non_finite
 from e2h.stats import Estimate, mean_ci, paired_difference
@@ -139,14 +139,7 @@ def point_label(point: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v if isinstance(v, str) else _canonical(v)}" for k, v in point.items())
 
 
-def value_at(config: Mapping[str, Any], dotted: str) -> Any:
-    """The value at a dotted key of a (dumped) config, None when absent."""
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+value_at = dotted_get  # the value at a dotted key of a (dumped) config, None when absent
 
 
 def group_key(config: Mapping[str, Any], keys: Iterable[str]) -> str:

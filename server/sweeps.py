@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy import JSON, String, delete, func, update
 from sqlmodel import Session, select
 
-from e2h.config import ceiling_errors
+from e2h.config import ceiling_errors, dotted_expand
 from e2h.schemas import ERROR_LINE_CHARS, RunCreate
 from e2h.sweeps import (
     SEED_KEY,
@@ -265,7 +265,7 @@ def detail(session: Session, sweep_id: int, baseline: int | None = None) -> Swee
                         "msg": f"baseline: sweep {sweep_id} has groups 0..{len(sweep.groups) - 1}, not {baseline}"}])
     runs = _runs(session, sweep_id)
     results = _final_results(session, [r.id for r in runs])
-    index = {group_key({**_expanded(p)}, sweep.grid): g for g, p in enumerate(sweep.groups)}
+    index = {group_key(dotted_expand(p), sweep.grid): g for g, p in enumerate(sweep.groups)}
     members, heldout = [], set()
     for run in runs:
         config = run.config if isinstance(run.config, dict) else {}
@@ -282,16 +282,6 @@ def detail(session: Session, sweep_id: int, baseline: int | None = None) -> Swee
                        summary=summary)
 
 
-def _expanded(point: dict[str, Any]) -> dict[str, Any]:
-    """{"scheduler.name": "sec"} -> {"scheduler": {"name": "sec"}}, to read it back with group_key."""
-    out: dict[str, Any] = {}
-    for key, value in point.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
 
 
 # -- cancel, delete ------------------------------------------------------------------------

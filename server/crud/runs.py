@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, func
 from sqlmodel import Session, select
 
-from e2h.config import RunConfig
+from e2h.config import RunConfig, dotted_expand
 from e2h.schemas import RunClone, RunCreate, RunReport, RunStatus
 from server.core.db import write_transaction
 from server.core.errors import Conflict, Invalid, error_entry, invalid_from
@@ -131,13 +131,7 @@ def merge_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> dict[s
     dropped so the new task's or scheduler's defaults apply.
     """
     merged = copy.deepcopy(config)
-    expanded: dict[str, Any] = {}
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = expanded
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+    expanded = dotted_expand(overrides)
     _deep_merge(merged, expanded)
     for section, switch, dependents in (
         ("task", "name", ("train_levels", "test_levels")),
