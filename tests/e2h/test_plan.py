@@ -32,7 +32,7 @@ def test_a_single_process_run_sees_exactly_one_of_eight_gpus():
     assert train.command[1:3] == ["-m", "e2h.train"]
     assert plan.grpo_config["use_cpu"] is False and plan.grpo_config["bf16"] is True
     assert plan.grpo_config["tf32"] is True and plan.grpo_config["save_total_limit"] == 3
-    assert plan.peft_config == {"r": 32, "lora_alpha": 64, "lora_dropout": 0.05,
+    assert plan.peft_config == {"r": 32, "lora_alpha": 64, "lora_dropout": 0.1,  # E2H's
                                 "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM"}
 
 
