@@ -21,7 +21,6 @@ from transformers import TrainerCallback
 
 from e2h.config import RunConfig
 from e2h.evaluation import evaluate_in_trainer
-from e2h.plan import grpo_config_kwargs, peft_config_dict, planned_vllm_ports
 from e2h.outputs import (
     CONFIG_FILE,
     FINAL_DIR,
@@ -31,6 +30,7 @@ from e2h.outputs import (
     FileReporter,
     truncate_after_step,
 )
+from e2h.plan import grpo_config_kwargs, peft_config_dict, planned_vllm_ports
 
 logger = logging.getLogger("e2h.train")
 
