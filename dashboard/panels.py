@@ -177,7 +177,8 @@ def training(run: dict, series: dict, labels: list[str], evals: list[dict]) -> N
             st.caption(f"Held out (never trained on): {', '.join(f'level {h}' for h in heldout)}, dashed red.")
         test = S.latest_eval(evals, "test")
         if test:
-            rows = [{"level": k, **v} for k, v in test["results"].items() if isinstance(v, dict)]
+            rows = [{"level": S.test_row_label(k, heldout), **v} for k, v in test["results"].items()
+                    if isinstance(v, dict)]
             st.markdown(f"**Final test results** (step {test['step']})")
             st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"test.{rid}", width="stretch")
             wanted = ((run.get("config") or {}).get("task") or {}).get("test_size_per_level")

@@ -215,19 +215,22 @@ def few_questions(test: dict[str, Any], wanted: int | None) -> list[tuple[str, i
     return out
 
 
+def test_row_label(key: str, heldout: list[int] | None = None) -> str:
+    """A test result's key as a row label: "level 3", "level 6 (held-out)", "overall"."""
+    if not key.startswith("level_"):
+        return key
+    value = key.removeprefix("level_")
+    held = value.lstrip("-").isdigit() and int(value) in (heldout or [])
+    return f"level {value}" + (" (held-out)" if held else "")
+
+
 def test_accuracy(test: dict[str, Any], heldout: list[int] | None = None) -> dict[str, float]:
-    """A test's accuracy by row label: "level 3", "level 6 (held-out)", "overall"."""
+    """A test's accuracy by row label (:func:`test_row_label`)."""
     out = {}
     for key, result in (test.get("results") or {}).items():
         accuracy = result.get("accuracy") if isinstance(result, dict) else None
-        if accuracy is None:
-            continue
-        if key.startswith("level_"):
-            value = key.removeprefix("level_")
-            held = value.lstrip("-").isdigit() and int(value) in (heldout or [])
-            out[f"level {value}" + (" (held-out)" if held else "")] = float(accuracy)
-        else:
-            out[key] = float(accuracy)
+        if accuracy is not None:
+            out[test_row_label(key, heldout)] = float(accuracy)
     return out
 
 

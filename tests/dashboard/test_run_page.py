@@ -130,3 +130,19 @@ def test_queued_run_and_unknown_run(dashboard_env: str, api) -> None:
     assert "No snapshots yet" in texts(at)
     at = open_page(nav.RUN, run="999999")
     assert "Not found" in at.warning[0].value
+
+
+def test_final_test_table_marks_held_out_levels(dashboard_env: str, api, worker) -> None:
+    """E2H's mode=test results per level on a finished run's page, held-out levels marked."""
+    run, _ = started_run(api, worker, {"algorithm": {"max_steps": 20}, "scheduler": {"name": "cosine"},
+                                       "task": {"train_levels": [0, 1], "test_levels": [0, 1, 4]}},
+                         steps=20, eval_every=1000)
+    results = {"level_0": {"accuracy": 0.9, "support": 8}, "level_1": {"accuracy": 0.5, "support": 8},
+               "level_4": {"accuracy": 0.125, "support": 8}, "overall": {"accuracy": 0.5, "support": 24}}
+    worker.client.post_evals(run["id"], [{"step": 20, "name": "test", "results": results}], worker.worker_id,
+                             run["attempt"])
+    worker.finish(run)
+    at = open_page(nav.RUN, run=str(run["id"]))
+    [table] = [d.value for d in at.dataframe if "accuracy" in d.value.columns and "support" in d.value.columns]
+    assert dict(zip(table["level"], table["accuracy"], strict=True)) == {
+        "level 0": 0.9, "level 1": 0.5, "level 4 (held-out)": 0.125, "overall": 0.5}
