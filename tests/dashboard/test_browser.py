@@ -38,9 +38,11 @@ def test_launch_watch_and_compare_in_a_browser(tmp_path: Path, browser_page, sho
         (tmp_path / "api").mkdir()
         server = ApiServer(tmp_path / "api", port=api_port)
         api, worker = Client(server.url), FakeWorker(server.url, WORKER_TOKEN)
-        baseline, _ = started_run(api, worker, {"algorithm": {"max_steps": 200}, "scheduler": {"name": "cosine"},
+        baseline, base_sim = started_run(api, worker, {"algorithm": {"max_steps": 200}, "scheduler": {"name": "cosine"},
                                                 "task": {"test_levels": [0, 1, 2, 3, 4, 5]}},
                                   steps=200, name="cosine baseline", tags=["e2e"])
+        final = base_sim.evaluation(baseline["config"]["task"]["train_levels"], [5])  # Compare shows it
+        worker.client.post_evals(baseline["id"], [{**final, "name": "test"}], worker.worker_id, baseline["attempt"])
         worker.finish(baseline)
 
         # ... and the page recovers by itself once it answers.
@@ -52,7 +54,7 @@ def test_launch_watch_and_compare_in_a_browser(tmp_path: Path, browser_page, sho
         number(page, "Update Interval", "5")
         submit.click()
         page.get_by_text("queued.").wait_for()
-        run = api.get(api.list_runs(tag="e2e").data[0].id).model_dump(mode="json")  # list items carry no config
+        run = api.get(api.list_runs(tag="e2e").data[0].id)  # list items carry no config
         assert run.name == "e2e vrex run" and run.status == "queued"
         assert run.config["scheduler"]["params"] == {"warmup_steps": 20, "update_interval": 5}
         screenshot(page, shots / "launch.png")
@@ -71,9 +73,9 @@ def test_launch_watch_and_compare_in_a_browser(tmp_path: Path, browser_page, sho
         wait_idle(page)
         screenshot(page, shots / "runs.png")
         page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Run", exact=True)).click()
-        page.get_by_role("option", name=f"#{run['id']} e2e vrex run (running)").click()
+        page.get_by_role("option", name=f"#{run.id} e2e vrex run (running)").click()
         page.locator("[data-testid='stButton'] button").filter(has_text="Open").click()
-        page.wait_for_url(f"**/run?run={run['id']}")
+        page.wait_for_url(f"**/run?run={run.id}")
 
         # The probability chart renders: one filled area per level.
         area = chart(page, "Task probabilities per level")
@@ -89,9 +91,10 @@ def test_launch_watch_and_compare_in_a_browser(tmp_path: Path, browser_page, sho
         wait_idle(page)
         screenshot(page, shots / "run.png")
 
-        page.goto(f"{dashboard.url}/compare?runs={run['id']},{baseline['id']}")
+        page.goto(f"{dashboard.url}/compare?runs={run.id},{baseline['id']}")
         chart(page, "Probability evolution per run").wait_for()
         chart(page, "Held-out level: accuracy").wait_for()
+        page.get_by_text("Final test accuracy per level").wait_for()
         wait_idle(page)
         screenshot(page, shots / "compare.png")
         assert page.locator("[data-testid='stException']").count() == 0
