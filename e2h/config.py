@@ -659,9 +659,13 @@ def error_lines(exc: ValidationError) -> list[str]:
     for err in exc.errors(include_url=False, include_input=False):
         msg = str(err["msg"]).removeprefix("Value error, ")
         where = ".".join([*(str(part) for part in err["loc"]), *named_field(err)])
-        named = msg.split(": ", 1)[0] if ": " in msg else ""
-        # A message that already starts with its field (or the part of it above a parameter) stays as it is.
-        lines.append(msg if not where or (named and where.startswith(named)) else f"{where}: {msg}")
+        head, rest = msg.split(": ", 1) if ": " in msg else ("", msg)
+        if not where or (head and where.startswith(head)):
+            lines.append(msg)  # it already names its field (or the part above a parameter)
+        elif head and where.endswith("." + head):
+            lines.append(f"{where}: {rest}")  # it names the last part only: name all of it, once
+        else:
+            lines.append(f"{where}: {msg}")
     return lines
 
 

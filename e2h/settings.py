@@ -20,6 +20,8 @@ DASHBOARD_PORT = 8501
 
 # `E2H_API_TOKEN= e2h server` must not mean "the token is the empty string": empty is unset.
 OptionalSecret = Annotated[str | None, BeforeValidator(lambda v: None if v == "" else v)]
+# An empty E2H_SERVER_URL is unset too: this machine's server.
+ServerUrl = Annotated[str, BeforeValidator(lambda v: SERVER_URL if v in ("", None) else v)]
 
 
 class ClientSettings(BaseSettings):
@@ -27,8 +29,9 @@ class ClientSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="E2H_", extra="ignore", populate_by_name=True)
 
-    server_url: str = Field(SERVER_URL, validation_alias=AliasChoices("E2H_SERVER_URL", "E2H_SERVER", "server_url"),
-                            description="The server's URL.")
+    # Only the prefixed names: another program's SERVER_URL must never redirect the client (and its token).
+    server_url: ServerUrl = Field(SERVER_URL, validation_alias=AliasChoices("E2H_SERVER_URL", "E2H_SERVER"),
+                                  description="The server's URL.")
     api_token: OptionalSecret = Field(None, description="The server's API token, when it sets one (writes need it).")
 
     @classmethod

@@ -203,12 +203,12 @@ class Worker:
         env = child_environment(self.settings, os.environ, output_dir)
         try:
             plan = self.plan(RunConfig.model_validate(run.config), output_dir, config_path)
+            job.processes = [ProcessReport(role=p.role, command=p.command, env=p.env) for p in plan.processes]
         except ValueError as e:
             why = str(e)
             logger.error("run %d cannot be placed here: %s", run_id, why)
             self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, RunStatus.failed, why))
             return RunStatus.failed
-        job.processes = [ProcessReport(role=p.role, command=p.command, env=p.env) for p in plan.processes]
         server = None
         if (vllm := plan.process("vllm")) is not None:
             server = ManagedVLLMServer(vllm, output_dir / VLLM_LOG_FILE, env).start()

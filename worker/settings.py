@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from e2h.settings import SERVER_URL, OptionalSecret
+from e2h.settings import SERVER_URL, OptionalSecret, ServerUrl
 
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 8  # shorter values ("1", "true", a port) would redact ordinary text
@@ -50,7 +50,7 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="E2H_", extra="ignore")
 
     # -- connection and secrets ---------------------------------------------------------
-    server_url: str = Field(SERVER_URL, description="Server URL (the default of --server).")
+    server_url: ServerUrl = Field(SERVER_URL, description="Server URL (the default of --server).")
     worker_token: OptionalSecret = Field(None, description="Bearer token for the worker API (the default of --token).")
     api_token: OptionalSecret = Field(
         None, description="The server's API token, when this machine has one: never given to runs, always redacted."

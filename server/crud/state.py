@@ -88,8 +88,8 @@ def move(run: Run, to: RunStatus, now: datetime, *, worker_id: str | None = None
          lease_expires_at: datetime | None = None) -> None:
     """Change ``run``'s status to ``to``, checked against :data:`TRANSITIONS`, with what it implies:
 
-    - to running: the claiming ``worker_id`` and its lease; ``started_at`` on the first start only
-      (a resumed run keeps the time it first started);
+    - to running: the claiming ``worker_id`` and its lease, no report yet; ``started_at`` on the first
+      start only (a resumed run keeps the time it first started);
     - running to queued: a new attempt (fencing off the old one's writes), no worker, no lease;
     - to a final status: ``finished_at``, no lease (the worker that finished stays named).
     """
@@ -101,6 +101,7 @@ def move(run: Run, to: RunStatus, now: datetime, *, worker_id: str | None = None
         run.worker_id = worker_id
         run.lease_expires_at = lease_expires_at
         run.started_at = run.started_at or now
+        run.report = None  # what the previous attempt's worker reported is not this one's
     else:
         run.lease_expires_at = None
         if to == RunStatus.queued:

@@ -112,7 +112,7 @@ def test_worker_sigkilled_mid_run_is_resumed_by_another_worker(fault_server, fau
         # attempt must resume (it can be ahead of the server's step: shipping lags training).
         assert run.output_dir, "the worker reports its output dir with every heartbeat"
         newest = last_complete_checkpoint(run.output_dir)
-        assert newest, f"no complete checkpoint in {run['output_dir']} at step {run['step']}"
+        assert newest, f"no complete checkpoint in {run.output_dir} at step {run.step}"
         expected_resume.append(int(Path(newest).name.removeprefix("checkpoint-")))
         workers.append(spawn_worker(fault_server.url, work_dir=shared))  # a spare: the survivor takes the run
 
