@@ -300,6 +300,14 @@ def config_name(run: dict[str, Any], section: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+RESULT_COLUMNS = {"accuracy": "test accuracy", "heldout_accuracy": "held-out accuracy", "reward": "test reward"}
+
+
+def result_columns(results: dict[str, Any] | None) -> dict[str, float | None]:
+    """A run's final test figures (e2h.schemas.RunResults) as table columns; empty before its final test."""
+    return {label: (results or {}).get(key) for key, label in RESULT_COLUMNS.items()}
+
+
 def run_row(run: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
     """One row of the runs table (from a list item or a full run)."""
     return {
@@ -313,6 +321,7 @@ def run_row(run: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
         "task": config_name(run, "task"),
         "scheduler": config_name(run, "scheduler"),
         "model": config_name(run, "model"),
+        **result_columns(run.get("results")),
         "attempt": run.get("attempt"),
         "worker": run.get("worker_id") or "",
         "tags": ", ".join(run.get("tags") or []),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import typer
 
 from e2h.client import APIError, Client
-from e2h.schemas import RunPublic, RunStatus, SnapshotSeries
+from e2h.schemas import RunPublic, RunResults, RunStatus, SnapshotSeries
 from e2h.settings import SERVER_URL, ClientSettings
 
 app = typer.Typer(help="Queue, list, watch and cancel runs on a server.", no_args_is_help=True)
@@ -39,6 +39,14 @@ def cell(value: object) -> str:
     from rich.markup import escape
 
     return escape(safe(value))
+
+
+def results_text(results: RunResults | None) -> str:
+    """A finished run's headline figures: "acc 0.520 · held-out 0.125 · reward 0.61" ("" before its final test)."""
+    if results is None:
+        return ""
+    parts = [("acc", results.accuracy), ("held-out", results.heldout_accuracy), ("reward", results.reward)]
+    return " · ".join(f"{label} {value:.3f}" for label, value in parts if value is not None)
 
 
 def config_from_items(items: list[str] | None):
@@ -113,10 +121,10 @@ def list_runs(
             page = c.list_runs(status=status, tag=tag, limit=limit)
     except APIError as e:
         raise fail(e) from None
-    table = Table("id", "name", "status", "progress", "task", "scheduler", "attempt", "worker")
+    table = Table("id", "name", "status", "progress", "task", "scheduler", "results", "attempt", "worker")
     for r in page.data:
         table.add_row(str(r.id), cell(r.name), cell(r.status), f"{r.step}/{r.max_steps}", cell(r.task or ""),
-                      cell(r.scheduler or ""), str(r.attempt), cell(r.worker_id or ""))
+                      cell(r.scheduler or ""), results_text(r.results), str(r.attempt), cell(r.worker_id or ""))
     Console().print(table)
     typer.echo(f"{len(page.data)} of {page.count} runs")
 

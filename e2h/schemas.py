@@ -212,6 +212,31 @@ def _config_name(config: Any, section: str, key: str) -> str | None:
 # -- runs -------------------------------------------------------------------------------
 
 
+class RunResults(BaseModel):
+    """A finished run's headline figures, from its final test evaluation (E2H's format)."""
+
+    accuracy: float | None = Field(None, description="Overall test accuracy.")
+    heldout_accuracy: float | None = Field(
+        None, description="Accuracy on the held-out levels (evaluated, never trained on), weighted by support.")
+    reward: float | None = Field(None, description="Overall mean reward on the test set.")
+
+    @classmethod
+    def from_test(cls, results: dict[str, Any], heldout: set[str]) -> RunResults:
+        """From a "test" eval's results and the result keys (``level_N``) of the held-out levels."""
+        overall = results.get("overall") if isinstance(results.get("overall"), dict) else {}
+        held = [results[k] for k in sorted(heldout) if isinstance(results.get(k), dict)
+                and isinstance(results[k].get("accuracy"), int | float)]
+        weights = [r.get("support") if isinstance(r.get("support"), int) and r.get("support") > 0 else 1 for r in held]
+        heldout_accuracy = (sum(r["accuracy"] * w for r, w in zip(held, weights, strict=True)) / sum(weights)
+                            if held else None)
+        return cls(accuracy=_number(overall.get("accuracy")), heldout_accuracy=heldout_accuracy,
+                   reward=_number(overall.get("reward_mean")))
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 class RunSummary(BaseModel):
     """A run in the list: what a table row shows, without the config (GET /runs/{id} has it)."""
 
@@ -237,10 +262,11 @@ class RunSummary(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     sweep_id: int | None = Field(None, description="The sweep that queued this run.")
+    results: RunResults | None = Field(None, description="From the run's final test evaluation, once it has one.")
 
     @classmethod
-    def from_run(cls, run: Any) -> RunSummary:
-        """From a stored run (``server.models.Run``)."""
+    def from_run(cls, run: Any, results: RunResults | None = None) -> RunSummary:
+        """From a stored run (``server.models.Run``) and its final test's figures."""
         config = run.config
         error = run.error.strip().split("\n", 1)[0][:ERROR_LINE_CHARS] if run.error else None
         return cls(
@@ -250,7 +276,7 @@ class RunSummary(BaseModel):
             max_steps=run.max_steps, step=run.step, snapshot_count=run.snapshot_count, attempt=run.attempt,
             worker_id=run.worker_id, cancel_requested=run.cancel_requested, error=error,
             probabilities=run.probabilities, created_at=run.created_at, updated_at=run.updated_at,
-            started_at=run.started_at, finished_at=run.finished_at, sweep_id=run.sweep_id,
+            started_at=run.started_at, finished_at=run.finished_at, sweep_id=run.sweep_id, results=results,
         )
 
 

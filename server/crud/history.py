@@ -110,6 +110,15 @@ def _columns(steps: list[int], docs: list[dict[str, Any]], total: int) -> dict[s
 
 
 
+def final_tests(session: Session, run_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Each run's final "test" evaluation results (its latest by step), for the runs that have one."""
+    if not run_ids:
+        return {}
+    rows = session.exec(select(Eval.run_id, Eval.results).where(Eval.run_id.in_(run_ids), Eval.name == "test")
+                        .order_by(Eval.step, Eval.id))
+    return {run_id: results for run_id, results in rows}
+
+
 def list_evals(session: Session, run_id: int) -> list[Eval]:
     get_run(session, run_id)
     return list(session.exec(select(Eval).where(Eval.run_id == run_id).order_by(Eval.step, Eval.id)))

@@ -71,3 +71,16 @@ def test_ls_names_are_short(api_server, api) -> None:
     assert out.exit_code == 0, out.output
     assert "variance_regularized countdown tiny 500 steps" in out.output
     api.cancel(submitted.id)
+
+
+def test_ls_shows_a_finished_runs_results(api_server, api, worker) -> None:
+    run, _ = started_run(api, worker, {"algorithm": {"max_steps": 10}, "scheduler": {"name": "cosine"},
+                                       "task": {"train_levels": [0, 1], "test_levels": [0, 1, 5]}}, steps=10)
+    results = {"level_0": {"accuracy": 0.9, "support": 10}, "level_5": {"accuracy": 0.125, "support": 8},
+               "overall": {"accuracy": 0.52, "reward_mean": 0.61, "support": 28}}
+    worker.client.post_evals(run["id"], [{"step": 10, "name": "test", "results": results}], worker.worker_id,
+                             run["attempt"])
+    worker.finish(run)
+    out = e2h("runs", "ls", "--server", api_server.url, "--limit", "1")
+    assert out.exit_code == 0, out.output
+    assert "acc 0.520 · held-out 0.125 · reward 0.610" in " ".join(out.output.split()), out.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from tests.dashboard.apptest import assert_clean, button, open_page, texts
@@ -14,8 +15,14 @@ pytestmark = pytest.mark.slow
 def runs(api, worker) -> dict[str, dict]:
     running, _ = started_run(api, worker, {"algorithm": {"max_steps": 100},
                                            "scheduler": {"params": {"warmup_steps": 10}}}, steps=40, tags=["vr"])
-    done, _ = started_run(api, worker, {"algorithm": {"max_steps": 60}, "scheduler": {"name": "cosine"}},
+    done, _ = started_run(api, worker, {"algorithm": {"max_steps": 60}, "scheduler": {"name": "cosine"},
+                                        "task": {"train_levels": [0, 1], "test_levels": [0, 1, 4, 5]}},
                           steps=60, tags=["fixed"])
+    results = {"level_0": {"accuracy": 1.0, "support": 10}, "level_1": {"accuracy": 0.5, "support": 10},
+               "level_4": {"accuracy": 0.5, "support": 10}, "level_5": {"accuracy": 0.2, "support": 40},
+               "overall": {"accuracy": 0.4, "reward_mean": 0.55, "support": 70}}
+    worker.client.post_evals(done["id"], [{"step": 60, "name": "test", "results": results}], worker.worker_id,
+                             done["attempt"])
     worker.finish(done)
     queued = api.submit({"scheduler": {"name": "balanced"}}, tags=["fixed", "later"])
     return {"running": running, "done": api.get(done["id"]).model_dump(mode="json"),
@@ -37,7 +44,11 @@ def test_table_shows_every_run_with_progress(dashboard_env: str, runs: dict) -> 
     assert running["task"] == "arithmetic" and running["scheduler"] == "variance_regularized"
     assert running["model"] == "builtin:tiny" and running["started"] is not None
     assert running["eta"]  # a pace is known once a step has been made
-    assert rows[runs["done"]["id"]]["status"] == "succeeded" and rows[runs["done"]["id"]]["progress"] == 1.0
+    done = rows[runs["done"]["id"]]
+    assert done["status"] == "succeeded" and done["progress"] == 1.0
+    # The final test's figures; held-out = levels 4 and 5, weighted by support: (0.5 * 10 + 0.2 * 40) / 50.
+    assert (done["test accuracy"], done["held-out accuracy"], done["test reward"]) == pytest.approx((0.4, 0.26, 0.55))
+    assert pd.isna(running["test accuracy"])  # no final test yet
     assert rows[runs["queued"]["id"]]["status"] == "queued" and rows[runs["queued"]["id"]]["eta"] == ""
     assert {w.label for w in at.multiselect} >= {"Status"} and {w.label for w in at.selectbox} >= {"Tag", "Run"}
     assert [b.label for b in at.button] == ["Open", "Cancel", "Clone", "Clone and edit", "Delete"]

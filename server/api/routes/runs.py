@@ -23,11 +23,13 @@ from e2h.schemas import (
     RunClone,
     RunCreate,
     RunPublic,
+    RunResults,
     RunsPublic,
     RunStatus,
     RunSummary,
     SnapshotSeries,
 )
+from e2h.sweeps import heldout_keys
 from server import crud
 from server.api.deps import ApiAuth, EngineDep, NotifierDep, RunId, SessionDep, SettingsDep
 from server.api.responses import errors
@@ -74,7 +76,10 @@ def list_runs(
 ) -> RunsPublic:
     """Newest first, as summaries: GET /runs/{id} has a run's config."""
     runs, count = crud.list_runs(session, _statuses(status), tag, limit, offset)
-    return RunsPublic(data=[RunSummary.from_run(run) for run in runs], count=count)
+    tests = crud.final_tests(session, [run.id for run in runs])
+    return RunsPublic(count=count, data=[
+        RunSummary.from_run(run, RunResults.from_test(tests[run.id], heldout_keys(run.config)) if run.id in tests
+                            else None) for run in runs])
 
 
 @router.get("/{run_id}", responses=errors(404, 422))
