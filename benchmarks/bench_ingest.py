@@ -219,6 +219,34 @@ def ingest(
     return time.perf_counter() - t0
 
 
+def rss_mb(pid: int) -> float:
+    import psutil
+
+    return round(psutil.Process(pid).memory_info().rss / 1e6, 1)
+
+
+def full_history(api: httpx.Client, pid: int, run_id: int, steps: int) -> dict:
+    """Time the streamed export and the unbucketed JSON history of the same run, with the server's RSS."""
+    start = rss_mb(pid)
+    t = time.perf_counter()
+    lines, size = 0, 0
+    with api.stream("GET", f"/runs/{run_id}/snapshots.ndjson") as r:
+        r.raise_for_status()
+        for chunk in r.iter_bytes():
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+    export_s = time.perf_counter() - t
+    assert lines == steps, (lines, steps)
+    after_export = rss_mb(pid)
+    t = time.perf_counter()
+    series = api.get(f"/runs/{run_id}/snapshots", params={"max_points": steps}).raise_for_status().json()
+    bucketed_s = time.perf_counter() - t
+    assert len(series["steps"]) == steps
+    return {"export_s": round(export_s, 2), "export_mb": round(size / 1e6, 1), "bucketed_s": round(bucketed_s, 2),
+            "speedup": round(bucketed_s / export_s, 1),
+            "rss_mb": {"start": start, "after_export": after_export, "after_bucketed": rss_mb(pid)}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=25_000, help="snapshots each sender streams to its own run")
@@ -281,7 +309,7 @@ def main() -> None:
 
         last = args.history_steps - 1
         stored = api.get(f"/runs/{run0}").json()
-        assert (stored.step, stored.snapshot_count) == (last, args.history_steps), stored
+        assert (stored["step"], stored["snapshot_count"]) == (last, args.history_steps), stored
         timings = []
         for _ in range(args.queries):
             t = time.perf_counter()
@@ -295,6 +323,11 @@ def main() -> None:
             t = time.perf_counter()
             api.get(f"/runs/{run0}/snapshots", params={"after_step": last - args.batch}).raise_for_status()
             incremental.append((time.perf_counter() - t) * 1000)
+
+        # Phase 3: the full history, side by side: max_points=100000 (one JSON body, the whole
+        # series in memory) against the streamed NDJSON export (one batch at a time); the server's
+        # resident memory after each (the same process, so the export runs first).
+        export = full_history(api, proc.pid, run0, args.history_steps)
 
         db_bytes = sum(f.stat().st_size for f in Path(tmp.name).glob("e2h.db*"))
         results = {
@@ -325,6 +358,7 @@ def main() -> None:
             },
             "incremental_poll_ms": {"median": round(statistics.median(incremental), 1)},
             "db_mb": round(db_bytes / 1e6, 1) if db_url.startswith("sqlite") else None,
+            "full_history": export,
         }
     finally:
         if beats is not None:
@@ -362,6 +396,13 @@ def main() -> None:
         f"incremental poll (after_step, {args.batch} new steps): median "
         f"{results['incremental_poll_ms']['median']} ms"
         + (f"; SQLite file {results['db_mb']} MB" if results["db_mb"] is not None else "")
+    )
+    ex = results["full_history"]
+    print(
+        f"full history of the {args.history_steps:,}-step run: NDJSON export {ex['export_s']} s "
+        f"({ex['export_mb']} MB, server RSS {ex['rss_mb']['start']} -> {ex['rss_mb']['after_export']} MB) vs "
+        f"max_points={args.history_steps} {ex['bucketed_s']} s (server RSS -> {ex['rss_mb']['after_bucketed']} MB): "
+        f"{ex['speedup']}x   (target: export < 1 s, flat memory)"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

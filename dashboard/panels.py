@@ -207,6 +207,10 @@ def details(run: dict, series: dict, labels: list[str], logs: list[str]) -> None
                 st.code("\n".join(logs), language=None, height=330)
     with st.expander("Config", expanded=False):
         st.code(json.dumps(run.get("config") or {}, indent=2), language="json")
+    if run.get("snapshot_count"):
+        # Streamed by the server straight to the browser (every stored step, one JSON line each).
+        st.link_button(f"Download the full history ({run['snapshot_count']:,} steps, NDJSON)",
+                       f"{state.server_url()}/runs/{run['id']}/snapshots.ndjson", icon=":material/download:")
 
 
 def render_live(run_id: int) -> dict:

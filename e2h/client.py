@@ -177,6 +177,37 @@ class Client:
 
         return pd.DataFrame(self.history_rows(run_id, after_step, max_points))
 
+    def export_snapshots(self, run_id: int, after_step: int | None = None,
+                         level: int | None = None) -> Iterator[dict]:
+        """Every stored snapshot of a run, unbucketed, streamed (``GET /runs/{id}/snapshots.ndjson``):
+        memory on both sides stays bounded however long the run. ``level``: only that level."""
+        params = {k: v for k, v in {"after_step": after_step, "level": level}.items() if v is not None}
+        path = f"/runs/{run_id}/snapshots.ndjson"
+        try:
+            with self._http.stream("GET", path, params=params, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _ERRORS.get(response.status_code, APIError)(response.status_code, response.text, "GET", path)
+                for line in response.iter_lines():
+                    if line:
+                        yield json.loads(line)
+        except httpx.TransportError as e:
+            raise ServerUnavailable(0, f"export from {self.base_url} broke: {e}") from e
+
+    def snapshots_frame(self, run_id: int, level: int | None = None):
+        """The full history as a tidy pandas DataFrame: one row per (step, level), with the step's
+        metrics and the level's components as columns (``history_frame`` is the bucketed view)."""
+        import pandas as pd
+
+        rows = []
+        for snap in self.export_snapshots(run_id, level=level):
+            base = {"step": snap["step"], "time": snap.get("time"), **(snap.get("metrics") or {})}
+            for lv in snap["levels"]:
+                rows.append({**base, "level": lv["level"], "probability": lv["probability"],
+                             "reward_mean": lv.get("reward_mean"), "reward_var": lv.get("reward_var"),
+                             "count": lv.get("count"), **(lv.get("components") or {})})
+        return pd.DataFrame(rows)
+
     def evals(self, run_id: int) -> list[EvalPublic]:
         return _EVALS.validate_json(self.request("GET", f"/runs/{run_id}/evals").content)
 

@@ -12,7 +12,7 @@ Routes call ``crud.<function>``; the names below are the package's API.
 """
 
 from server.crud.events import EventCursor, read_events, start_cursor
-from server.crud.history import final_tests, list_evals, list_logs, snapshot_series
+from server.crud.history import final_tests, list_evals, list_logs, snapshot_export, snapshot_series
 from server.crud.ingest import add_evals, add_logs, add_snapshots
 from server.crud.runs import (
     TRUST_REMOTE_CODE_REFUSED,
@@ -36,5 +36,5 @@ __all__ = [
     "TRANSITIONS", "TRUST_REMOTE_CODE_REFUSED", "EventCursor", "Fence", "add_evals", "add_logs", "add_snapshots",
     "cancel_run", "claim_run", "final_tests", "clone_run", "create_run", "delete_run", "finish_run", "fits", "get_run",
     "heartbeat", "list_evals", "list_logs", "list_runs", "list_workers", "merge_overrides", "move",
-    "read_events", "reap_expired", "release_run", "snapshot_series", "start_cursor",
+    "read_events", "reap_expired", "release_run", "snapshot_export", "snapshot_series", "start_cursor",
 ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic_core import from_json
-from sqlalchemy import BigInteger, bindparam, cast, func, or_
+from sqlalchemy import BigInteger, Engine, bindparam, cast, func, or_
 from sqlmodel import Session, select
 
+from server.core.db import new_session
 from server.crud.state import get_run
 from server.models import Eval, LogLine, Snapshot
 
@@ -108,6 +110,28 @@ def _columns(steps: list[int], docs: list[dict[str, Any]], total: int) -> dict[s
         )
     return {"steps": steps, "time": [d.get("time") for d in docs], "levels": levels, "metrics": metrics, "total": total}
 
+
+
+EXPORT_BATCH = 2000  # snapshots per read of a full export: memory is bounded by one batch
+
+
+def snapshot_export(engine: Engine, run_id: int, after_step: int | None = None,
+                    batch: int = EXPORT_BATCH) -> Iterator[list[tuple[int, str]]]:
+    """A run's stored snapshots in step order, ``batch`` (step, JSON text) pairs at a time.
+
+    Each batch is its own short read (keyset on step), so a long export holds no transaction
+    open (on SQLite that would stop WAL checkpoints) and never holds more than one batch.
+    """
+    last = -1 if after_step is None else after_step
+    while True:
+        with new_session(engine) as session:
+            rows = session.exec(select(Snapshot.step, Snapshot.data)
+                                .where(Snapshot.run_id == run_id, Snapshot.step > last)
+                                .order_by(Snapshot.step).limit(batch)).all()
+        if not rows:
+            return
+        yield rows
+        last = rows[-1][0]
 
 
 def final_tests(session: Session, run_ids: list[int]) -> dict[int, dict[str, Any]]:

@@ -56,6 +56,8 @@ def test_adaptive_run_in_progress(dashboard_env: str, api, worker) -> None:
     assert "badge[running]" in page
     assert at.get("progress")[0].proto.text == "step 120 / 200"
     assert "Placement: train on GPU 0" in [e.label for e in at.expander]  # what the worker reported
+    [download] = [b for b in at.get("link_button") if "full history" in b.proto.label]
+    assert download.proto.url.endswith(f"/runs/{run['id']}/snapshots.ndjson") and "120 steps" in download.proto.label
 
     # Pick an earlier step for the breakdown.
     at.toggle(key=f"bd.latest.{run['id']}").set_value(False).run()

@@ -31,7 +31,7 @@ from tests.server.helpers import REPO, WORKER_TOKEN, free_port
 API_TOKEN = "auth-api-token"
 WRITE_METHODS = {"post", "put", "patch", "delete"}
 # router tag -> token its writes need
-TOKEN_FOR_TAG = {"workers": "worker", "runs": "api", "meta": "api"}
+TOKEN_FOR_TAG = {"workers": "worker", "runs": "api", "meta": "api", "sweeps": "api"}
 SCHEME = {"worker": "WorkerToken", "api": "ApiToken"}
 TOKENS = {"worker": WORKER_TOKEN, "api": API_TOKEN}
 

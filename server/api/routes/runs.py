@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 from sqlalchemy import Engine
 
 from e2h.config import RunConfig, ceiling_errors
@@ -136,6 +136,41 @@ def get_snapshots(
     # Serialised directly: validating a megabyte of lists against the response model
     # would take longer than the query. The shape is SnapshotSeries by construction.
     return Response(to_json(series), media_type="application/json")
+
+
+@router.get(
+    "/{run_id}/snapshots.ndjson",
+    response_class=StreamingResponse,
+    responses={200: {"description": "One stored snapshot per line, in step order",
+                     "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}, **errors(404, 422)},
+)
+def export_snapshots(
+    run_id: RunId,
+    engine: EngineDep,
+    after_step: Annotated[int | None, Query(ge=-1, le=INT32_MAX, description="Only steps after this one.")] = None,
+    level: Annotated[int | None, Query(ge=0, le=255, description="Only this level (scheduler index).")] = None,
+) -> StreamingResponse:
+    """The full history of a run, unbucketed: every stored snapshot as one JSON line (DESIGN.md
+    section 7), streamed in batches so the server's memory stays bounded by one batch. ``level``
+    keeps one level per line (its metrics stay)."""
+    with new_session(engine) as session:  # an unknown run is a plain 404, before streaming starts
+        crud.get_run(session, run_id)
+    lines = _ndjson(crud.snapshot_export(engine, run_id, after_step), level)
+    return StreamingResponse(lines, media_type="application/x-ndjson",
+                             headers={"Content-Disposition": f'attachment; filename="run-{run_id}-snapshots.ndjson"'})
+
+
+def _ndjson(batches, level: int | None):
+    for rows in batches:
+        if level is None:  # stored as validated JSON text: sent as it is
+            yield "".join(f"{data}\n" for _, data in rows)
+            continue
+        out = []
+        for _, data in rows:
+            snap = from_json(data)
+            snap["levels"] = [lv for lv in snap["levels"] if lv["level"] == level]
+            out.append(to_json(snap).decode() + "\n")
+        yield "".join(out)
 
 
 @router.get("/{run_id}/evals", responses=errors(404, 422))
