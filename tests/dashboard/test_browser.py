@@ -137,6 +137,8 @@ def test_hostile_strings_are_text_in_a_browser(tmp_path: Path, browser_page, lis
         assert "bold" not in shown.replace("**bold**", "")  # only as typed, never in bold
 
         page.locator("[data-testid='stSidebarNav'] a", has_text="Runs").click()
+        page.get_by_role("heading", name="Act on a run").wait_for()  # the Runs page, not the one it replaces
+        wait_idle(page)
         page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Run", exact=True)).click()
         page.get_by_role("option", name=f"#{run['id']} {name} (running)", exact=True).click()
         page.locator("[data-testid='stButton'] button").filter(has_text="Clone").first.click()
