@@ -119,6 +119,12 @@ def heartbeat(run_id: RunId, body: HeartbeatRequest, session: SessionDep, settin
 
 
 async def _raw_body(request: Request) -> bytes:
+    # The body is read raw (validated by pydantic from the bytes), so FastAPI checks nothing else
+    # of the request: a query parameter the route does not have is refused here, naming it.
+    if unknown := sorted(set(request.query_params) - {"worker_id", "attempt"}):
+        raise RequestValidationError([{"type": "extra_forbidden", "loc": ("query", unknown[0]),
+                                       "msg": "Extra inputs are not permitted: this route takes worker_id and attempt",
+                                       "input": None}])
     return await request.body()
 
 
