@@ -8,6 +8,8 @@ benchmarks and scripts read them, and they all name them through this module.
     snapshots.jsonl       one curriculum snapshot per logged step (rank 0)
     snapshots.rank<N>.jsonl  what rank N trained on (several processes; merged by nobody, read by tests)
     evals.jsonl           periodic ("eval") and final ("test") evaluations
+    completions.jsonl     a bounded sample of each logged step's completions per level, one per line
+                          (rank 0; e2h.trainer.CompletionSampleCallback, e2h.schemas.CompletionIn)
     test_results.json     the final test, E2H's format: its presence means training finished
     train.log             the training process's log
     vllm.log              the managed vLLM server's log (vllm_mode=server)
@@ -25,6 +27,7 @@ from typing import Any
 CONFIG_FILE = "config.json"
 SNAPSHOTS_FILE = "snapshots.jsonl"
 EVALS_FILE = "evals.jsonl"
+COMPLETIONS_FILE = "completions.jsonl"
 TEST_RESULTS_FILE = "test_results.json"
 LOG_FILE = "train.log"
 VLLM_LOG_FILE = "vllm.log"
@@ -32,7 +35,7 @@ STOP_FILE = "STOP"
 CURRICULUM_STATE_FILE = "curriculum_state.json"
 FINAL_DIR = "final"
 # A resumed run redoes the steps after its checkpoint: these files are cut back to it.
-STEP_RECORD_FILES = (SNAPSHOTS_FILE, EVALS_FILE)
+STEP_RECORD_FILES = (SNAPSHOTS_FILE, EVALS_FILE, COMPLETIONS_FILE)
 
 
 def rank_snapshots_file(rank: int) -> str:
@@ -61,9 +64,9 @@ def truncate_after_step(path: str | Path, step: int) -> None:
 
 
 class FileReporter:
-    """Where the trainer's records go: appended to the output dir's ``snapshots.jsonl`` and
-    ``evals.jsonl`` (a resumed run appends after what is already there). The worker's shipper
-    tails the same files to the server, without the trainer knowing."""
+    """Where the trainer's records go: appended to the output dir's ``snapshots.jsonl``,
+    ``evals.jsonl`` and ``completions.jsonl`` (a resumed run appends after what is already there).
+    The worker's shipper tails the same files to the server, without the trainer knowing."""
 
     def __init__(self, output_dir: str | Path):
         self.output_dir = Path(output_dir)
@@ -74,3 +77,15 @@ class FileReporter:
 
     def eval(self, record: dict) -> None:
         append_jsonl(self.output_dir / EVALS_FILE, record)
+
+    def completions(self, records: list[dict]) -> None:
+        """One logged step's sample of completions, one line each (the worker ships them in batches)."""
+        if records:
+            with open(self.output_dir / COMPLETIONS_FILE, "a") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_completions(output_dir: str | Path, step: int | None = None) -> list[dict]:
+    """The sampled completions in an output dir (all steps, or one)."""
+    records = read_jsonl(Path(output_dir) / COMPLETIONS_FILE)
+    return records if step is None else [r for r in records if r.get("step") == step]

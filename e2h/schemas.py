@@ -446,6 +446,47 @@ class LogsPublic(BaseModel):
     next_after: int = Field(description="Pass as ?after= to get the lines that follow.")
 
 
+# -- sampled completions ----------------------------------------------------------------
+
+# The longest prompt or completion text a sampled completion carries; the trainer cuts longer
+# ones to it (their middle, so the question and the answer stay) and marks them ``truncated``.
+COMPLETION_TEXT_CHARS = 4000
+MAX_LEVEL = 255  # scheduler level indices a query may name
+CompletionText = Annotated[str, StringConstraints(max_length=COMPLETION_TEXT_CHARS), AfterValidator(_nul_replaced)]
+RewardName = Annotated[str, StringConstraints(min_length=1, max_length=200), *NoNul]
+
+
+class CompletionIn(BaseModel):
+    """One completion of a logged step's sample (a line of the output dir's ``completions.jsonl``,
+    posted by the worker); idempotent on (run, step, level, index)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    step: Step
+    level: int = Field(ge=0, le=MAX_LEVEL, description="Scheduler level (an index into task.train_levels).")
+    index: int = Field(ge=0, le=MAX_LEVEL, description="Its place in the step's sample of the level.")
+    prompt: CompletionText
+    completion: CompletionText
+    reward: float | None = Field(None, description="The total, as TRL weighs and sums the reward functions; "
+                                 "null when none of them scored it.")
+    rewards: dict[RewardName, float | None] = Field(
+        default_factory=dict, max_length=16, description="Each reward function's reward, by name.")
+    advantage: float | None = Field(None, description="GRPO's advantage of the completion within its group.")
+    truncated: bool = Field(False, description=f"The prompt or the completion was longer than "
+                            f"{COMPLETION_TEXT_CHARS} characters: its middle was cut.")
+
+
+class CompletionPublic(CompletionIn):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class CompletionsPublic(BaseModel):
+    step: int | None = Field(description="The step returned: the one asked for, else the latest one stored.")
+    steps: list[int] = Field(description="Every step with stored completions (of the level, when one is "
+                             "asked for), ascending.")
+    data: list[CompletionPublic] = Field(description="By level, then index.")
+
+
 class LevelSeries(BaseModel):
     level: int
     probability: list[float | None]

@@ -2,7 +2,7 @@
 
 ``python -m e2h.train --config FILE --output-dir DIR`` (what the worker spawns) or
 ``e2h train group=preset key=value ...``. The output dir receives ``config.json``,
-``snapshots.jsonl``, ``evals.jsonl``, ``test_results.json``, ``checkpoint-*/``, ``final/``
+``snapshots.jsonl``, ``evals.jsonl``, ``completions.jsonl``, ``test_results.json``, ``checkpoint-*/``, ``final/``
 (the trained model or LoRA adapter, with its tokenizer) and ``train.log``. A job whose
 output dir holds a checkpoint resumes from the latest complete one.
 """
@@ -135,6 +135,7 @@ def run(
         scheduler=scheduler,
         level_values=list(config.task.train_levels),
         on_snapshot=reporter.snapshot,
+        on_completions=reporter.completions,
     )
     trainer.add_callback(
         EvalCallback(trainer, task, test_rows, config.algorithm.eval_steps, reporter,

@@ -6,6 +6,9 @@ Two overrides and two callbacks, nothing re-implemented:
   gathered ``level`` column, to ``scheduler.update`` (every rank applies the same update,
   so every rank keeps sampling the same indices);
 - a callback turns each logged step into a snapshot (DESIGN.md section 7);
+- a callback writes a bounded sample of each logged step's completions per level (prompt, text,
+  rewards), read from TRL's own completion log (``_logs``, kept whatever ``log_completions`` says)
+  with the level added as one of its extra columns;
 - a callback saves the scheduler and sampler state into every checkpoint.
 
 Which optimizer step a generation batch is drawn at, fed back under and trained in comes
@@ -35,6 +38,7 @@ from e2h.geometry import BatchGeometry
 from e2h.outputs import CURRICULUM_STATE_FILE, rank_snapshots_file
 from e2h.sampler import TaskSampler
 from e2h.schedulers import Scheduler
+from e2h.schemas import COMPLETION_TEXT_CHARS
 from e2h.signals import NoSignalWatch
 
 logger = logging.getLogger(__name__)
@@ -48,6 +52,8 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         level_values: the dataset's ``level`` values in difficulty order (level value
             ``level_values[i]`` is scheduler level ``i``).
         on_snapshot: called with one snapshot dict per logged step (main process only).
+        on_completions: called with each logged step's sample of completions (a list of
+            ``e2h.schemas.CompletionIn`` dicts; main process only).
         All other arguments are GRPOTrainer's.
     """
 
@@ -57,6 +63,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         scheduler: Scheduler,
         level_values: list[int],
         on_snapshot: Callable[[dict], None] | None = None,
+        on_completions: Callable[[list[dict]], None] | None = None,
         **kwargs: Any,
     ):
         self.scheduler = scheduler
@@ -70,10 +77,12 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         self.eval_seconds: float | None = None  # set by an evaluation during the step, for its snapshot
         self._pending_sampler_state: dict | None = None
         self._rng_checkpoint: str | None = None
+        self.generations = 0  # training generation batches scored so far (in this process's life)
         super().__init__(*args, **kwargs)
         if "level" not in self.train_dataset.column_names:
             raise ValueError("the training dataset needs a 'level' column for the curriculum")
         self.add_callback(CurriculumSnapshotCallback(self, on_snapshot))
+        self.add_callback(CompletionSampleCallback(self, on_completions))
         self.add_callback(CurriculumCheckpointCallback(self))
 
     # -- sampling ---------------------------------------------------------------------
@@ -106,6 +115,11 @@ class CurriculumGRPOTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        # The level of each completion joins TRL's completion log as an extra column (TRL gathers it
+        # with the prompts; every rank calls this, as the gather needs): the sample per level reads it.
+        self._log_completion_extra("level", [self.level_index.get(int(x["level"])) for x in inputs])
+        if self.model.training:
+            self.generations += 1
         # TRL generates at a batch's first micro-step, and once more right after a resume that
         # stopped part-way through a batch: that batch's rewards were fed back before the stop.
         first_time = self._step % self.geometry.generate_every == 0
@@ -232,6 +246,132 @@ class CurriculumSnapshotCallback(TrainerCallback):
         rank = self.trainer.accelerator.process_index
         with open(Path(args.output_dir) / rank_snapshots_file(rank), "a") as f:
             f.write(json.dumps(self.trainer.curriculum_snapshot(state.global_step)) + "\n")
+
+
+COMPLETIONS_PER_LEVEL = 4  # completions kept per level and logged step
+
+
+class CompletionSampleCallback(TrainerCallback):
+    """At each training log, what the model wrote in the latest generation batch: at most
+    ``COMPLETIONS_PER_LEVEL`` completions per level (:func:`sample_completions`), to ``sink``.
+
+    Read from TRL's completion log (the last generation batch's prompts, completions, rewards per
+    function and advantages, gathered from every process), which TRL keeps whether or not
+    ``log_completions`` prints and saves it; main process only. A step trained on an already
+    sampled generation batch (``steps_per_generation x num_iterations`` above one) adds nothing."""
+
+    def __init__(self, trainer: CurriculumGRPOTrainer, sink: Callable[[list[dict]], None] | None):
+        self.trainer = trainer
+        self.sink = sink
+        self._sampled = 0  # trainer.generations at the last sample
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if self.sink is None or not state.is_world_process_zero or ("loss" not in logs and "reward" not in logs):
+            return
+        if self.trainer.generations == self._sampled:
+            return
+        self._sampled = self.trainer.generations
+        log = self.trainer._logs
+        levels = log["extra"].get("level")
+        if not levels:
+            return
+        names = list(self.trainer.reward_func_names)
+        # The columns are deques of one generation batch; aligned from their ends, newest last.
+        n = min([len(log["prompt"]), len(log["completion"]), len(log["advantages"]), len(levels)]
+                + [len(log["rewards"][name]) for name in names])
+        if n == 0:
+            return
+        records = sample_completions(
+            state.global_step,
+            list(log["prompt"])[-n:],
+            list(log["completion"])[-n:],
+            {name: list(log["rewards"][name])[-n:] for name in names},
+            list(log["advantages"])[-n:],
+            list(levels)[-n:],
+            self.trainer.reward_weights.tolist(),
+        )
+        self.sink(records)
+
+
+def sample_completions(
+    step: int,
+    prompts: list,
+    completions: list,
+    rewards: dict[str, list[float | None]],
+    advantages: list[float | None],
+    levels: list[int | None],
+    weights: list[float],
+    per_level: int = COMPLETIONS_PER_LEVEL,
+    max_chars: int = COMPLETION_TEXT_CHARS,
+) -> list[dict]:
+    """At most ``per_level`` completions of each level, spread over that level's reward ranking
+    (best first, the worst last, the others evenly between), texts cut to ``max_chars``.
+
+    One entry per completion in each list (rewards: one list per reward function, weighed by
+    ``weights`` into the total as TRL does; NaN means the function did not score it). Completions
+    of no training level (level None) are left out. -> ``e2h.schemas.CompletionIn`` dicts, by
+    level then rank."""
+    names = list(rewards)
+    by_level: dict[int, list[int]] = {}
+    for i, level in enumerate(levels):
+        if level is not None:
+            by_level.setdefault(int(level), []).append(i)
+    records = []
+    for level in sorted(by_level):
+        parts = {i: {name: _finite(rewards[name][i]) for name in names} for i in by_level[level]}
+        totals = {i: _total(parts[i], names, weights) for i in by_level[level]}
+        ranked = sorted(by_level[level], key=lambda i: (totals[i] is None, -(totals[i] or 0.0), i))
+        k = min(per_level, len(ranked))
+        picks = [ranked[round(j * (len(ranked) - 1) / (k - 1))] for j in range(k)] if k > 1 else ranked[:k]
+        for index, i in enumerate(picks):
+            prompt, cut_prompt = cut_middle(completion_text(prompts[i]), max_chars)
+            text, cut_text = cut_middle(completion_text(completions[i]), max_chars)
+            records.append({
+                "step": step, "level": level, "index": index, "prompt": prompt, "completion": text,
+                "reward": totals[i], "rewards": parts[i], "advantage": _finite(advantages[i]),
+                "truncated": cut_prompt or cut_text,
+            })
+    return records
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _total(parts: dict[str, float | None], names: list[str], weights: list[float]) -> float | None:
+    scored = [(parts[name], w) for name, w in zip(names, weights, strict=True) if parts[name] is not None]
+    return float(sum(r * w for r, w in scored)) if scored else None
+
+
+def completion_text(value: Any) -> str:
+    """A prompt or completion as TRL logs it (text, or a conversation: a list of messages) as text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "\n".join(f"{m.get('role', '')}: {_content(m.get('content'))}" if isinstance(m, dict) else str(m)
+                         for m in value)
+    return str(value)
+
+
+def _content(content: Any) -> str:
+    if isinstance(content, list):  # multimodal parts: their text
+        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
+
+
+def cut_middle(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` in at most ``limit`` characters: its start and end with a note of what was cut
+    between them (a prompt's question and a completion's answer are at their ends). -> (text, cut?)"""
+    if len(text) <= limit:
+        return text, False
+    keep = max(limit - len(_cut_note(len(text))), 0)
+    head = keep - keep // 2
+    return text[:head] + _cut_note(len(text) - keep) + text[len(text) - keep // 2:], True
+
+
+def _cut_note(n: int) -> str:
+    return f"\n[... {n} characters cut ...]\n"
 
 
 GPU_MEMORY_KEYS = ("gpu/mem_allocated_peak_gib", "gpu/mem_reserved_peak_gib")
