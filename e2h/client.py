@@ -18,6 +18,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from e2h.schemas import (
     ClaimResponse,
+    CompletionsPublic,
     EvalPublic,
     Health,
     HeartbeatResponse,
@@ -214,6 +215,13 @@ class Client:
     def logs(self, run_id: int, after: int = 0, limit: int = 1000) -> LogsPublic:
         return self._model(LogsPublic, "GET", f"/runs/{run_id}/logs", params={"after": after, "limit": limit})
 
+    def completions(self, run_id: int, level: int | None = None, step: int | None = None,
+                    limit: int = 100) -> CompletionsPublic:
+        """The sampled completions of one step (default: the latest stored), all levels or one
+        (scheduler index), and the steps that have some (``.steps``)."""
+        params = {k: v for k, v in {"level": level, "step": step, "limit": limit}.items() if v is not None}
+        return self._model(CompletionsPublic, "GET", f"/runs/{run_id}/completions", params=params)
+
     def schedulers(self) -> list[SchedulerInfo]:
         return _SCHEDULERS.validate_json(self.request("GET", "/schedulers").content)
 
@@ -305,6 +313,10 @@ class Client:
 
     def post_evals(self, run_id: int, evals: list[dict], worker_id: str, attempt: int) -> IngestResult:
         return self._model(IngestResult, "POST", f"/runs/{run_id}/evals", json=evals,
+                           params={"worker_id": worker_id, "attempt": attempt})
+
+    def post_completions(self, run_id: int, completions: list[dict], worker_id: str, attempt: int) -> IngestResult:
+        return self._model(IngestResult, "POST", f"/runs/{run_id}/completions", json=completions,
                            params={"worker_id": worker_id, "attempt": attempt})
 
     def post_logs(self, run_id: int, lines: list[str], worker_id: str, attempt: int) -> IngestResult:

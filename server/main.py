@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from e2h import __version__
 from e2h.settings import SERVER_HOST, SERVER_PORT
 from server import crud
-from server.api.routes import meta, runs, sweeps, workers
+from server.api.routes import completions, meta, runs, sweeps, workers
 from server.core.config import Settings
 from server.core.db import make_engine, migrate, new_session
 from server.core.errors import E2HError, error_entry, format_errors, storage_fault
@@ -338,6 +338,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(runs.router)
     app.include_router(workers.router)
+    app.include_router(completions.router)
     app.include_router(sweeps.router)
     app.include_router(meta.router)
 

@@ -149,6 +149,27 @@ class LogLine(SQLModel, table=True):
     line: str = sqlmodel.Field(sa_type=Text)
 
 
+class Completion(SQLModel, table=True):
+    """One completion of a logged step's sample (e2h.schemas.CompletionIn): what the model wrote,
+    with its rewards. A run keeps the sample of its latest steps only (E2H_MAX_COMPLETION_STEPS)."""
+
+    __tablename__ = "completions"
+    # (run_id, step, level, index): idempotent ingestion, and every read (a run's steps, one step).
+    __table_args__ = (UniqueConstraint("run_id", "step", "level", "index"),)
+
+    id: int | None = sqlmodel.Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    run_id: int = sqlmodel.Field(sa_column=Column(Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False))
+    step: int
+    level: int
+    index: int
+    prompt: str = sqlmodel.Field(sa_type=Text)
+    completion: str = sqlmodel.Field(sa_type=Text)
+    reward: float | None = None
+    rewards: dict[str, float | None] = sqlmodel.Field(default_factory=dict, sa_type=JSON)
+    advantage: float | None = None
+    truncated: bool = False
+
+
 class Worker(SQLModel, table=True):
     __tablename__ = "workers"
 

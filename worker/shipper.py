@@ -1,11 +1,11 @@
-"""Ship a run's spool files to the server: snapshots, evals and log lines.
+"""Ship a run's spool files to the server: snapshots, evals, sampled completions and log lines.
 
-The training child appends to ``snapshots.jsonl``, ``evals.jsonl`` and ``train.log`` in
-its output dir; those files are the spool. The shipper tails them by byte offset and
+The training child appends to ``snapshots.jsonl``, ``evals.jsonl``, ``completions.jsonl`` and
+``train.log`` in its output dir; those files are the spool. The shipper tails them by byte offset and
 posts new records in batches, retrying with exponential backoff while the server is
 away, so training never waits on the network and nothing is lost: a record leaves the
 spool's unsent part only after the server acknowledged it. Replays are safe because the
-server ignores snapshots and evals it already has (idempotent on run and step).
+server ignores snapshots, evals and completions it already has (idempotent on run and step).
 Everything goes out through the worker's client, which redacts the worker's secrets from
 every body it posts (``worker.main.RedactingClient``), log lines included.
 """
@@ -19,12 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2h.client import Client
-from e2h.outputs import EVALS_FILE, LOG_FILE, SNAPSHOTS_FILE
+from e2h.outputs import COMPLETIONS_FILE, EVALS_FILE, LOG_FILE, SNAPSHOTS_FILE
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 MAX_LINE = 4000
+# A completion line carries two texts of up to e2h.schemas.COMPLETION_TEXT_CHARS characters (up to six
+# bytes each as JSON escapes): fewer per post keeps a batch far below the server's body limit.
+BATCH = {COMPLETIONS_FILE: 50}
 
 
 @dataclass
@@ -69,7 +72,8 @@ class Shipper:
     _tails: dict[str, _Tail] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._tails = {name: _Tail(Path(self.output_dir) / name) for name in (SNAPSHOTS_FILE, EVALS_FILE, LOG_FILE)}
+        self._tails = {name: _Tail(Path(self.output_dir) / name)
+                       for name in (SNAPSHOTS_FILE, EVALS_FILE, COMPLETIONS_FILE, LOG_FILE)}
 
     def ship(self) -> int:
         """Post everything new; returns how many records went out. Raises on server errors
@@ -77,7 +81,7 @@ class Shipper:
         sent = 0
         for name, tail in self._tails.items():
             while True:
-                lines, new_offset = tail.read(MAX_BATCH)
+                lines, new_offset = tail.read(BATCH.get(name, MAX_BATCH))
                 if not lines:
                     break
                 self._post(name, lines)
@@ -96,6 +100,8 @@ class Shipper:
         if name == SNAPSHOTS_FILE:
             self.client.post_snapshots(self.run_id, records, self.worker_id, self.attempt)
             self.last_step = max([self.last_step] + [r["step"] for r in records])
+        elif name == COMPLETIONS_FILE:
+            self.client.post_completions(self.run_id, records, self.worker_id, self.attempt)
         else:
             self.client.post_evals(self.run_id, records, self.worker_id, self.attempt)
 

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
         256, ge=1, description="Most metric keys per snapshot, and component keys per level (422 above)."
     )
     max_snapshot_key_length: int = Field(200, ge=1, description="Longest metric or component name (422 above).")
+    max_completion_steps: int = Field(
+        200, ge=1, description="Sampled completions are kept for this many of a run's latest steps (older ones "
+        "are dropped as new ones arrive).")
 
     @field_validator("allowed_origins", "allowed_hosts", mode="before")
     @classmethod

@@ -106,11 +106,11 @@ def test_every_write_route_needs_its_token_and_reads_need_none(client: TestClien
     print(f"auth-report: {sum(map(len, walked.values()))} operations walked: {len(walked['worker'])} worker "
           f"writes, {len(walked['api'])} API writes (each refused 6 ways), {len(walked[None])} public reads")
     # The walk saw what DESIGN.md section 5 lists, so it cannot pass by walking nothing.
-    assert {"POST /workers/claim", "POST /runs/{run_id}/snapshots", "POST /runs/{run_id}/finish"} <= set(
-        walked["worker"])
+    assert {"POST /workers/claim", "POST /runs/{run_id}/snapshots", "POST /runs/{run_id}/finish",
+            "POST /runs/{run_id}/completions"} <= set(walked["worker"])
     assert {"POST /runs", "POST /runs/{run_id}/cancel", "POST /runs/{run_id}/clone", "DELETE /runs/{run_id}"} <= set(
         walked["api"])
-    assert "GET /runs" in walked[None] and "GET /runs/{run_id}/events" in walked[None]
+    assert {"GET /runs", "GET /runs/{run_id}/events", "GET /runs/{run_id}/completions"} <= set(walked[None])
 
 
 def test_the_walk_catches_a_write_route_without_a_token_check(tmp_path: Path) -> None:
