@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import nav, panels, state
+from dashboard import completions, nav, panels, state
 
 REFRESH_SECONDS = 2
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -84,3 +84,4 @@ def live() -> None:
 
 
 live()
+completions.section(run, live=not finished)

@@ -82,6 +82,30 @@ class Simulation:
         results["overall"] = {"accuracy": sum(accs) / len(accs), "support": 50 * len(accs)}
         return {"step": self.step, "name": "eval", "results": results}
 
+    def completions(self, per_level: int = 4) -> list[dict[str, Any]]:
+        """A sample of the current step's completions per level, as the trainer keeps them (best first)."""
+        out = []
+        for level in range(self.k):
+            a, b, c = (self.rng.randint(1, 9) for _ in range(3))
+            question = f"What is {a}+{b}*{c}" + "-1" * level + "? Give the integer in <answer></answer>."
+            truth = a + b * c - level
+            rows = []
+            for _ in range(per_level):
+                right = self.rng.random() < self.solve_rate(level)
+                answer = truth if right else truth + self.rng.choice([-2, -1, 1, 3])
+                tagged = self.rng.random() < 0.8
+                reward = (FORMAT_REWARD + (1 - FORMAT_REWARD) * right) if tagged else 0.0
+                text = f"{b}*{c} = {b * c}, then {a}+{b * c}</think>\n" + (
+                    f"<answer>{answer}</answer>" if tagged else f"The answer is {answer}.")
+                rows.append((reward, text))
+            mean = sum(r for r, _ in rows) / per_level
+            for index, (reward, text) in enumerate(sorted(rows, key=lambda row: -row[0])):
+                out.append({"step": self.step, "level": level, "index": index,
+                            "prompt": f"<|user|>{question}</s><|assistant|>Let me solve this step by step.\n<think>",
+                            "completion": text, "reward": reward, "rewards": {"arithmetic_reward": reward},
+                            "advantage": round(reward - mean, 4)})
+        return out
+
 
 # What a worker reports about where it placed a run (its launch plan's training process).
 PLACEMENT = {"role": "train", "command": ["python", "-m", "e2h.train", "--config", "config.json"],
@@ -120,6 +144,10 @@ class FakeWorker:
                 for s in snaps[-20:]] + [f"probabilities {[round(lv['probability'], 3) for lv in last['levels']]}"],
                 self.worker_id, run["attempt"])
         self.client.heartbeat(run["id"], self.worker_id, run["attempt"], step=sim.step, processes=[PLACEMENT])
+
+    def post_completions(self, run: dict, sim: Simulation) -> None:
+        """The sample of completions at the simulation's current step, as the worker ships it."""
+        self.client.post_completions(run["id"], sim.completions(), self.worker_id, run["attempt"])
 
     def finish(self, run: dict, status: str = "succeeded", error: str | None = None) -> dict:
         return self.client.finish(run["id"], self.worker_id, run["attempt"], status, error=error)
