@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from e2h.config import compose
-from e2h.outputs import read_jsonl
+from e2h.outputs import read_completions, read_jsonl
+from e2h.schemas import CompletionIn
+from e2h.trainer import COMPLETIONS_PER_LEVEL
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +77,31 @@ def test_e2h_train_cli_writes_the_output_dir(tmp_path):
     assert metrics["throughput/tokens_per_second"] > 0
     assert [s["step"] for s in snaps if "eval/seconds" in s["metrics"]] == [3]  # the step that evaluated
     assert (out / "train.log").stat().st_size > 0
+    _check_completions(out, snaps)
+
+
+def _check_completions(out, snaps):
+    """Each logged step's sample: the levels that step trained on, a few each, as the server takes them."""
+    sample = read_completions(out)
+    assert sorted({c["step"] for c in sample}) == [s["step"] for s in snaps]
+    counts = [0] * len(snaps[0]["levels"])
+    for snap in snaps:
+        at_step = read_completions(out, snap["step"])
+        levels = {c["level"] for c in at_step}
+        # The levels whose count grew at this step: the completions are labelled with their own level.
+        grew = {lv["level"] for lv in snap["levels"] if (lv.get("count") or 0) > counts[lv["level"]]}
+        counts = [lv.get("count") or 0 for lv in snap["levels"]]
+        assert levels == grew
+        for level in levels:
+            mine = [c for c in at_step if c["level"] == level]
+            assert [c["index"] for c in mine] == list(range(len(mine))) and len(mine) <= COMPLETIONS_PER_LEVEL
+            totals = [c["reward"] for c in mine]
+            assert totals == sorted(totals, reverse=True)  # best first
+    for c in sample:
+        CompletionIn.model_validate(c)
+        assert c["prompt"].startswith("<|user|>What is ")
+        assert c["rewards"] == {"arithmetic_reward": c["reward"]}
+    assert any(c["completion"] for c in sample)  # an empty one is possible: the model may stop at once
 
 
 def _probabilities(path):
@@ -94,6 +121,9 @@ def test_resume_gives_the_same_future_probabilities(tmp_path):
     straight = _probabilities(tmp_path / "straight" / "snapshots.jsonl")
     resumed = _probabilities(tmp_path / "resumed" / "snapshots.jsonl")
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    # The sampled completions were cut back to the checkpoint too: each step's sample once.
+    keys = [(c["step"], c["level"], c["index"]) for c in read_completions(tmp_path / "resumed")]
+    assert len(keys) == len(set(keys)) and sorted({k[0] for k in keys}) == [1, 2, 3, 4, 5, 6]
     for step in (4, 5, 6):
         np.testing.assert_allclose(resumed[step], straight[step], rtol=0, atol=1e-12)
     # The schedule did move, so equality is not trivial.
@@ -121,3 +151,7 @@ def test_two_processes_record_identical_curricula(tmp_path):
     evals = read_jsonl(out / "evals.jsonl")
     assert [(e["step"], e["name"]) for e in evals] == [(2, "eval"), (3, "test")]
     assert evals[-1]["results"] == json.loads((out / "test_results.json").read_text())
+    # Rank 0 alone writes the completion sample, drawn from the batch gathered from both ranks.
+    assert not list(out.glob("completions.rank*")) and len({c["step"] for c in read_completions(out)}) == 3
+    levels_trained = {lv["level"] for lv in rank0[0]["levels"] if lv.get("count")}
+    assert {c["level"] for c in read_completions(out, 1)} == levels_trained

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from e2h.client import Client, ServerUnavailable
+from e2h.outputs import read_completions
 from tests.server.helpers import WORKER_TOKEN
 from tests.worker.conftest import wait_for
 from worker.main import Worker
@@ -52,6 +53,14 @@ def test_burst_worker_trains_three_runs(server, api, tmp_path):
         assert api.logs(run.id).data, "the child's output reached the server as log lines"
         train = final.report.processes[0]  # the worker reports where it placed the run
         assert train.role == "train" and "e2h.train" in train.command and final.report.step == 3
+        # What the model wrote, as the trainer sampled it and the shipper sent it: served by step and level.
+        latest = api.completions(run.id)
+        assert latest.steps == [1, 2, 3] and latest.step == 3 and latest.data
+        assert [c.model_dump() for c in latest.data] == read_completions(final.output_dir, 3)
+        level = latest.data[-1].level
+        one = api.completions(run.id, level=level, step=3)
+        assert [c.model_dump() for c in one.data] == [c for c in read_completions(final.output_dir, 3)
+                                                      if c["level"] == level]
 
 
 def test_failing_child_fails_the_run_and_the_worker_goes_on(server, api, tmp_path):
