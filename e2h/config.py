@@ -354,7 +354,17 @@ class TaskConfig(_Section):
     correctness_reward: float | None = Field(
         None, ge=0, le=1000, description="Weight of the correctness reward (default: the task's)."
     )
-    options: FreeJson = Field({}, description="Task-specific options (e.g. path for the dataset task).")
+    options: FreeJson = Field({}, description=(
+        "The task's options (e.g. path for the dataset task), checked against its options_schema (GET /tasks)."))
+
+
+# Task options a RunConfig sets with a field of its own (build_task passes them to the task).
+TASK_OPTIONS_FIRST_CLASS: dict[str, str] = {
+    "levels": "task.train_levels",
+    "heldout_levels": "task.test_levels (the held-out levels are the test levels not trained on)",
+    "format_reward": "task.format_reward",
+    "correctness_reward": "task.correctness_reward",
+}
 
 
 class AlgorithmConfig(_Section):
@@ -472,7 +482,9 @@ class RunConfig(_Section):
                 check()
             except FieldProblem as e:
                 problems.append(e)
-        problems += self._scheduler_problems(build=not any(p.path.startswith("task.") for p in problems))
+        levels_ok = not any(p.path.startswith("task.") for p in problems)
+        problems += self._task_option_problems()
+        problems += self._scheduler_problems(build=levels_ok)
         if problems:
             # Each at the config's loc, naming its field as data (the API's ``field``, the form's place).
             raise ValidationError.from_exception_data("RunConfig", [
@@ -507,6 +519,18 @@ class RunConfig(_Section):
         if len(set(self.task.train_levels)) != len(self.task.train_levels):
             raise FieldProblem(f"task.train_levels: duplicate levels in {self.task.train_levels}",
                                "task.train_levels")
+
+    def _task_option_problems(self) -> list[FieldProblem]:
+        """Each problem of task.options against the task's options model (nothing is loaded or built)."""
+        from e2h.tasks import TASKS
+
+        task = TASKS.get(self.task.name)
+        if task is None:
+            return []  # task.name says so
+        problems = [FieldProblem(f"task.options.{key}: set {TASK_OPTIONS_FIRST_CLASS[key]} instead",
+                                 f"task.options.{key}") for key in self.task.options if key in TASK_OPTIONS_FIRST_CLASS]
+        rest = {k: v for k, v in self.task.options.items() if k not in TASK_OPTIONS_FIRST_CLASS}
+        return problems + [p.under("task.options", f"task.options.{p}") for p in task.check_options(rest)]
 
     def _check_launch(self) -> None:
         a, m = self.algorithm, self.model

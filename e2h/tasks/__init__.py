@@ -1,6 +1,7 @@
 """Reasoning tasks with difficulty levels: generators, prompts and TRL reward functions.
 
-``TASKS`` maps a task name to its class; ``get_task(name, **options)`` builds one. Every
+``TASKS`` maps a task name to its class; ``get_task(name, **options)`` builds one, its options
+checked against the task's pydantic model ``Options`` (``options_schema()`` is its JSON schema). Every
 task has ``levels`` (training level values, easiest first: scheduler level i is
 ``levels[i]``), ``heldout_levels`` (out-of-distribution levels, evaluated only),
 ``test_levels`` (levels + held-out), ``max_reward``, ``format_reward``,
@@ -34,39 +35,35 @@ TASKS: dict[str, type[Task]] = {
 
 
 def get_task(name: str, **options: Any) -> Task:
-    """Build the task ``name`` with its options (see ``TASKS[name].options()``)."""
+    """Build the task ``name`` with its options (``TASKS[name].Options``; a FieldProblem names a bad one)."""
     cls = TASKS.get(str(name).strip().lower()) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    known = cls.options()
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r} for task {cls.name!r}; options: {', '.join(known)}")
     return cls(**options)
 
 
 def describe_tasks() -> list[dict[str, Any]]:
-    """What ``GET /tasks`` shows: each built-in task with its default levels and rewards,
-    plus the ``dataset`` task (its levels come from the data, so they are empty here)."""
+    """What ``GET /tasks`` shows: each task with its default levels and rewards, its option names and
+    their JSON schema (``options_schema``, what the launch form draws). The ``dataset`` task's levels
+    come from the data, so they are empty here."""
     out = []
     for name, cls in TASKS.items():
         if cls is DatasetTask:
-            out.append(
-                {
-                    "name": name,
-                    "description": cls.description,
-                    "levels": [],
-                    "heldout_levels": [],
-                    "test_levels": [],
-                    "available_levels": [],
-                    "max_reward": cls.default_format_reward + cls.default_correctness_reward,
-                    "format_reward": cls.default_format_reward,
-                    "correctness_reward": cls.default_correctness_reward,
-                    "options": sorted(cls.options()),
-                }
-            )
+            defaults = cls.options()
+            described = {
+                "name": name,
+                "description": cls.description,
+                "levels": [],
+                "heldout_levels": [],
+                "test_levels": [],
+                "available_levels": [],
+                "max_reward": defaults["format_reward"] + defaults["correctness_reward"],
+                "format_reward": defaults["format_reward"],
+                "correctness_reward": defaults["correctness_reward"],
+            }
         else:
-            out.append({**cls().describe(), "options": sorted(cls.options())})
+            described = cls().describe()
+        out.append({**described, "options": sorted(cls.options()), "options_schema": cls.options_schema()})
     return out
 
 

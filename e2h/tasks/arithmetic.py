@@ -27,7 +27,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from e2h.tasks.base import Task
+from e2h.tasks import base
+from e2h.tasks.base import Task, TaskOptions
 
 # level -> (operands, digits, operators)
 LEVELS: dict[int, tuple[int, int, str]] = {
@@ -56,19 +57,21 @@ def evaluate(operands: list[int], operators: list[str]) -> int:
     return total + sign * term
 
 
+class ArithmeticOptions(TaskOptions):
+    levels: base.TrainingLevels = [0, 1, 2, 3, 4]
+    heldout_levels: base.HeldoutLevels = [5]
+    # Short on purpose: the tiny character-level model reads every character.
+    system_prompt: base.SystemPrompt = ""
+    user_template: base.UserTemplate = "{question} Give the integer in <answer></answer>."
+
+
 class Arithmetic(Task):
     """Integer arithmetic ladder; see the module docstring."""
 
     name = "arithmetic"
     description = "Evaluate a short integer expression (level = operands, digits and operators)."
     available_levels = tuple(LEVELS)
-    default_levels = (0, 1, 2, 3, 4)
-    default_heldout_levels = (5,)
-    default_format_reward = 0.1
-    default_correctness_reward = 0.9
-    # Short on purpose: the tiny character-level model reads every character.
-    default_system_prompt = ""
-    default_user_template = "{question} Give the integer in <answer></answer>."
+    Options = ArithmeticOptions
     required_columns = ("answer",)
 
     def _generate_one(self, rng: random.Random, level: int) -> dict:

@@ -26,14 +26,26 @@ again). ``prompt_token_counts`` counts prompts the way training tokenizes it.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+from e2h.errors import FieldProblem, named_field
 
 logger = logging.getLogger(__name__)
 
@@ -158,15 +170,86 @@ def _check_int(name: str, value: Any) -> int:
     return value
 
 
-def _check_weight(name: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+# -- options ------------------------------------------------------------------------------
+# A task's options are a pydantic model (``Task.Options``), like a scheduler's parameters: its
+# JSON schema drives the launch form, RunConfig checks ``task.options`` against it (a 422 naming
+# ``task.options.<name>``), and the task is built from the validated model.
+
+
+def _distinct(values: list[int]) -> list[int]:
+    if len(set(values)) != len(values):
+        raise ValueError(f"has duplicates: {list(values)}")
+    return values
+
+
+def _not_empty(values: list[int]) -> list[int]:
+    if not values:
+        raise ValueError("must not be empty")
+    return values
+
+
+_LevelList = Annotated[list[StrictInt], AfterValidator(_distinct)]
+TrainingLevels = Annotated[_LevelList, AfterValidator(_not_empty), Field(
+    json_schema_extra={"minItems": 1},
+    description="Training levels, easiest first: scheduler level i is the i-th (a run sets them from "
+    "task.train_levels).",
+)]
+HeldoutLevels = Annotated[_LevelList, Field(description=(
+    "Held-out levels: evaluated, never trained on. Default: the task's, less any level trained on."))]
+FormatWeight = Annotated[float, Field(strict=True, ge=0, description="Weight of the format reward.")]
+CorrectnessWeight = Annotated[float, Field(strict=True, ge=0, description="Weight of the correctness reward.")]
+# Multi-line text: the form shows a text area (the "multi-line" format, as streamlit-pydantic reads it).
+_MULTI_LINE = {"format": "multi-line"}
+SystemPrompt = Annotated[StrictStr, Field(json_schema_extra=_MULTI_LINE, description=(
+    "The system turn of every prompt (empty: none)."))]
+UserTemplate = Annotated[StrictStr, Field(json_schema_extra=_MULTI_LINE, description=(
+    "The user turn: a str.format template over the row's columns ({question}, ...)."))]
+
+
+class TaskOptions(BaseModel):
+    """What every task takes; a task's own ``Options`` subclass adds its options and sets its defaults.
+
+    ``None`` for an option whose default is not ``None`` means that default (callers pass it so)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    levels: TrainingLevels | None = None
+    heldout_levels: HeldoutLevels = []
+    format_reward: FormatWeight = 0.1
+    correctness_reward: CorrectnessWeight = 0.9
+    system_prompt: SystemPrompt = DEFAULT_SYSTEM_PROMPT
+    user_template: UserTemplate = "{question} " + FORMAT_INSTRUCTIONS
+    long_prompts: Literal[LONG_PROMPTS] = Field("refuse", description=(
+        "A prompt over algorithm.max_prompt_length: refuse (the dataset build fails naming the longest) or drop "
+        "(such rows are left out and counted)."))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_is_the_default(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            fields = cls.model_fields
+            return {k: v for k, v in data.items() if v is not None or k not in fields or fields[k].default is None}
+        return data
+
+    @model_validator(mode="after")
+    def _some_reward(self) -> TaskOptions:
+        if self.format_reward + self.correctness_reward <= 0:
+            raise FieldProblem("format_reward + correctness_reward must be > 0", "correctness_reward")
+        return self
+
+
+def option_problems(task: str, options_model: type[TaskOptions], error: ValidationError) -> list[FieldProblem]:
+    """Each problem of a task's options as a FieldProblem whose path is the option (``rules``,
+    ``levels.0``) and whose message starts with it."""
+    problems = []
+    for err in error.errors(include_url=False, include_input=False):
+        path = ".".join([*(str(part) for part in err["loc"]), *named_field(err)])
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown option for task {task!r}; options: {', '.join(options_model.model_fields)}"
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+        problems.append(FieldProblem(f"{path}: {msg}" if path else msg, path))
+    return problems
 
 
 class _RowFormatter(dict):
@@ -187,78 +270,74 @@ class Task:
         format_reward / correctness_reward: the weights of the two reward parts;
             ``max_reward`` is their sum (what the gold ``solution`` earns).
 
-    Subclasses set the class attributes below and implement ``_generate_one`` and
-    ``score``. Options are keyword-only constructor arguments; ``options()`` lists them.
+    Subclasses set the class attributes below, declare their options (and the defaults of the
+    shared ones) in ``Options``, and implement ``_generate_one`` and ``score``; ``_configure``
+    takes their own options. The constructor takes the options as keywords and validates them
+    against ``Options`` (a FieldProblem naming the option); ``opts`` is the validated model.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     available_levels: ClassVar[tuple[int, ...]] = ()
-    default_levels: ClassVar[tuple[int, ...]] = ()
-    default_heldout_levels: ClassVar[tuple[int, ...]] = ()
-    default_format_reward: ClassVar[float] = 0.1
-    default_correctness_reward: ClassVar[float] = 0.9
-    default_system_prompt: ClassVar[str] = DEFAULT_SYSTEM_PROMPT
-    default_user_template: ClassVar[str] = "{question} " + FORMAT_INSTRUCTIONS
+    Options: ClassVar[type[TaskOptions]] = TaskOptions
     # Columns the reward needs besides the completions (TRL passes dataset columns as kwargs).
     required_columns: ClassVar[tuple[str, ...]] = ()
     # True when the task has its own test data (a user dataset's test split); otherwise the
     # test split is drawn from the same question space and partitioned by question hash.
     separate_test_split: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        *,
-        levels: Sequence[int] | None = None,
-        heldout_levels: Sequence[int] | None = None,
-        format_reward: float | None = None,
-        correctness_reward: float | None = None,
-        system_prompt: str | None = None,
-        user_template: str | None = None,
-        long_prompts: str = "refuse",
-    ):
-        if long_prompts not in LONG_PROMPTS:
-            raise ValueError(f"long_prompts must be one of {list(LONG_PROMPTS)} (refuse: the dataset build fails "
-                             f"naming the longest prompt; drop: such rows are left out and counted), got "
-                             f"{long_prompts!r}")
-        self.long_prompts = long_prompts
-        self.levels: list[int] = self._check_levels(
-            "levels", self.default_levels if levels is None else levels, allow_empty=False
-        )
-        if heldout_levels is None:
+    def __init__(self, **options: Any):
+        self.opts = opts = self.parse_options(options)
+        self._configure(opts)
+        self.long_prompts = opts.long_prompts
+        self.levels: list[int] = self._check_levels("levels", self._default_levels() if opts.levels is None
+                                                    else opts.levels)
+        heldout = opts.heldout_levels
+        if "heldout_levels" not in opts.model_fields_set:
             # Training on a default held-out level simply removes it from the held-out set.
-            heldout_levels = [v for v in self.default_heldout_levels if v not in self.levels]
-        self.heldout_levels: list[int] = self._check_levels("heldout_levels", heldout_levels)
+            heldout = [v for v in heldout if v not in self.levels]
+        self.heldout_levels: list[int] = self._check_levels("heldout_levels", heldout)
         both = sorted(set(self.levels) & set(self.heldout_levels))
         if both:
-            raise ValueError(
+            raise FieldProblem(
                 f"{self.name}: level {both[0]} is both a training level and a held-out level; "
-                "a held-out level is one the model never trains on"
+                "a held-out level is one the model never trains on", "heldout_levels"
             )
-        self.format_reward = _check_weight(
-            "format_reward", self.default_format_reward if format_reward is None else format_reward
-        )
-        self.correctness_reward = _check_weight(
-            "correctness_reward",
-            self.default_correctness_reward if correctness_reward is None else correctness_reward,
-        )
-        if self.max_reward <= 0:
-            raise ValueError("format_reward + correctness_reward must be > 0")
-        self.system_prompt = self.default_system_prompt if system_prompt is None else str(system_prompt)
-        self.user_template = self.default_user_template if user_template is None else str(user_template)
+        self.format_reward, self.correctness_reward = float(opts.format_reward), float(opts.correctness_reward)
+        self.system_prompt, self.user_template = opts.system_prompt, opts.user_template
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any]) -> TaskOptions:
+        """``options`` validated against ``Options``; a FieldProblem naming the first bad option (its
+        message lists every problem)."""
+        problems = cls.check_options(options)
+        if problems:
+            raise FieldProblem("; ".join(str(p) for p in problems), problems[0].path)
+        return cls.Options.model_validate(dict(options))
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[FieldProblem]:
+        """Every problem of ``options`` (none: valid), each naming its option; nothing is loaded or built."""
+        try:
+            cls.Options.model_validate(dict(options))
+        except ValidationError as e:
+            return option_problems(cls.name, cls.Options, e)
+        return []
+
+    def _configure(self, opts: TaskOptions) -> None:
+        """Take the task's own options (before the levels are checked); the base has none."""
+
+    def _default_levels(self) -> list[int]:
+        raise FieldProblem(f"{self.name}: levels are needed", "levels")
 
     # ----------------------------------------------------------------- levels
-    def _check_levels(self, what: str, values: Sequence[int], allow_empty: bool = True) -> list[int]:
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-            raise ValueError(f"{self.name}: {what} must be a list of integers, got {values!r}")
-        out = [_check_int(f"{self.name}: {what} entry", v) for v in values]
-        if not out and not allow_empty:
-            raise ValueError(f"{self.name}: {what} must not be empty")
-        if len(set(out)) != len(out):
-            raise ValueError(f"{self.name}: {what} has duplicates: {out}")
-        for v in out:
-            self.check_level(v)
-        return sorted(out)
+    def _check_levels(self, what: str, values: Sequence[int]) -> list[int]:
+        for v in values:
+            try:
+                self.check_level(v)
+            except ValueError as e:
+                raise FieldProblem(f"{what}: {e}", what) from None
+        return sorted(values)
 
     def check_level(self, level: Any) -> int:
         """Return ``level`` if this task can generate it, else raise a ValueError naming it."""
@@ -436,16 +515,13 @@ class Task:
     # ---------------------------------------------------------------- describe
     @classmethod
     def options(cls) -> dict[str, Any]:
-        """Constructor options and their defaults (None = the task's default)."""
-        out: dict[str, Any] = {}
-        for klass in reversed(cls.__mro__):
-            init = klass.__dict__.get("__init__")
-            if init is None or klass is object:
-                continue
-            for p in inspect.signature(init).parameters.values():
-                if p.kind is inspect.Parameter.KEYWORD_ONLY:
-                    out[p.name] = None if p.default is inspect.Parameter.empty else p.default
-        return out
+        """Every option and its default (None: decided by the task, e.g. the dataset's levels)."""
+        return {name: field.default for name, field in cls.Options.model_fields.items()}
+
+    @classmethod
+    def options_schema(cls) -> dict:
+        """JSON schema of this task's options (drives the server's checks and the dashboard form)."""
+        return cls.Options.model_json_schema()
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary for ``GET /tasks`` and the run form."""

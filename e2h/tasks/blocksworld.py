@@ -36,9 +36,12 @@ import random
 import re
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from e2h.tasks.base import Task
+from pydantic import Field
+
+from e2h.tasks import base
+from e2h.tasks.base import Task, TaskOptions
 
 COLORS = (
     "red", "blue", "orange", "yellow", "white", "magenta",
@@ -76,12 +79,14 @@ PLAN_RULES = ("e2h", "seed")
 State = tuple[tuple[tuple[int, ...], ...], int]
 Action = tuple[str, int, int]  # (kind, block, other block or -1)
 
-_ACTION_RES = [
-    ("unstack", re.compile(r"unstack the (\w+) block from on top of the (\w+) block")),
-    ("stack", re.compile(r"stack the (\w+) block on top of the (\w+) block")),
-    ("pick-up", re.compile(r"pick up the (\w+) block")),
-    ("put-down", re.compile(r"put down the (\w+) block")),
-]
+# The four actions of the plan grammar; the seed's parser matches them whole, E2H's allows trailing punctuation.
+_ACTION_PHRASES = {
+    "unstack": r"unstack the (\w+) block from on top of the (\w+) block",
+    "stack": r"stack the (\w+) block on top of the (\w+) block",
+    "pick-up": r"pick up the (\w+) block",
+    "put-down": r"put down the (\w+) block",
+}
+_ACTION_RES = [(kind, re.compile(phrase)) for kind, phrase in _ACTION_PHRASES.items()]
 _NUMBERING_RE = re.compile(r"^\s*(?:step\s*)?(?:\d+\s*[.):]|[-*\u2022])\s*", re.IGNORECASE)
 
 
@@ -230,12 +235,8 @@ _STATE_FACTS = [
     ("on", re.compile(r"the (.+?)(?: block)? is on top of the (.+?)(?: block)?$", re.IGNORECASE), False),
     ("table", re.compile(r"the (.+?)(?: block)? is on the table$", re.IGNORECASE), False),
 ]
-_E2H_ACTIONS = [
-    ("unstack", re.compile(r"^unstack the (\w+) block from on top of the (\w+) block[^\w\s]*\s*$")),
-    ("pick-up", re.compile(r"^pick up the (\w+) block[^\w\s]*\s*$")),
-    ("stack", re.compile(r"^stack the (\w+) block on top of the (\w+) block[^\w\s]*\s*$")),
-    ("put-down", re.compile(r"^put down the (\w+) block[^\w\s]*\s*$")),
-]
+# E2H's patterns: anchored at the start (the phrases begin with distinct words, so order does not matter).
+_E2H_ACTIONS = [(kind, re.compile(f"^{phrase}" + r"[^\w\s]*\s*$")) for kind, phrase in _ACTION_PHRASES.items()]
 _NUMBERED_BLOCK = re.compile(r"\bblock (\d+)\b", re.IGNORECASE)
 
 
@@ -351,31 +352,34 @@ def _positions(stacks: Sequence[Sequence[str]]) -> list[str]:
     return facts
 
 
+class BlocksworldOptions(TaskOptions):
+    levels: base.TrainingLevels = [1, 2, 4, 6]
+    heldout_levels: base.HeldoutLevels = [8]
+    format_reward: base.FormatWeight = 1.0
+    correctness_reward: base.CorrectnessWeight = 2.0
+    # E2H's blocksworld system prompt ("think", unlike its other tasks' E2H_SYSTEM_PROMPT).
+    system_prompt: base.SystemPrompt = (
+        "You are a helpful assistant. You first think about the reasoning process in the mind and then provides "
+        "the user with the answer.\n"
+    )
+    user_template: base.UserTemplate = E2H_USER_TEMPLATE
+    rules: Literal[PLAN_RULES] = Field("e2h", description="How plans are checked: e2h (E2H's rules) or seed (the "
+                                                          "earlier, lenient check; see e2h/tasks/blocksworld.py).")
+
+
 class Blocksworld(Task):
     """Blocksworld planning; see the module docstring."""
 
     name = "blocksworld"
     description = "Plan block moves to reach a goal configuration (level = optimal plan length)."
     available_levels = tuple(range(1, 13))
-    default_levels = (1, 2, 4, 6)
-    default_heldout_levels = (8,)
-    default_format_reward = 1.0
-    default_correctness_reward = 2.0
-    default_system_prompt = (
-        "You are a helpful assistant. You first think about the reasoning process in the mind and then provides "
-        "the user with the answer.\n"
-    )  # E2H's blocksworld system prompt ("think", unlike its other tasks' E2H_SYSTEM_PROMPT)
-    default_user_template = E2H_USER_TEMPLATE
+    Options = BlocksworldOptions
     required_columns = ("question", "solution")
 
-    def __init__(self, *, rules: str = "e2h", **options: Any):
-        if rules not in PLAN_RULES:
-            raise ValueError(f"rules must be one of {list(PLAN_RULES)} (e2h: E2H's check; seed: the earlier, "
-                             f"lenient one), got {rules!r}")
-        self.rules = rules
-        if rules == "seed":
+    def _configure(self, opts: BlocksworldOptions) -> None:
+        self.rules = opts.rules
+        if opts.rules == "seed":
             self.required_columns = ("init_stacks", "init_holding", "goal_stacks")
-        super().__init__(**options)
 
     @staticmethod
     def block_counts(level: int) -> tuple[int, ...]:

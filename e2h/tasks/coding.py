@@ -20,10 +20,13 @@ import json
 import random
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from e2h.tasks.base import Task
-from e2h.tasks.sandbox import SandboxLimits, score_many
+from pydantic import Field, StrictInt
+
+from e2h.tasks import base
+from e2h.tasks.base import Task, TaskOptions
+from e2h.tasks.sandbox import MIN_MEMORY_MB, NETWORK_NAMESPACES, SandboxLimits, score_many
 
 FUNC_NAME = "solve"
 _FENCE_RE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -80,42 +83,40 @@ def extract_code(answer: str) -> str:
     return match.group(1) if match else answer
 
 
+class CodingOptions(TaskOptions):
+    levels: base.TrainingLevels = [1, 2, 3, 4]
+    heldout_levels: base.HeldoutLevels = [5]
+    user_template: base.UserTemplate = (
+        "{question}\nShow your work in <think> </think> tags. And return only the Python code of the "
+        "function in <answer> </answer> tags."
+    )
+    num_tests: StrictInt = Field(6, ge=2, description="Hidden unit tests per problem (the question shows one).")
+    timeout_s: float = Field(SandboxLimits.timeout_s, strict=True, gt=0,
+                             description="Wall-clock limit of one answer's tests in the sandbox, in seconds.")
+    memory_mb: StrictInt = Field(SandboxLimits.memory_mb, ge=MIN_MEMORY_MB,
+                                 description="Address-space limit of the sandbox process, in MB.")
+    max_workers: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        None, description="Sandbox processes at once (None: one per CPU, at most 8).")
+    network_namespace: Literal[NETWORK_NAMESPACES] = Field(
+        SandboxLimits.network_namespace, description="auto: a private network namespace when unshare works; "
+        "require: fail without one; off: the audit hook only (see e2h/tasks/sandbox.py).")
+
+
 class Coding(Task):
     """Function-writing problems with unit tests; see the module docstring."""
 
     name = "coding"
     description = "Write solve(xs) composing list transformations, scored by unit tests (level = steps)."
     available_levels = (1, 2, 3, 4, 5, 6)
-    default_levels = (1, 2, 3, 4)
-    default_heldout_levels = (5,)
-    default_format_reward = 0.1
-    default_correctness_reward = 0.9
-    default_user_template = (
-        "{question}\nShow your work in <think> </think> tags. And return only the Python code of the "
-        "function in <answer> </answer> tags."
-    )
+    Options = CodingOptions
     required_columns = ("tests",)
 
-    def __init__(
-        self,
-        *,
-        num_tests: int = 6,
-        timeout_s: float = 4.0,
-        memory_mb: int = 512,
-        max_workers: int | None = None,
-        network_namespace: str = "auto",
-        **options: Any,
-    ):
-        if isinstance(num_tests, bool) or not isinstance(num_tests, int) or num_tests < 2:
-            raise ValueError(f"num_tests must be an integer >= 2, got {num_tests!r}")
-        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
-            raise ValueError(f"max_workers must be a positive integer or None, got {max_workers!r}")
-        self.num_tests = num_tests
-        self.max_workers = max_workers
+    def _configure(self, opts: CodingOptions) -> None:
+        self.num_tests = opts.num_tests
+        self.max_workers = opts.max_workers
         self.limits = SandboxLimits(
-            timeout_s=timeout_s, memory_mb=memory_mb, network_namespace=network_namespace
+            timeout_s=opts.timeout_s, memory_mb=opts.memory_mb, network_namespace=opts.network_namespace
         )
-        super().__init__(**options)
 
     def _generate_one(self, rng: random.Random, level: int) -> dict:
         while True:

@@ -29,9 +29,13 @@ import random
 import re
 from collections.abc import Mapping
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
-from e2h.tasks.base import E2H_SYSTEM_PROMPT, SCORE_ERROR, Task
+from pydantic import Field, StrictInt, model_validator
+
+from e2h.errors import FieldProblem
+from e2h.tasks import base
+from e2h.tasks.base import E2H_SYSTEM_PROMPT, SCORE_ERROR, Task, TaskOptions
 
 MAX_EXPRESSION_CHARS = 500
 MAX_LITERAL = 10**6
@@ -145,40 +149,45 @@ def _evaluate(node: ast.AST) -> Fraction:
     return left / right
 
 
+class CountdownOptions(TaskOptions):
+    levels: base.TrainingLevels = [2, 3, 4, 5]
+    heldout_levels: base.HeldoutLevels = [6]
+    system_prompt: base.SystemPrompt = E2H_SYSTEM_PROMPT
+    user_template: base.UserTemplate = (
+        "{question} You can use basic arithmetic operations (+, -, *, /) and each number can only "
+        "be used once. Show your work in <think> </think> tags. And return the final answer in "
+        "<answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>."
+    )
+    min_number: StrictInt = Field(1, ge=1, description="Smallest number drawn.")
+    max_number: StrictInt = Field(100, ge=1, description="Largest number drawn (at least min_number).")
+    max_target: StrictInt = Field(1000, ge=1, description="Largest target and intermediate value (at least "
+                                                          "max_number).")
+    rules: Literal[RULES] = Field("e2h", description="How answers are checked: e2h (E2H's check) or seed (the "
+                                                     "earlier one; see e2h/tasks/countdown.py).")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> CountdownOptions:
+        if self.min_number > self.max_number:
+            raise FieldProblem(f"must be >= min_number ({self.min_number}), got {self.max_number}",
+                               "max_number")
+        if self.max_target < self.max_number:
+            raise FieldProblem(f"must be >= max_number ({self.max_number}), got {self.max_target}",
+                               "max_target")
+        return self
+
+
 class Countdown(Task):
     """Countdown numbers game; see the module docstring."""
 
     name = "countdown"
     description = "Reach the target with the given numbers, + - * / and parentheses (level = operands)."
     available_levels = (2, 3, 4, 5, 6, 7)
-    default_levels = (2, 3, 4, 5)
-    default_heldout_levels = (6,)
-    default_format_reward = 0.1
-    default_correctness_reward = 0.9
-    default_user_template = (
-        "{question} You can use basic arithmetic operations (+, -, *, /) and each number can only "
-        "be used once. Show your work in <think> </think> tags. And return the final answer in "
-        "<answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>."
-    )
-    default_system_prompt = E2H_SYSTEM_PROMPT
+    Options = CountdownOptions
     required_columns = ("numbers", "target")
 
-    def __init__(self, *, min_number: int = 1, max_number: int = 100, max_target: int = 1000, rules: str = "e2h",
-                 **options: Any):
-        if rules not in RULES:
-            raise ValueError(f"rules must be one of {list(RULES)} (e2h: E2H's check; seed: the earlier one), "
-                             f"got {rules!r}")
-        self.rules = rules
-        if not (
-            isinstance(min_number, int) and isinstance(max_number, int) and 1 <= min_number <= max_number
-        ):
-            raise ValueError(f"need 1 <= min_number <= max_number, got {min_number!r}, {max_number!r}")
-        if not isinstance(max_target, int) or max_target < max_number:
-            raise ValueError(
-                f"max_target must be an integer >= max_number ({max_number}), got {max_target!r}"
-            )
-        self.min_number, self.max_number, self.max_target = min_number, max_number, max_target
-        super().__init__(**options)
+    def _configure(self, opts: CountdownOptions) -> None:
+        self.rules = opts.rules
+        self.min_number, self.max_number, self.max_target = opts.min_number, opts.max_number, opts.max_target
 
     def _generate_one(self, rng: random.Random, level: int) -> dict:
         numbers = [rng.randint(self.min_number, self.max_number) for _ in range(level)]

@@ -36,9 +36,14 @@ import re
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from e2h.tasks.base import FORMAT_INSTRUCTIONS, Task
+from pydantic import Field, StrictInt, StrictStr, model_validator
+
+from e2h.errors import FieldProblem
+from e2h.tasks import base
+from e2h.tasks.base import Task, TaskOptions
+from e2h.tasks.e2h_data import RECIPES, SCORERS
 
 logger = logging.getLogger(__name__)
 
@@ -197,80 +202,107 @@ def _level_of(value: Any, index: int) -> int:
     raise bad
 
 
+def scorer_names() -> list[str]:
+    """What ``scorer`` may name: E2H's answer checks and the built-in generated tasks."""
+    from e2h.tasks import TASKS
+
+    return sorted({*SCORERS, *(name for name in TASKS if name != DatasetTask.name)})
+
+
+def _scorer_schema(schema: dict[str, Any]) -> None:
+    # The choices are known once every task is registered, i.e. when the schema is asked for.
+    schema["anyOf"] = [{"enum": scorer_names(), "type": "string"}, {"type": "null"}]
+
+
+_Name = Annotated[StrictStr, Field(min_length=1, max_length=500)]
+_DataFiles = _Name | list[_Name] | dict[_Name, _Name | list[_Name]]
+
+
+class DatasetOptions(TaskOptions):
+    levels: base.TrainingLevels | None = Field(None, description=(
+        "Training levels, easiest first (a run sets them from task.train_levels). Default: every level of the "
+        "data, less the held-out ones."))
+    heldout_levels: base.HeldoutLevels = Field([], description="Held-out levels: evaluated, never trained on.")
+    path: _Name | None = Field(None, description=(
+        "A local .jsonl, .json, .csv or .parquet file, a save_to_disk directory, or a datasets hub id or builder "
+        "(the worker's data policy decides what a run may read)."))
+    config_name: _Name | None = Field(None, description="The datasets configuration (a hub dataset's subset).")
+    split: _Name = Field("train", description="The split training rows come from.")
+    test_split: _Name | None = Field(None, description=(
+        "The split test rows come from (its questions also in training are dropped). None: the training rows, "
+        "partitioned by question hash."))
+    data_files: _DataFiles | None = Field(None, description=(
+        "Files for a builder such as json: a path, a list of paths, or {split: paths} (the worker's data policy "
+        "applies to each)."))
+    max_rows_per_level: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        None, description="Rows kept per level after a seeded shuffle (None: all).")
+    scorer: StrictStr | None = Field(None, json_schema_extra=_scorer_schema, description=(
+        "The answer check: a built-in task's (its columns must be in the rows) or one of E2H's (math, "
+        "math_verify, gsm8k, aqua). None: the recipe's, else the answer column matched as a number or text."))
+    recipe: Literal[tuple(RECIPES)] | None = Field(None, description=(
+        "E2H's prompts and answer check for its data tasks, for whichever of system_prompt, user_template and "
+        "scorer is not set."))
+    seed: StrictInt = Field(0, description="Seed of the per-level shuffle (with max_rows_per_level).")
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetOptions:
+        if not self.path:
+            raise FieldProblem("the dataset task needs path=... (a local file, a save_to_disk directory or a hub "
+                               "name)", "path")
+        if self.scorer is not None and self.scorer not in scorer_names():
+            raise FieldProblem(f"must be one of {scorer_names()} (a built-in task or one of E2H's checks), "
+                               f"got {self.scorer!r}", "scorer")
+        if self.recipe is not None:
+            recipe = RECIPES[self.recipe]
+            for key in ("system_prompt", "user_template"):
+                if key not in self.model_fields_set:
+                    setattr(self, key, recipe[key])
+            self.scorer = self.scorer or recipe["scorer"]
+        return self
+
+
 class DatasetTask(Task):
     """A user's dataset with question/answer/level columns; see the module docstring."""
 
     name = "dataset"
     description = "Your own data: rows with question, answer and level (local file or datasets path)."
-    default_user_template = "{question} " + FORMAT_INSTRUCTIONS
+    Options = DatasetOptions
     required_columns = ("answer",)
 
-    def __init__(
-        self,
-        *,
-        path: str | None = None,
-        config_name: str | None = None,
-        split: str = "train",
-        test_split: str | None = None,
-        data_files: Any = None,
-        max_rows_per_level: int | None = None,
-        scorer: str | None = None,
-        recipe: str | None = None,
-        seed: int = 0,
-        **options: Any,
-    ):
-        from e2h.tasks.e2h_data import RECIPES, SCORERS
-
-        if recipe is not None:
-            if recipe not in RECIPES:
-                raise ValueError(f"recipe must be one of {sorted(RECIPES)} (E2H's data tasks), got {recipe!r}")
-            for key in ("system_prompt", "user_template"):
-                if options.get(key) is None:
-                    options[key] = RECIPES[recipe][key]
-            scorer = scorer or RECIPES[recipe]["scorer"]
-        self.recipe = recipe
-        if not path:
-            raise ValueError(
-                "the dataset task needs path=... (a local file, a save_to_disk directory or a hub name)"
-            )
-        if max_rows_per_level is not None and (
-            isinstance(max_rows_per_level, bool)
-            or not isinstance(max_rows_per_level, int)
-            or max_rows_per_level < 1
-        ):
-            raise ValueError(f"max_rows_per_level must be a positive integer, got {max_rows_per_level!r}")
-        self.path, self.split, self.test_split = str(path), split, test_split
-        self.scorer = None
-        if scorer in SCORERS:
-            self.scorer = SCORERS[scorer]()
-            self.required_columns = ("answer", *self.scorer.required_columns[1:])
-        elif scorer is not None:
-            from e2h.tasks import get_task
-
-            if scorer == self.name:
-                raise ValueError("scorer must name a built-in task, not 'dataset'")
-            self.scorer = get_task(scorer)
-            self.required_columns = ("answer", *self.scorer.required_columns)
-        self.pools: dict[str, dict[int, list[dict]]] = {}
-        for which in (split, test_split):
-            if which is None or which in self.pools:
-                continue
-            rows = load_rows(self.path, config_name, which, data_files)
-            self.pools[which] = self._by_level(rows, which, max_rows_per_level, seed)
-        self.separate_test_split = test_split is not None and test_split != split
-        self.available_levels = tuple(sorted({lv for pool in self.pools.values() for lv in pool}))
-        heldout = list(options.get("heldout_levels") or [])
-        if options.get("levels") is None:
-            options["levels"] = [lv for lv in sorted(self.pools[split]) if lv not in heldout]
+    def __init__(self, **options: Any):
         super().__init__(**options)
         for level in self.levels:
-            self._pool(level, split)
+            self._pool(level, self.split)
         for level in self.heldout_levels:
-            self._pool(level, test_split or split)
-        unused = sorted(set(self.pools[split]) - set(self.levels) - set(self.heldout_levels))
+            self._pool(level, self.test_split or self.split)
+        unused = sorted(set(self.pools[self.split]) - set(self.levels) - set(self.heldout_levels))
         if unused:
             logger.warning("dataset %r: its levels %s are neither trained nor held out (levels %s, held out %s); "
                            "E2H uses every level of its data", self.path, unused, self.levels, self.heldout_levels)
+
+    def _configure(self, opts: DatasetOptions) -> None:
+        self.recipe = opts.recipe
+        self.path, self.split, self.test_split = str(opts.path), opts.split, opts.test_split
+        self.scorer = None
+        if opts.scorer in SCORERS:
+            self.scorer = SCORERS[opts.scorer]()
+            self.required_columns = ("answer", *self.scorer.required_columns[1:])
+        elif opts.scorer is not None:
+            from e2h.tasks import get_task
+
+            self.scorer = get_task(opts.scorer)
+            self.required_columns = ("answer", *self.scorer.required_columns)
+        self.pools: dict[str, dict[int, list[dict]]] = {}
+        for which in (opts.split, opts.test_split):
+            if which is None or which in self.pools:
+                continue
+            rows = load_rows(self.path, opts.config_name, which, opts.data_files)
+            self.pools[which] = self._by_level(rows, which, opts.max_rows_per_level, opts.seed)
+        self.separate_test_split = opts.test_split is not None and opts.test_split != opts.split
+        self.available_levels = tuple(sorted({lv for pool in self.pools.values() for lv in pool}))
+
+    def _default_levels(self) -> list[int]:
+        return [lv for lv in sorted(self.pools[self.split]) if lv not in self.opts.heldout_levels]
 
     def _by_level(self, rows: list[dict], which: str, cap: int | None, seed: int) -> dict[int, list[dict]]:
         if not rows:

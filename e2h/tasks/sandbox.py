@@ -57,6 +57,10 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
+NETWORK_NAMESPACES = ("auto", "off", "require")
+MIN_MEMORY_MB = 64  # the interpreter needs it
+
+
 @dataclass(frozen=True)
 class SandboxLimits:
     """Limits for one run. ``network_namespace``: "auto" (use ``unshare`` when it works),
@@ -77,11 +81,11 @@ class SandboxLimits:
     def __post_init__(self):
         if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s!r}")
-        if self.memory_mb < 64:
-            raise ValueError(f"memory_mb must be >= 64 (the interpreter needs it), got {self.memory_mb!r}")
-        if self.network_namespace not in ("auto", "off", "require"):
+        if self.memory_mb < MIN_MEMORY_MB:
+            raise ValueError(f"memory_mb must be >= {MIN_MEMORY_MB} (the interpreter needs it), got {self.memory_mb!r}")
+        if self.network_namespace not in NETWORK_NAMESPACES:
             raise ValueError(
-                f"network_namespace must be 'auto', 'off' or 'require', got {self.network_namespace!r}"
+                f"network_namespace must be one of {list(NETWORK_NAMESPACES)}, got {self.network_namespace!r}"
             )
 
 

@@ -156,9 +156,9 @@ def test_resource_fields_over_the_server_ceiling_are_refused(api: httpx.Client, 
 
 
 def test_the_list_returns_summaries_and_stays_small_with_many_large_runs(api: httpx.Client) -> None:
-    # Each run as large as the limits allow: 15 KB of task options (arithmetic ignores none of
-    # them at submit; the worker would refuse them) and 32 tags.
-    padding = {"note": "x" * (MAX_JSON_BYTES - 1024)}
+    # Each run as large as the limits allow: 15 KB of task options (a long prompt template, an
+    # option the task's options model accepts) and 32 tags.
+    padding = {"user_template": "{question} " + "x" * (MAX_JSON_BYTES - 1024)}
     runs = 120
     for i in range(runs):
         r = api.post("/runs", json={"name": f"big-{i}", "tags": [f"t{j}" for j in range(32)],

@@ -97,7 +97,7 @@ def test_numbered_blocks_and_states_read_as_e2h_reads_them():
 
 
 def test_bad_rules_name_the_option():
-    with pytest.raises(ValueError, match="rules must be one of"):
+    with pytest.raises(ValueError, match="rules: Input should be 'e2h' or 'seed'"):
         get_task("blocksworld", rules="strict")
 
 

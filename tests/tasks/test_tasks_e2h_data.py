@@ -134,5 +134,5 @@ def test_a_missing_level_names_the_levels_present(tmp_path):
     path = _write_splits(tmp_path / "aqua", AQUA_ROWS)
     with pytest.raises(ValueError, match=r"unknown level 2 .*available levels: \[0, 1\]"):
         get_task("dataset", path=str(path), test_split="test", recipe="aqua", levels=[0, 1, 2, 3])
-    with pytest.raises(ValueError, match="recipe must be one of"):
+    with pytest.raises(ValueError, match="recipe: Input should be 'math', 'gsm8k' or 'aqua'"):
         get_task("dataset", path=str(path), recipe="svamp", levels=[0])

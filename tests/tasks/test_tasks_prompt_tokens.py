@@ -190,5 +190,5 @@ def test_long_prompts_can_be_dropped_and_counted_instead():
     assert max(_prompt_lengths(kept, tok)) <= limit
     # what is kept is whole: each prompt is its row's full prompt
     assert all(r["prompt"] == task.build_prompt(r, tok) for r in kept.train + kept.test)
-    with pytest.raises(ValueError, match="long_prompts must be one of"):
+    with pytest.raises(ValueError, match="long_prompts: Input should be 'refuse' or 'drop'"):
         get_task("countdown", long_prompts="cut")

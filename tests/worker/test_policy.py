@@ -54,7 +54,7 @@ def test_settings_read_the_environment_with_the_existing_names(monkeypatch, tmp_
         (dataset("text", data_files="../.env"), "task.options.data_files", "E2H_DATA_ROOTS"),
         (dataset("org/data", data_files="../../x.json"), "task.options.data_files", "E2H_DATA_ROOTS"),
         (dataset("org/data", data_files="https://example.com/x"), "task.options.data_files", "URL"),
-        (dataset(["x"]), "task.options.path", "string"),
+        (dataset(["x"]), "invalid config: task.options.path", "string"),  # the dataset task's options model
         ({"model": {"name_or_path": "/opt/models/private"}}, "model.name_or_path", "E2H_MODEL_ROOTS"),
         ({"model": {"name_or_path": "../m"}}, "model.name_or_path", "E2H_MODEL_ROOTS"),
         ({"model": {"trust_remote_code": True}}, "model.trust_remote_code", "E2H_ALLOW_TRUST_REMOTE_CODE"),
