@@ -529,6 +529,8 @@ class TaskInfo(BaseModel):
     heldout_levels: list[int] = Field(description="Held-out levels: evaluated, never trained on.")
     test_levels: list[int]
     max_reward: float
+    options: list[str] = Field(description="The task's option names (task.options).")
+    options_schema: dict[str, Any] = Field(description="JSON schema of task.options (drives the launch form).")
 
 
 class RunLimits(BaseModel):
