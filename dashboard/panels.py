@@ -1,43 +1,33 @@
-"""The Run page's panels: a run's header and its live charts (Streamlit; figures from charts.py)."""
+"""The Run page's panels: each renders a part of one ``dashboard.derived.RunView`` (Streamlit;
+figures from charts.py). Nothing is derived here: what a panel shows is a field of the view."""
 
 from __future__ import annotations
 
 import json
 import shlex
 
-import pandas as pd
 import streamlit as st
 
 from dashboard import charts, state
-from dashboard import series as S
-from e2h.signals import ADVICE, NO_SIGNAL_STEPS, ZERO_STD_METRIC, no_signal_streak
+from dashboard.derived import RunView
+from e2h.signals import ADVICE
 
 STATUS_COLORS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange"}
-DEFAULT_METRICS = ("loss", "kl", "reward")
 
 
 def _chart(fig, key: str) -> None:
     st.plotly_chart(fig, key=key, config={"displaylogo": False})
 
 
-def header(run: dict) -> None:
+def header(view: RunView) -> None:
     """Status, progress and where/when the run ran."""
-    config = run.get("config") or {}
+    run = view.run
     st.badge(run["status"] + (" · cancel requested" if run.get("cancel_requested") and run["status"] == "running"
                               else ""), color=STATUS_COLORS.get(run["status"], "gray"))
-    st.progress(S.progress(run), text=f"step {run['step']} / {run['max_steps']}")
-    eta = S.format_duration(S.eta_seconds(run))
-    facts = [("Task", config.get("task", {}).get("name", "?")),
-             ("Scheduler", config.get("scheduler", {}).get("name", "?")),
-             ("Model", config.get("model", {}).get("name_or_path", "?")), ("Attempt", run.get("attempt", 1)),
-             ("Worker", run.get("worker_id") or "—"), ("ETA", eta or "—")]
-    if run.get("tags"):
-        facts.append(("Tags", ", ".join(run["tags"])))
+    st.progress(view.progress, text=f"step {run['step']} / {run['max_steps']}")
     # Model names, worker ids and tags are the submitter's or a worker's: plain text, never Markdown.
-    st.text("   ·   ".join(f"{label}: {value}" for label, value in facts))
-    times = [f"{label} {S.parse_time(run.get(field)):%Y-%m-%d %H:%M:%S} UTC" for label, field in (
-        ("created", "created_at"), ("started", "started_at"), ("finished", "finished_at")) if run.get(field)]
-    st.caption(" · ".join(times))
+    st.text("   ·   ".join(f"{label}: {value}" for label, value in view.facts))
+    st.caption(" · ".join(view.times))
     if run["status"] == "failed" and run.get("error"):
         st.error("The run failed:", icon=":material/error:")
         st.code(run["error"], language=None, wrap_lines=True)
@@ -60,10 +50,10 @@ def _devices(process: dict) -> str:
     return f"{process['role']} on GPU {gpus}" if gpus else f"{process['role']} on CPU"
 
 
-def curriculum(run: dict, series: dict, labels: list[str]) -> None:
-    rid = run["id"]
+def curriculum(view: RunView) -> None:
+    run, rid = view.run, view.run["id"]
     st.subheader("Curriculum")
-    if not series["steps"]:
+    if not view.steps:
         if run["status"] in ("queued", "running"):
             st.info("No snapshots yet: the charts fill in as soon as the worker reports its first logged step.",
                     icon=":material/hourglass_empty:")
@@ -71,135 +61,105 @@ def curriculum(run: dict, series: dict, labels: list[str]) -> None:
             st.info(f"This run {run['status']} before it reported a logged step: there is nothing to chart.",
                     icon=":material/block:")
         return
-    signal(run, series)
+    signal(view)
     left, right = st.columns(2)
     with left:
-        _chart(charts.probability_area(series, labels), f"prob.area.{rid}")
+        _chart(charts.probability_area(view.probability), f"prob.area.{rid}")
     with right:
-        _chart(charts.probability_heatmap(series, labels), f"prob.heat.{rid}")
+        _chart(charts.probability_heatmap(view.probability), f"prob.heat.{rid}")
     left, right = st.columns(2)
     with left:
-        _chart(charts.level_lines(series, labels, "reward_mean", "Mean reward per level", "mean reward"),
-               f"reward.mean.{rid}")
+        _chart(charts.level_lines(view.reward_mean, "Mean reward per level", "mean reward"), f"reward.mean.{rid}")
     with right:
-        _chart(charts.level_lines(series, labels, "reward_var", "Reward variance per level", "variance"),
-               f"reward.var.{rid}")
+        _chart(charts.level_lines(view.reward_var, "Reward variance per level", "variance"), f"reward.var.{rid}")
 
 
-def signal(run: dict, series: dict) -> None:
+def signal(view: RunView) -> None:
     """A warning when the run has gone NO_SIGNAL_STEPS steps without a learning signal."""
-    streak = no_signal_streak(series["steps"], series["metrics"].get(ZERO_STD_METRIC) or [])
-    if streak >= NO_SIGNAL_STEPS:
-        st.warning(f"No learning signal for the last {streak} steps: {ADVICE}.", icon=":material/warning:")
+    if view.no_signal_streak is not None:
+        st.warning(f"No learning signal for the last {view.no_signal_streak} steps: {ADVICE}.",
+                   icon=":material/warning:")
 
 
-def warmup_steps(run: dict) -> int | None:
-    """The steps an adaptive scheduler samples uniformly before adapting (None: it has no warmup)."""
-    from e2h.schedulers import make_scheduler
-
-    config = run.get("config") or {}
-    sched = config.get("scheduler") or {}
-    try:
-        built = make_scheduler(sched.get("name"), run.get("num_levels") or 1, run.get("max_steps") or 1,
-                               **(sched.get("params") or {}))
-    except (ValueError, TypeError, KeyError):
-        return None
-    return getattr(built, "warmup_steps", None)
-
-
-def breakdown(run: dict, series: dict, labels: list[str]) -> None:
+def breakdown(view: RunView) -> None:
     """The adaptive scheduler's score breakdown; nothing for fixed schedules."""
-    if not S.has_components(series):
-        warmup = warmup_steps(run)
-        if warmup and series["steps"] and series["steps"][-1] < warmup:
+    if not view.has_breakdown:
+        if view.warmup_until is not None:
             st.subheader("Why the scheduler chose this: score breakdown")
-            st.info(f"Uniform until step {warmup} (the scheduler's warmup): the breakdown appears once it "
-                    f"adapts (now at step {series['steps'][-1]}).", icon=":material/hourglass_empty:")
+            st.info(f"Uniform until step {view.warmup_until} (the scheduler's warmup): the breakdown appears once "
+                    f"it adapts (now at step {view.steps[-1]}).", icon=":material/hourglass_empty:")
         return
-    rid = run["id"]
+    rid = view.run["id"]
     st.subheader("Why the scheduler chose this: score breakdown")
-    indices = S.component_steps(series)
-    if not indices:
+    steps = view.breakdown_steps
+    if not steps:
         return
-    steps = [series["steps"][i] for i in indices]
     left, right = st.columns([1, 3])
     latest = left.toggle("Follow the latest step", value=True, key=f"bd.latest.{rid}")
     if latest or len(steps) < 2:
-        index = indices[-1]
+        step = view.breakdown_step()
     else:
-        picked = right.slider("Step", min_value=steps[0], max_value=steps[-1], value=steps[-1],
-                              key=f"bd.step.{rid}")
-        index = indices[S.nearest_index(steps, picked)]
+        step = view.breakdown_step(right.slider("Step", min_value=steps[0], max_value=steps[-1], value=steps[-1],
+                                                key=f"bd.step.{rid}"))
     st.caption("Bars: each component normalised to sum 1 across levels (hover for the raw value); "
                "line: the combined score; diamonds: the sampling probability it led to. In the table, "
                "\"(raw)\" is a component before that normalisation, in its own units (the deficit is "
                "1/performance, so it is huge for a level never solved).")
+    table = view.breakdown(step)
     left, right = st.columns(2)
     with left:
-        _chart(charts.breakdown_bars(series, labels, index), f"bd.bars.{rid}")
+        _chart(charts.breakdown_bars(table, view.component_names, view.combined_names, step), f"bd.bars.{rid}")
     with right:
-        st.markdown(f"**Values at step {series['steps'][index]}**")
-        frame = pd.DataFrame(S.breakdown_rows(series, labels, index))
-        if {"score", "pi"} <= set(frame.columns) and (frame["score"] - frame["pi"]).abs().max() < 1e-9:
-            frame = frame.drop(columns="pi")  # the same numbers at temperature 1 and weights summing to 1
-        st.dataframe(frame, hide_index=True, key=f"bd.table.{rid}", width="stretch",
-                     column_config={c: st.column_config.NumberColumn(c, format="%.4g") for c in frame.columns[1:]})
-    _chart(charts.component_evolution(series, labels), f"bd.evo.{rid}")
+        st.markdown(f"**Values at step {step}**")
+        st.dataframe(table, hide_index=True, key=f"bd.table.{rid}", width="stretch",
+                     column_config={c: st.column_config.NumberColumn(c, format="%.4g") for c in table.columns[1:]})
+    _chart(charts.component_evolution(view.components), f"bd.evo.{rid}")
 
 
-def default_metrics(available: list[str]) -> list[str]:
-    return [m for m in DEFAULT_METRICS if m in available] or available[:3]
-
-
-def metrics_pick(rid: int, series: dict) -> str:
+def metrics_pick(view: RunView) -> str:
     """The metrics multiselect's key, its value set to the defaults while the researcher has not
     changed them: a page opened before the first snapshot has no metrics to default to yet, and a
     widget keeps the default of its first render."""
+    rid = view.run["id"]
     key, shown = f"metrics.pick.{rid}", f"metrics.default.{rid}"
-    default = default_metrics(list(series["metrics"]))
+    default = list(view.default_metrics)
     if key not in st.session_state or st.session_state[key] == st.session_state.get(shown):
         st.session_state[key] = default
         st.session_state[shown] = default
     return key
 
 
-def training(run: dict, series: dict, labels: list[str], evals: list[dict]) -> None:
-    rid = run["id"]
+def training(view: RunView) -> None:
+    run, rid = view.run, view.run["id"]
     st.subheader("Training and evaluation")
     left, right = st.columns(2)
     with left:
-        chosen = st.multiselect("Metrics", list(series["metrics"]), key=metrics_pick(rid, series))
-        _chart(charts.metrics_figure(series, chosen), f"chart.metrics.{rid}")
+        chosen = st.multiselect("Metrics", list(view.metrics.columns), key=metrics_pick(view))
+        _chart(charts.metrics_figure(view.metrics[[m for m in chosen if m in view.metrics.columns]]),
+               f"chart.metrics.{rid}")
     with right:
-        heldout = S.heldout_levels(run)
-        _chart(charts.eval_accuracy(evals, heldout, max_steps=run.get("max_steps")), f"evals.{rid}")
-        if heldout:
-            st.caption(f"Held out (never trained on): {', '.join(f'level {h}' for h in heldout)}, dashed red.")
-        test = S.latest_eval(evals, "test")
-        if test:
-            rows = [{"level": S.test_row_label(k, heldout), **v} for k, v in test["results"].items()
-                    if isinstance(v, dict)]
-            st.markdown(f"**Final test results** (step {test['step']})")
-            st.dataframe(pd.DataFrame(rows), hide_index=True, key=f"test.{rid}", width="stretch")
-            wanted = ((run.get("config") or {}).get("task") or {}).get("test_size_per_level")
-            few = S.few_questions(test, wanted)
-            if few:
+        _chart(charts.eval_accuracy(view.accuracy, view.heldout, max_steps=run.get("max_steps")), f"evals.{rid}")
+        if view.heldout:
+            st.caption(f"Held out (never trained on): {', '.join(f'level {h}' for h in view.heldout)}, dashed red.")
+        if view.test:
+            st.markdown(f"**Final test results** (step {view.test['step']})")
+            st.dataframe(view.test_table, hide_index=True, key=f"test.{rid}", width="stretch")
+            if view.few_questions:
                 st.warning("Too few distinct test questions: " + "; ".join(
-                    f"{level}: {n} (asked for {wanted})" for level, n in few)
+                    f"{level}: {n} (asked for {view.test_size})" for level, n in view.few_questions)
                     + ". Their accuracy moves in steps of 1/n; the task has no more for these levels.",
                     icon=":material/warning:")
 
 
-def details(run: dict, series: dict, labels: list[str], logs: list[str]) -> None:
+def details(view: RunView) -> None:
+    run, logs = view.run, view.logs
     left, right = st.columns(2)
     with left:
-        _chart(charts.level_lines(series, labels, "count", "Samples per level (cumulative)", "samples"),
-               f"counts.{run['id']}")
+        _chart(charts.level_lines(view.count, "Samples per level (cumulative)", "samples"), f"counts.{run['id']}")
     with right:
         st.markdown("**Last log lines** (newest first)")
-        readable = S.readable_log(logs)
-        if readable:
-            st.code("\n".join(reversed(readable)), language=None, height=330)
+        if view.readable_log:
+            st.code("\n".join(reversed(view.readable_log)), language=None, height=330)
         else:
             st.caption("No log lines yet." if not logs else "Only warnings and progress bars so far.")
         if logs:
@@ -213,18 +173,10 @@ def details(run: dict, series: dict, labels: list[str], logs: list[str]) -> None
                        f"{state.server_url()}/runs/{run['id']}/snapshots.ndjson", icon=":material/download:")
 
 
-def render_live(run_id: int) -> dict:
-    """Everything that changes while the run trains; returns the run as just fetched."""
-    url = state.server_url()
-    with state.server_errors(retry=False):
-        run = state.run(run_id)
-        series = state.live_series(run_id)
-        evals = state.evals(url, run_id)
-        logs = state.live_logs(run_id)
-    labels = S.level_labels(run, series)
-    header(run)
-    curriculum(run, series, labels)
-    breakdown(run, series, labels)
-    training(run, series, labels, evals)
-    details(run, series, labels, logs)
-    return run
+def render(view: RunView) -> None:
+    """Everything that changes while the run trains, from one view."""
+    header(view)
+    curriculum(view)
+    breakdown(view)
+    training(view)
+    details(view)

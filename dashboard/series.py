@@ -114,10 +114,6 @@ def combined_names(series: dict[str, Any]) -> list[str]:
     return [n for n in COMBINED if n in present]
 
 
-def has_components(series: dict[str, Any]) -> bool:
-    return bool(component_names(series) or combined_names(series))
-
-
 def component_steps(series: dict[str, Any]) -> list[int]:
     """Indices of the steps at which the scheduler reported components (past its warmup)."""
     out = []
@@ -126,28 +122,6 @@ def component_steps(series: dict[str, Any]) -> list[int]:
                if i < len(v)):
             out.append(i)
     return out
-
-
-def breakdown_rows(series: dict[str, Any], labels: list[str], index: int) -> list[dict[str, Any]]:
-    """One row per level at step ``index``: probability, combined score(s), each component
-    normalised, and raw where reported ("deficit (raw)")."""
-    names = component_names(series)
-    rows = []
-    for lv, label in zip(series["levels"], labels, strict=False):
-        comps = lv.get("components") or {}
-
-        def at(values: list | None) -> Any:
-            return values[index] if values and index < len(values) else None
-
-        row: dict[str, Any] = {"level": label, "probability": at(lv["probability"])}
-        for name in combined_names(series):
-            row[name] = at(comps.get(name))
-        for name in names:
-            row[name] = at(comps.get(name))
-            if name + RAW_SUFFIX in comps:
-                row[f"{name} (raw)"] = at(comps.get(name + RAW_SUFFIX))
-        rows.append(row)
-    return rows
 
 
 def nearest_index(steps: list[int], step: int) -> int:

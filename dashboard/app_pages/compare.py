@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, state
+from dashboard import charts, derived, state
 from dashboard import series as S
 
 MAX_POINTS = 400
@@ -70,8 +70,8 @@ def comparison(run_ids: list[int]) -> None:
             steps, values, _ = accuracy[heldout[-1]]
             heldout_acc.append({"label": f"{name} (level {heldout[-1]})", "x": steps, "y": values})
             last_heldout = values[-1]
-        multiples.append({"label": name, "series": series,
-                          "levels": S.level_labels(run, series)})
+        multiples.append({"label": name, "frame": derived.level_frame(series, S.level_labels(run, series),
+                                                                      "probability")})
         hard = series["levels"][-1] if series["levels"] else None
         last_hard = next((v for v in reversed(hard["reward_mean"]) if v is not None), None) if hard else None
         test = S.latest_eval(it["evals"], "test")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import completions, nav, panels, state
+from dashboard import completions, derived, nav, panels, state
 
 REFRESH_SECONDS = 2
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -77,9 +77,12 @@ if st.session_state.get("run.confirm_delete") == run_id:
 
 @st.fragment(run_every=None if finished else REFRESH_SECONDS)
 def live() -> None:
-    current = panels.render_live(run_id)
+    with state.server_errors(retry=False):
+        fetched = state.run(run_id), state.live_series(run_id), state.evals(url, run_id), state.live_logs(run_id)
+    view = derived.derive(*fetched)  # once per refresh; the panels only render it
+    panels.render(view)
     # Once it finishes, rerun the whole page: the actions change and polling stops.
-    if not finished and current["status"] in FINISHED:
+    if not finished and view.run["status"] in FINISHED:
         st.rerun(scope="app")
 
 

@@ -1,4 +1,5 @@
-"""Series reshaping and Plotly figures, without Streamlit or a server."""
+"""Series reshaping, the run page's derived view and the Plotly figures drawn from its frames,
+without Streamlit or a server."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import plotly.graph_objects as go
 import pytest
 
-from dashboard import charts
+from dashboard import charts, derived
 from dashboard import series as S
 from tests.dashboard.simulate import Simulation
 
@@ -73,7 +74,7 @@ def test_components_of_adaptive_and_fixed_schedulers(vrex: dict, cosine: dict) -
     assert S.component_names(vrex) == ["deficit", "variance", "exploration", "groupdro", "vrex"]
     assert S.combined_names(vrex) == ["score", "pi"]
     assert S.component_steps(vrex)[0] == 9  # step 10: the first update after warmup
-    assert not S.has_components(cosine)
+    assert not derived.derive(RUN, cosine, [], []).has_breakdown
     sec = as_series(Simulation("sec", 3, 50).advance(5))
     assert S.component_names(sec)[:2] == ["learning_progress", "q_value"]
     assert "pi" in S.combined_names(sec)
@@ -95,7 +96,7 @@ def test_eval_accuracy_per_level_sorted_by_step() -> None:
     ]
     assert S.eval_accuracy(evals) == {2: ([50, 100], [0.25, 0.5]), 6: ([50, 100], [0.0, 0.1])}
     assert S.latest_eval(evals, "test")["results"]["level_2"]["accuracy"] == 0.9
-    fig = charts.eval_accuracy(evals, heldout=[6])
+    fig = charts.eval_accuracy(derived.accuracy_frame(evals), heldout=[6])
     held = next(t for t in fig.data if "held-out" in t.name)
     assert held.name == "level 6 (held-out)" and held.line.dash == "dash"
 
@@ -113,14 +114,18 @@ def test_eta_and_run_row() -> None:
 
 
 def test_figures_from_an_adaptive_run(vrex: dict) -> None:
+    view = derived.derive(RUN, vrex, [], [])
     labels = S.level_labels(RUN, vrex)
-    area = charts.probability_area(vrex, labels)
+    area = charts.probability_area(view.probability)
     assert [t.name for t in area.data] == labels and all(t.stackgroup for t in area.data)
     assert list(area.data[0].x) == vrex["steps"]
-    heat = charts.probability_heatmap(vrex, labels)
-    assert isinstance(heat.data[0], go.Heatmap) and len(heat.data[0].z) == 4
-    index = S.component_steps(vrex)[-1]
-    bars = charts.breakdown_bars(vrex, labels, index)
+    assert list(area.data[1].y) == [float(f"{v:.6g}") for v in vrex["levels"][1]["probability"]]
+    heat = charts.probability_heatmap(view.probability)
+    assert isinstance(heat.data[0], go.Heatmap) and len(heat.data[0].z) == 4 and list(heat.data[0].y) == labels
+    step = view.breakdown_step()
+    index = vrex["steps"].index(step)
+    bars = charts.breakdown_bars(view.breakdown(step), view.component_names, view.combined_names, step)
+    assert bars.layout.title.text == f"Score breakdown per level at step {step}"
     bar_names = [t.name for t in bars.data if isinstance(t, go.Bar)]
     assert bar_names == ["deficit", "variance", "exploration", "groupdro", "vrex"]
     deficit = bars.data[0]
@@ -128,37 +133,44 @@ def test_figures_from_an_adaptive_run(vrex: dict) -> None:
     # Raw values ride along for the hover.
     assert deficit.customdata[0][0] == f"{vrex['levels'][0]['components']['deficit_raw'][index]:.4g}"
     assert "score" in [t.name for t in bars.data]
-    evo = charts.component_evolution(vrex, labels)
+    evo = charts.component_evolution(view.components)
     assert {a.text for a in evo.layout.annotations} >= {"deficit", "vrex", "score"}
-    metrics = charts.metrics_figure(vrex, ["loss", "kl", "reward", "missing"])
+    metrics = charts.metrics_figure(view.metrics[["loss", "kl", "reward"]])
     assert [t.name for t in metrics.data] == ["loss", "kl", "reward"]
-    for field in ("reward_mean", "reward_var", "count"):
-        assert len(charts.level_lines(vrex, labels, field, field, field).data) == 4
+    for frame in (view.reward_mean, view.reward_var, view.count):
+        assert len(charts.level_lines(frame, "t", "y").data) == 4
+    counts = charts.level_lines(view.count, "t", "y").data[2]
+    assert list(counts.y) == vrex["levels"][2]["count"] and all(isinstance(c, int) for c in counts.y)
 
 
 def test_figures_from_a_fixed_schedule_and_empty_series(cosine: dict) -> None:
-    labels = ["a", "b", "c", "d"]
-    assert len(charts.probability_area(cosine, labels).data) == 4
-    assert charts.breakdown_bars(cosine, labels, 0).layout.annotations[0].text.startswith("This scheduler")
-    empty = S.empty()
-    for fig in (charts.probability_area(empty, []), charts.probability_heatmap(empty, []),
-                charts.metrics_figure(empty, ["loss"]), charts.eval_accuracy([], [])):
+    view = derived.derive(RUN, cosine, [], [])
+    assert len(charts.probability_area(view.probability).data) == 4
+    assert charts.breakdown_bars(view.breakdown(cosine["steps"][0]), view.component_names, view.combined_names,
+                                 0).layout.annotations[0].text.startswith("This scheduler")
+    assert charts.component_evolution(view.components).layout.annotations[0].text.startswith("This scheduler")
+    empty = derived.derive(RUN, S.empty(), [], [])
+    for fig in (charts.probability_area(empty.probability), charts.probability_heatmap(empty.probability),
+                charts.metrics_figure(empty.metrics), charts.eval_accuracy(empty.accuracy, [])):
         assert fig.layout.annotations and not fig.data
-    multiples = charts.probability_small_multiples([
-        {"label": "one", "series": cosine, "levels": labels}, {"label": "two", "series": cosine, "levels": labels}])
-    assert len(multiples.data) == 8
+    labels = ["a", "b", "c", "d"]
+    frame = derived.level_frame(cosine, labels, "probability")
+    multiples = charts.probability_small_multiples([{"label": "one", "frame": frame}, {"label": "two", "frame": frame}])
+    assert len(multiples.data) == 8 and [t.name for t in multiples.data[:4]] == labels
     overlay = charts.overlay([{"label": "x", "x": [1, 2], "y": [0.1, 0.2]}, {"label": "y", "x": [], "y": []}],
                              "t", "y")
     assert [t.name for t in overlay.data] == ["x"]
 
 
-def test_breakdown_rows_hold_normalised_and_raw_values(vrex: dict) -> None:
-    index = S.component_steps(vrex)[-1]
-    rows = S.breakdown_rows(vrex, ["a", "b", "c", "d"], index)
-    assert [r["level"] for r in rows] == ["a", "b", "c", "d"]
+def test_breakdown_table_holds_normalised_and_raw_values(vrex: dict) -> None:
+    view = derived.derive({**RUN, "config": {}}, vrex, [], [])  # no task levels: labels 0..K-1
+    step = view.breakdown_step()
+    index = vrex["steps"].index(step)
+    rows = view.breakdown(step).to_dict("records")
+    assert [r["level"] for r in rows] == ["level 0", "level 1", "level 2", "level 3"]
     first = vrex["levels"][0]
     assert rows[0]["probability"] == first["probability"][index]
     assert rows[0]["deficit"] == first["components"]["deficit"][index]
     assert rows[0]["deficit (raw)"] == first["components"]["deficit_raw"][index]
-    assert list(rows[0])[:4] == ["level", "probability", "score", "pi"]
+    assert list(rows[0])[:3] == ["level", "probability", "score"]  # pi equals the score here: dropped
     assert sum(r["variance"] for r in rows) == pytest.approx(1.0)

@@ -14,6 +14,7 @@ supervisor or the OOM killer would; none of their children may be left running.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -27,7 +28,7 @@ import httpx
 import psutil
 import pytest
 
-from dashboard import charts, nav
+from dashboard import charts, derived, nav
 from e2h.client import Client
 from tests.dashboard.apptest import COMMONMARK, button, open_page, shown
 from tests.dashboard.helpers import REPO, WORKER_TOKEN, ApiServer, free_port, wait_for
@@ -135,18 +136,23 @@ def test_charts_show_metric_and_level_names_as_text(api: Client, api_server: Api
                              steps=30)
     finally:
         worker.close()
-    series = api.history(run["id"]).model_dump()  # the charts draw the JSON the dashboard holds
+    series = api.history(run["id"]).model_dump()  # the run page derives its view from the JSON it holds
     series["metrics"] = {HOSTILE_PLOTLY: series["metrics"]["loss"]}
     for lv in series["levels"]:
         lv["components"] = {HOSTILE_PLOTLY: lv["components"]["deficit"]}
     labels = [HOSTILE_PLOTLY + str(i) for i in range(len(series["levels"]))]
+    view = derived.derive(run, series, [], [])
+    view = dataclasses.replace(view, labels=tuple(labels), probability=view.probability.set_axis(labels, axis=1),
+                               components={n: f.set_axis(labels, axis=1) for n, f in view.components.items()})
+    step = view.breakdown_step()
     item = {"label": HOSTILE_PLOTLY, "x": series["steps"], "y": series["metrics"][HOSTILE_PLOTLY]}
     figures = [
-        charts.probability_area(series, labels), charts.probability_heatmap(series, labels),
-        charts.level_lines(series, labels, "reward_mean", "t", "y"), charts.breakdown_bars(series, labels, -1),
-        charts.component_evolution(series, labels), charts.metrics_figure(series, [HOSTILE_PLOTLY]),
+        charts.probability_area(view.probability), charts.probability_heatmap(view.probability),
+        charts.level_lines(view.probability, "t", "y"),
+        charts.breakdown_bars(view.breakdown(step), view.component_names, view.combined_names, step),
+        charts.component_evolution(view.components), charts.metrics_figure(view.metrics),
         charts.overlay([item], "t", "y"),
-        charts.probability_small_multiples([{"label": HOSTILE_PLOTLY, "series": series, "levels": labels}]),
+        charts.probability_small_multiples([{"label": HOSTILE_PLOTLY, "frame": view.probability}]),
     ]
     for fig in figures:
         spec = json.dumps(fig.to_plotly_json())
