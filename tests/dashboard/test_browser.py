@@ -87,6 +87,14 @@ def test_launch_watch_and_compare_in_a_browser(tmp_path: Path, browser_page, sho
         worker.report(claimed, sim, 40)
         page.get_by_text("step 160 / 200").wait_for()
         chart(page, "Score breakdown per level at step 160").wait_for()
+        # What the model wrote at step 160, level 0 first: the best completion open, with its prompt.
+        sample = sim.completions()
+        worker.client.post_completions(claimed["id"], sample, worker.worker_id, claimed["attempt"])
+        page.get_by_text("of the completions of level 0 at step 160").wait_for(timeout=30_000)
+        best = sample[0]
+        page.locator("[data-testid='stExpander'] summary", has_text=f"#1 · reward {best['reward']:.3f}").wait_for()
+        page.locator("pre", has_text=best["completion"].split("\n")[0]).first.wait_for()
+        page.locator("pre", has_text=best["prompt"].split("<think>")[0]).first.wait_for()
         assert page.locator("[data-testid='stException']").count() == 0
         wait_idle(page)
         screenshot(page, shots / "run.png")
