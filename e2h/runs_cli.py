@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import typer
@@ -65,6 +67,30 @@ def connect(server: str | None, token: str | None) -> Client:
     return ClientSettings.resolve(server, token).client()
 
 
+@contextmanager
+def session(server: str | None, token: str | None,
+            refusals: tuple[type[Exception], ...] = (APIError,)) -> Iterator[Client]:
+    """A command's client (:func:`connect`); the server's refusal, or one of ``refusals`` raised in
+    the block, ends the command with :func:`fail`'s message (exit 1)."""
+    try:
+        with connect(server, token) as c:
+            yield c
+    except refusals as e:
+        raise fail(e) from None
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]], footer: str) -> None:
+    """A Rich table of ``rows`` (cells already made safe with :func:`cell`), then ``footer``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    typer.echo(footer)
+
+
 def describe(e: Exception) -> str:
     """An error as a person reads it: a config's or the server's validation errors as
     ``field: message`` lines (as the API names them), anything else as its message."""
@@ -95,12 +121,9 @@ def submit(
     token: str = TokenOpt,
 ) -> None:
     """Queue a run: `e2h runs submit config.yaml` or `e2h runs submit task=countdown2345 scheduler=gaussian`."""
-    try:
+    with session(server, token, (ValueError, APIError)) as c:
         config = config_from_items(items)
-        with connect(server, token) as c:
-            run = c.submit(config.model_dump(mode="json"), name=name, priority=priority, tags=tag or [])
-    except (ValueError, APIError) as e:
-        raise fail(e) from None
+        run = c.submit(config.model_dump(mode="json"), name=name, priority=priority, tags=tag or [])
     typer.echo(f"run {run.id} queued: {safe(run.name)}")
 
 
@@ -113,30 +136,19 @@ def list_runs(
     token: str = TokenOpt,
 ) -> None:
     """List runs, newest first."""
-    from rich.console import Console
-    from rich.table import Table
-
-    try:
-        with connect(server, token) as c:
-            page = c.list_runs(status=status, tag=tag, limit=limit)
-    except APIError as e:
-        raise fail(e) from None
-    table = Table("id", "name", "status", "progress", "task", "scheduler", "results", "attempt", "worker")
-    for r in page.data:
-        table.add_row(str(r.id), cell(r.name), cell(r.status), f"{r.step}/{r.max_steps}", cell(r.task or ""),
-                      cell(r.scheduler or ""), results_text(r.results), str(r.attempt), cell(r.worker_id or ""))
-    Console().print(table)
-    typer.echo(f"{len(page.data)} of {page.count} runs")
+    with session(server, token) as c:
+        page = c.list_runs(status=status, tag=tag, limit=limit)
+    print_table(("id", "name", "status", "progress", "task", "scheduler", "results", "attempt", "worker"),
+                ((str(r.id), cell(r.name), cell(r.status), f"{r.step}/{r.max_steps}", cell(r.task or ""),
+                  cell(r.scheduler or ""), results_text(r.results), str(r.attempt), cell(r.worker_id or ""))
+                 for r in page.data), f"{len(page.data)} of {page.count} runs")
 
 
 @app.command()
 def cancel(run_id: int, server: str = ServerOpt, token: str = TokenOpt) -> None:
     """Cancel a queued or running run."""
-    try:
-        with connect(server, token) as c:
-            run = c.cancel(run_id)
-    except APIError as e:
-        raise fail(e) from None
+    with session(server, token) as c:
+        run = c.cancel(run_id)
     typer.echo(f"run {run_id}: {safe(run.status)}" + (" (cancel requested)" if run.cancel_requested else ""))
 
 
@@ -212,26 +224,23 @@ def watch(run_id: int, interval: float = typer.Option(1.0, "--interval"), server
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(),
                         TextColumn("step {task.completed}/{task.total}  {task.fields[timing]}"))
-    try:
-        with connect(server, token) as c, Live(refresh_per_second=4) as live:
-            bar = None
-            while True:
-                run = c.get(run_id)
-                history = c.history(run_id, max_points=2)
-                if bar is None:
-                    bar = progress.add_task("", total=run.max_steps, timing="")
-                progress.update(bar, completed=run.step, description=f"run {run_id} {cell(run.status)}",
-                                timing=timing(run))
-                warning = no_signal_warning(c, run)
-                parts = [progress, _levels_table(run, history)]
-                if warning:
-                    parts.append(Text(f"warning: {warning}", style="yellow"))
-                live.update(Group(*parts))
-                if run.status.terminal:
-                    break
-                time.sleep(interval)
-    except APIError as e:
-        raise fail(e) from None
+    with session(server, token) as c, Live(refresh_per_second=4) as live:
+        bar = None
+        while True:
+            run = c.get(run_id)
+            history = c.history(run_id, max_points=2)
+            if bar is None:
+                bar = progress.add_task("", total=run.max_steps, timing="")
+            progress.update(bar, completed=run.step, description=f"run {run_id} {cell(run.status)}",
+                            timing=timing(run))
+            warning = no_signal_warning(c, run)
+            parts = [progress, _levels_table(run, history)]
+            if warning:
+                parts.append(Text(f"warning: {warning}", style="yellow"))
+            live.update(Group(*parts))
+            if run.status.terminal:
+                break
+            time.sleep(interval)
     if warning:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     if run.error:
@@ -242,8 +251,5 @@ def watch(run_id: int, interval: float = typer.Option(1.0, "--interval"), server
 @app.command()
 def show(run_id: int, server: str = ServerOpt, token: str = TokenOpt) -> None:
     """Print a run as JSON."""
-    try:
-        with connect(server, token) as c:
-            typer.echo(c.get(run_id).model_dump_json(indent=2))
-    except APIError as e:
-        raise fail(e) from None
+    with session(server, token) as c:
+        typer.echo(c.get(run_id).model_dump_json(indent=2))

@@ -7,7 +7,7 @@ import time
 import typer
 
 from e2h.client import APIError
-from e2h.runs_cli import ServerOpt, TokenOpt, cell, config_from_items, connect, fail, safe
+from e2h.runs_cli import ServerOpt, TokenOpt, cell, config_from_items, print_table, safe, session
 from e2h.sweeps import SweepDetail
 
 app = typer.Typer(help="Sweeps: a base config x a grid of overrides x seeds, and which one wins.",
@@ -71,15 +71,12 @@ def submit(
     token: str = TokenOpt,
 ) -> None:
     """Queue a sweep: `e2h sweep submit task=arithmetic --grid scheduler.name=balanced,gaussian,sec --seeds 42,1,2`."""
-    try:
+    with session(server, token, (ValueError, APIError)) as c:
         config = config_from_items(items)
         the_grid = parse_grid(list(grid or []))
         chosen = {k: v[0] for k, v in parse_grid(list(baseline or [])).items()} or None
-        with connect(server, token) as c:
-            sweep = c.submit_sweep(config.model_dump(mode="json"), the_grid, parse_seeds(seeds), name=name,
-                                   priority=priority, tags=tag or [], baseline=chosen)
-    except (ValueError, APIError) as e:
-        raise fail(e) from None
+        sweep = c.submit_sweep(config.model_dump(mode="json"), the_grid, parse_seeds(seeds), name=name,
+                               priority=priority, tags=tag or [], baseline=chosen)
     typer.echo(f"sweep {sweep.id} queued: {safe(sweep.name)}: {len(sweep.groups)} groups x {len(sweep.seeds)} "
                f"seeds = {len(sweep.run_ids)} runs ({sweep.run_ids[0]}..{sweep.run_ids[-1]})")
 
@@ -87,21 +84,13 @@ def submit(
 @app.command("ls")
 def list_sweeps(limit: int = typer.Option(50, "--limit"), server: str = ServerOpt, token: str = TokenOpt) -> None:
     """List sweeps, newest first."""
-    from rich.console import Console
-    from rich.table import Table
-
-    try:
-        with connect(server, token) as c:
-            page = c.list_sweeps(limit=limit)
-    except APIError as e:
-        raise fail(e) from None
-    table = Table("id", "name", "status", "groups", "seeds", "runs", "succeeded", "failed", "cancelled", "created")
-    for s in page.data:
-        table.add_row(str(s.id), cell(s.name), s.status, str(len(s.groups)), str(len(s.seeds)), str(len(s.run_ids)),
-                      *(str(s.counts.get(k, 0)) for k in ("succeeded", "failed", "cancelled")),
-                      s.created_at.strftime("%Y-%m-%d %H:%M"))
-    Console().print(table)
-    typer.echo(f"{len(page.data)} of {page.count} sweeps")
+    with session(server, token) as c:
+        page = c.list_sweeps(limit=limit)
+    print_table(("id", "name", "status", "groups", "seeds", "runs", "succeeded", "failed", "cancelled", "created"),
+                ((str(s.id), cell(s.name), s.status, str(len(s.groups)), str(len(s.seeds)), str(len(s.run_ids)),
+                  *(str(s.counts.get(k, 0)) for k in ("succeeded", "failed", "cancelled")),
+                  s.created_at.strftime("%Y-%m-%d %H:%M")) for s in page.data),
+                f"{len(page.data)} of {page.count} sweeps")
 
 
 def _ci(mean: float | None, lo: float | None, hi: float | None, signed: bool = False) -> str:
@@ -162,29 +151,23 @@ def show(
     from rich.console import Console
     from rich.live import Live
 
-    try:
-        with connect(server, token) as c:
-            sweep = c.sweep(sweep_id, baseline)
-            if once or sweep.status == "finished":
-                Console().print(render(sweep))
-                return
-            with Live(render(sweep), refresh_per_second=2) as live:
-                while sweep.status != "finished":
-                    time.sleep(interval)
-                    sweep = c.sweep(sweep_id, baseline)
-                    live.update(render(sweep))
-    except APIError as e:
-        raise fail(e) from None
+    with session(server, token) as c:
+        sweep = c.sweep(sweep_id, baseline)
+        if once or sweep.status == "finished":
+            Console().print(render(sweep))
+            return
+        with Live(render(sweep), refresh_per_second=2) as live:
+            while sweep.status != "finished":
+                time.sleep(interval)
+                sweep = c.sweep(sweep_id, baseline)
+                live.update(render(sweep))
 
 
 @app.command()
 def cancel(sweep_id: int, server: str = ServerOpt, token: str = TokenOpt) -> None:
     """Cancel every queued or running run of a sweep."""
-    try:
-        with connect(server, token) as c:
-            sweep = c.cancel_sweep(sweep_id)
-    except APIError as e:
-        raise fail(e) from None
+    with session(server, token) as c:
+        sweep = c.cancel_sweep(sweep_id)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(sweep.counts.items()))
     typer.echo(f"sweep {sweep_id}: {sweep.status} ({counts}); running runs stop at their next heartbeat")
 
@@ -192,9 +175,6 @@ def cancel(sweep_id: int, server: str = ServerOpt, token: str = TokenOpt) -> Non
 @app.command()
 def delete(sweep_id: int, server: str = ServerOpt, token: str = TokenOpt) -> None:
     """Delete a finished sweep and its runs."""
-    try:
-        with connect(server, token) as c:
-            c.delete_sweep(sweep_id)
-    except APIError as e:
-        raise fail(e) from None
+    with session(server, token) as c:
+        c.delete_sweep(sweep_id)
     typer.echo(f"sweep {sweep_id} deleted")
