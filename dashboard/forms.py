@@ -14,20 +14,22 @@ from typing import Any
 
 import yaml
 
-from e2h.config import SchedulerConfig, TaskConfig, dotted_get, dotted_set
+from e2h.config import TASK_OPTIONS_FIRST_CLASS, SchedulerConfig, TaskConfig, dotted_get, dotted_set
 
 DEFAULT_TASK = TaskConfig.model_fields["name"].default
 DEFAULT_SCHEDULER = SchedulerConfig.model_fields["name"].default
 PRESET_ORDER = ("model", "task", "algorithm", "scheduler")
-# Fields the form shows with a widget of their own, not from the generic schema walk.
-STRUCTURAL = ("task.name", "scheduler.name", "scheduler.params", "task.train_levels", "task.test_levels")
+# Fields the form shows with a widget of their own, not from the generic schema walk (task options
+# and scheduler parameters come from the chosen task's and scheduler's own schemas).
+STRUCTURAL = ("task.name", "scheduler.name", "scheduler.params", "task.options", "task.train_levels",
+              "task.test_levels")
 
 
 @dataclass
 class FieldSpec:
     path: str
     label: str
-    kind: str  # int | float | bool | enum | str | json | levels
+    kind: str  # int | float | bool | enum | str | text (multi-line str) | json | levels
     default: Any = None
     help: str | None = None
     options: list[Any] | None = None
@@ -106,6 +108,8 @@ def _scalar_kind(prop: dict) -> str | None:
 
 def _scalar(path: str, label: str, prop: dict, default: Any, help_: str | None, group: str) -> FieldSpec:
     kind = _scalar_kind(prop) or "json"
+    if kind == "str" and prop.get("format") == "multi-line":
+        kind = "text"
     spec = FieldSpec(path, label, kind, default, help_, group=group)
     if kind == "enum":
         spec.options = list(prop["enum"]) if "enum" in prop else [prop["const"]]
@@ -113,6 +117,13 @@ def _scalar(path: str, label: str, prop: dict, default: Any, help_: str | None, 
         spec.minimum = prop.get("minimum")
         spec.maximum = prop.get("maximum")
     return spec
+
+
+def task_option_fields(options_schema: dict) -> list[FieldSpec]:
+    """The chosen task's options (GET /tasks ``options_schema``) as fields under ``task.options.``,
+    less those a run sets with a task field of its own (levels, rewards)."""
+    return fields_from_schema(options_schema, prefix="task.options.", group="Task options",
+                              skip=tuple(f"task.options.{name}" for name in TASK_OPTIONS_FIRST_CLASS))
 
 
 # -- dotted paths and presets -------------------------------------------------------------------

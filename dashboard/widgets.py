@@ -12,6 +12,7 @@ from dashboard.forms import FieldError, FieldSpec, parse_text, to_text
 from dashboard.text import plain
 
 COLUMNS = 3
+WIDE = ("levels", "text")  # kinds drawn two to a row
 
 
 def _float_step(value: Any) -> float:
@@ -54,6 +55,10 @@ def field_widget(spec: FieldSpec, initial: Any, key: str) -> Any:
         chosen = st.multiselect(label, options, default=list(initial or []), help=help_, key=key,
                                 placeholder=placeholder or "the task's default")
         return sorted(chosen) if chosen else None
+    if spec.kind == "text":
+        text = st.text_area(label, value="" if initial is None else str(initial), help=help_, key=key,
+                            placeholder=placeholder)
+        return None if (spec.nullable and not text) else text
     if spec.kind == "str":
         text = st.text_input(label, value="" if initial is None else str(initial), help=help_, key=key,
                              placeholder=placeholder)
@@ -78,13 +83,13 @@ def section(specs: Sequence[FieldSpec], initial: dict[str, Any], key_of: Any, er
         for message in errors.get(spec.path, []):
             st.error(plain(message), icon=":material/error:")
 
-    # Level pickers get half the width each: in a third, their chosen levels were cut off.
-    wide = [s for s in specs if s.kind == "levels"]
+    # Level pickers and text areas get half the width each: in a third, their chosen levels were cut off.
+    wide = [s for s in specs if s.kind in WIDE]
     if wide:
         for col, spec in zip(st.columns(2) * len(wide), wide, strict=False):
             with col:
                 draw(spec)
-    narrow = [s for s in specs if s.kind != "levels"]
+    narrow = [s for s in specs if s.kind not in WIDE]
     cols = st.columns(columns) if narrow else []
     for i, spec in enumerate(narrow):
         with cols[i % columns]:

@@ -1,4 +1,4 @@
-"""Launch: presets, then every field (scheduler parameters from its JSON schema); POST /runs."""
+"""Launch: presets, then every field (task options and scheduler parameters from their JSON schemas); POST /runs."""
 
 from __future__ import annotations
 
@@ -105,6 +105,7 @@ right.caption(plain(schedulers[scheduler_name]["description"]))
 eff = forms.effective_base(base, task_name, scheduler_name)
 task = tasks[task_name]
 specs = run_fields(source["name"] + " (clone)" if source else "default: from the config") + task_fields(task)
+specs += forms.task_option_fields(task.get("options_schema") or {})
 specs += config_fields()
 specs += forms.fields_from_schema(schedulers[scheduler_name]["params_schema"], prefix="scheduler.params.",
                                   group="Scheduler")

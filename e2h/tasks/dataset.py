@@ -38,7 +38,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictInt, StrictStr, model_validator
+from pydantic import AfterValidator, Field, StrictInt, StrictStr, WithJsonSchema, model_validator
 
 from e2h.errors import FieldProblem
 from e2h.tasks import base
@@ -214,8 +214,27 @@ def _scorer_schema(schema: dict[str, Any]) -> None:
     schema["anyOf"] = [{"enum": scorer_names(), "type": "string"}, {"type": "null"}]
 
 
-_Name = Annotated[StrictStr, Field(min_length=1, max_length=500)]
-_DataFiles = _Name | list[_Name] | dict[_Name, _Name | list[_Name]]
+_NAME_CHARS = 500
+_Name = Annotated[StrictStr, Field(min_length=1, max_length=_NAME_CHARS)]
+_NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": _NAME_CHARS}
+_PATHS_SCHEMA = {"anyOf": [_NAME_SCHEMA, {"type": "array", "items": _NAME_SCHEMA}]}
+
+
+def _check_data_files(value: Any) -> Any:
+    def paths(v: Any) -> bool:
+        entries = v if isinstance(v, list) else [v]
+        return all(isinstance(e, str) and 0 < len(e) <= _NAME_CHARS for e in entries)
+
+    if value is None or paths(value) or (isinstance(value, dict) and all(paths(k) and paths(v) for k, v in
+                                                                         value.items())):
+        return value
+    raise ValueError(f"must be a path, a list of paths or {{split: path(s)}} (each a string of 1 to {_NAME_CHARS} "
+                     "characters)")
+
+
+# One check, so a wrong value is one problem at data_files (not one per shape it might have had).
+_DataFiles = Annotated[Any, AfterValidator(_check_data_files), WithJsonSchema(
+    {"anyOf": [*_PATHS_SCHEMA["anyOf"], {"type": "object", "additionalProperties": _PATHS_SCHEMA}, {"type": "null"}]})]
 
 
 class DatasetOptions(TaskOptions):
@@ -231,7 +250,7 @@ class DatasetOptions(TaskOptions):
     test_split: _Name | None = Field(None, description=(
         "The split test rows come from (its questions also in training are dropped). None: the training rows, "
         "partitioned by question hash."))
-    data_files: _DataFiles | None = Field(None, description=(
+    data_files: _DataFiles = Field(None, description=(
         "Files for a builder such as json: a path, a list of paths, or {split: paths} (the worker's data policy "
         "applies to each)."))
     max_rows_per_level: Annotated[StrictInt, Field(ge=1)] | None = Field(

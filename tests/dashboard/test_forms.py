@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dashboard import forms
-from e2h.config import RunConfig, list_presets, load_preset
+from e2h.config import TASK_OPTIONS_FIRST_CLASS, RunConfig, list_presets, load_preset
 from e2h.schedulers import SCHEDULERS
+from e2h.tasks import TASKS
 
 
 def by_path(specs: list[forms.FieldSpec]) -> dict[str, forms.FieldSpec]:
@@ -25,7 +26,33 @@ def test_runconfig_schema_becomes_typed_fields() -> None:
     prompt = specs["algorithm.max_prompt_length"]
     assert (prompt.kind, prompt.nullable, prompt.default) == ("int", True, 128)
     assert specs["model.lora"].kind == "json" and specs["model.lora"].nullable
-    assert specs["task.options"].kind == "json"
+    assert "task.options" not in specs  # drawn from the chosen task's options schema instead (below)
+
+
+def test_every_tasks_options_schema_gives_typed_fields_with_its_defaults() -> None:
+    for name, cls in TASKS.items():
+        specs = by_path(forms.task_option_fields(cls.options_schema()))
+        assert specs and all(p.startswith("task.options.") for p in specs), name
+        # A run sets levels and rewards with task fields of its own: never twice on the form.
+        assert not {f"task.options.{k}" for k in TASK_OPTIONS_FIRST_CLASS} & set(specs), name
+        assert specs["task.options.user_template"].kind == "text", name  # a text area
+        assert specs["task.options.long_prompts"].options == ["refuse", "drop"], name
+        defaults = {p.removeprefix("task.options."): s.default for p, s in specs.items()}
+        assert defaults == {k: v for k, v in cls.options().items() if k not in TASK_OPTIONS_FIRST_CLASS}, name
+    countdown = by_path(forms.task_option_fields(TASKS["countdown"].options_schema()))
+    target = countdown["task.options.max_target"]
+    assert (target.kind, target.default, target.minimum, target.group) == ("int", 1000, 1, "Task options")
+    assert countdown["task.options.rules"].options == ["e2h", "seed"]
+    coding = by_path(forms.task_option_fields(TASKS["coding"].options_schema()))
+    assert coding["task.options.timeout_s"].kind == "float" and coding["task.options.timeout_s"].minimum is None
+    assert coding["task.options.max_workers"].nullable and coding["task.options.max_workers"].kind == "int"
+    assert coding["task.options.network_namespace"].options == ["auto", "off", "require"]
+    dataset = by_path(forms.task_option_fields(TASKS["dataset"].options_schema()))
+    assert (dataset["task.options.path"].kind, dataset["task.options.path"].nullable) == ("str", True)
+    assert dataset["task.options.recipe"].options == ["math", "gsm8k", "aqua"]
+    assert {"math", "countdown"} <= set(dataset["task.options.scorer"].options) and "dataset" not in (
+        dataset["task.options.scorer"].options)
+    assert dataset["task.options.data_files"].kind == "json"
 
 
 def test_every_scheduler_schema_gives_fields_with_defaults() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dashboard import nav
+from e2h.tasks import TASKS
 from tests.dashboard.apptest import assert_clean, button, next_sibling, open_page, shown, widget
 from tests.dashboard.simulate import started_run
 
@@ -78,9 +79,10 @@ def test_a_422_is_shown_next_to_the_field_it_names(dashboard_env: str, api) -> N
 
     # Unparseable text is caught before anything is sent.
     widget(at.text_input, "model.name_or_path").input("builtin:tiny")
-    widget(at.text_input, "task.options").input("{unclosed")
+    widget(at.text_input, "model.lora").input("{unclosed")
     button(at, "Submit run").click().run()
-    assert "not valid JSON or YAML" in next_sibling(at, widget(at.text_input, "task.options")).value
+    assert "not valid JSON or YAML" in next_sibling(at, widget(at.text_input, "model.lora")).value
+    widget(at.text_input, "model.lora").input("")
     assert api.list_runs().count == before
 
     # A cross-field check: the dataset task has no default levels (its levels field is free text).
@@ -90,6 +92,44 @@ def test_a_422_is_shown_next_to_the_field_it_names(dashboard_env: str, api) -> N
     levels = widget(at.text_input, "task.train_levels")
     assert "the dataset task needs the list of training levels" in next_sibling(at, levels).value
     assert api.list_runs().count == before
+
+
+def test_the_tasks_options_are_fields_from_its_schema(dashboard_env: str, api) -> None:
+    at = open_page(nav.LAUNCH)
+    assert widget(at.selectbox, "task.options.long_prompts").value == "refuse"  # arithmetic's
+    assert not [w for w in at.text_input if w.key.endswith("task.options")]  # no raw JSON field
+    widget(at.selectbox, "task.name").select("countdown").run()
+    assert_clean(at)
+    target = widget(at.number_input, "task.options.max_target")
+    assert target.value == 1000 and "intermediate value" in target.proto.help
+    assert widget(at.selectbox, "task.options.rules").value == "e2h"
+    template = widget(at.text_area, "task.options.user_template")
+    assert template.value == TASKS["countdown"].options()["user_template"]
+    # Levels and rewards are the task fields' (train/test levels, format/correctness reward), not options.
+    drawn = [w.key for w in [*at.text_input, *at.number_input, *at.multiselect] if w.key]
+    assert any(k.endswith("task.options.max_number") for k in drawn)
+    assert not [k for k in drawn if k.endswith(("task.options.levels", "task.options.format_reward"))]
+
+    # A check across options comes back as a 422 and lands under the option it names.
+    before = api.list_runs().count
+    widget(at.number_input, "task.options.max_number").set_value(50)
+    widget(at.number_input, "task.options.max_target").set_value(20)
+    widget(at.text_input, "run.tags").input("options")
+    button(at, "Submit run").click().run()
+    assert_clean(at)
+    message = next_sibling(at, widget(at.number_input, "task.options.max_target"))
+    assert message is not None and "must be >= max_number (50), got 20" in shown(message.value)
+    assert api.list_runs().count == before
+
+    widget(at.number_input, "task.options.max_target").set_value(500)
+    widget(at.selectbox, "task.options.rules").select("seed")
+    button(at, "Submit run").click().run()
+    assert_clean(at)
+    assert not at.error
+    run = api.get(api.list_runs(tag="options").data[0].id)
+    # Only the options that were changed are sent; the others keep the task's defaults.
+    assert run.config["task"]["options"] == {"max_number": 50, "max_target": 500, "rules": "seed"}
+    assert run.config["task"]["name"] == "countdown"
 
 
 def test_clone_and_edit_starts_from_the_runs_config(dashboard_env: str, api, worker) -> None:
