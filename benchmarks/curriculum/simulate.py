@@ -419,11 +419,7 @@ def figures(cells: dict, families: list[Family], settings: dict, seeds: int, out
     ax.set_yticklabels(names, fontsize=7)
     ax.set_xlabel(f"held-out accuracy: {DEFAULT} − best fixed schedule (paired 95% CI)")
     ax.set_title(f"{DEFAULT} (new defaults) minus the best fixed schedule, every reported setting")
-    fig.text(0.005, 0.003, footer, fontsize=6)
-    fig.tight_layout(rect=(0, 0.01, 1, 1))
-    paths.append(outdir / "sim_heldout.png")
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
+    paths.append(_save(fig, outdir / "sim_heldout.png", footer, 0.003, 6, 0.01))
 
     # 2. Where the prompts go when a level is trivial and another unlearnable.
     fam, base = "trivial + unlearnable", "strong-forget-steep"
@@ -442,12 +438,19 @@ def figures(cells: dict, families: list[Family], settings: dict, seeds: int, out
     handles, labels = axes[0].get_legend_handles_labels()
     axes[-1].legend(handles[::-1], labels[::-1], loc="center right", fontsize=8)
     fig.suptitle(f"Share of each step's prompts per scheduled level, {fam} / {base} (mean over seeds)")
-    fig.text(0.005, 0.005, footer, fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    paths.append(outdir / "sim_level_share.png")
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
+    paths.append(_save(fig, outdir / "sim_level_share.png", footer, 0.005, 7, 0.03))
     return paths
+
+
+def _save(fig, path: Path, footer: str, y: float, fontsize: int, bottom: float) -> Path:
+    """Write a figure with the command's footer at height ``y`` (laid out above ``bottom``), and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.text(0.005, y, footer, fontsize=fontsize)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def write_csv(cells: dict, path: Path) -> None:
