@@ -159,3 +159,12 @@ def test_deleting_a_run_deletes_its_completions(client: TestClient, run_id: int,
     assert client.delete(f"/runs/{run_id}", headers={"Content-Type": "application/json"}).status_code == 204
     assert client.get(f"/runs/{run_id}/completions").status_code == 404
     assert stored() == {other["id"]: 10}  # the database cascaded, to that run's rows only
+
+
+def test_nul_in_model_output_is_kept_visibly_and_refused_in_a_reward_name(client: TestClient, run_id: int) -> None:
+    # PostgreSQL text cannot hold NUL: a model's output keeps its place, shown as U+FFFD.
+    assert post(client, run_id, [completion(1, completion="a\x00b", prompt="p\x00")]).status_code == 202
+    [stored] = client.get(f"/runs/{run_id}/completions").json()["data"]
+    assert (stored["completion"], stored["prompt"]) == ("a\ufffdb", "p\ufffd")
+    r = post(client, run_id, [completion(2, rewards={"r\x00": 1.0})])
+    assert r.status_code == 422 and r.json()["detail"][0]["field"].startswith("0.rewards"), r.text
