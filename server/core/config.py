@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Lease expiries after which a run fails instead of requeueing.")
     reaper_interval_seconds: float = Field(5.0, gt=0, description="How often expired leases are reaped.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
-    max_batch: int = Field(1000, ge=1, description="Most snapshots, evals or log lines per request (413 above).")
+    max_batch: int = Field(
+        1000, ge=1, description="Most snapshots, evals, completions or log lines per request (413 above).")
     allow_trust_remote_code: bool = Field(
         False,
         description="Accept runs with model.trust_remote_code=true, which run the model repository's Python "
