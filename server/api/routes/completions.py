@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query
 
 from e2h.schemas import INT32_MAX, MAX_LEVEL, CompletionIn, CompletionsPublic, IngestResult
 from server import crud
-from server.api.deps import RunId, SessionDep, SettingsDep, WorkerAuth
+from server.api.deps import RunId, SessionDep, SettingsDep
 from server.api.responses import errors
-from server.api.routes.workers import FenceDep
+from server.api.routes.workers import FenceDep, ingest
 
 router = APIRouter()
 
 
-@router.post(
-    "/runs/{run_id}/completions",
-    tags=["workers"],
-    status_code=status.HTTP_202_ACCEPTED,
-    dependencies=[WorkerAuth],
-    responses=errors(401, 404, 409, 413, 422),
-)
+@ingest(router, "/runs/{run_id}/completions", tags=["workers"])
 def post_completions(
     run_id: RunId, completions: list[CompletionIn], fence: FenceDep, session: SessionDep, settings: SettingsDep
 ) -> IngestResult:

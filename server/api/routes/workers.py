@@ -9,7 +9,8 @@ requeued or handed to another attempt) get 409.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -93,6 +94,13 @@ async def _fence(
 FenceDep = Annotated[crud.Fence, Depends(_fence)]
 
 
+def ingest(to: APIRouter, path: str, **extra: Any) -> Callable:
+    """Declare a worker's ingest POST on ``to``: the worker token, 202 with an IngestResult, and the
+    errors every fenced write can answer with. The route takes its fence as ``fence: FenceDep``."""
+    return to.post(path, status_code=status.HTTP_202_ACCEPTED, dependencies=[WorkerAuth],
+                   responses=errors(401, 404, 409, 413, 422), **extra)
+
+
 @router.post(
     "/workers/claim",
     dependencies=[WorkerAuth],
@@ -128,11 +136,9 @@ async def _raw_body(request: Request) -> bytes:
     return await request.body()
 
 
-@router.post(
+@ingest(
+    router,
     "/runs/{run_id}/snapshots",
-    status_code=status.HTTP_202_ACCEPTED,
-    dependencies=[WorkerAuth],
-    responses=errors(401, 404, 409, 413, 422),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": SNAPSHOTS_SCHEMA}}}},
 )
 def post_snapshots(
@@ -152,12 +158,7 @@ def post_snapshots(
     return IngestResult(accepted=accepted, duplicates=duplicates)
 
 
-@router.post(
-    "/runs/{run_id}/evals",
-    status_code=status.HTTP_202_ACCEPTED,
-    dependencies=[WorkerAuth],
-    responses=errors(401, 404, 409, 413, 422),
-)
+@ingest(router, "/runs/{run_id}/evals")
 def post_evals(
     run_id: RunId, evals: EvalIn | list[EvalIn], fence: FenceDep, session: SessionDep, settings: SettingsDep
 ) -> IngestResult:
@@ -166,12 +167,7 @@ def post_evals(
     return IngestResult(accepted=accepted, duplicates=duplicates)
 
 
-@router.post(
-    "/runs/{run_id}/logs",
-    status_code=status.HTTP_202_ACCEPTED,
-    dependencies=[WorkerAuth],
-    responses=errors(401, 404, 409, 413, 422),
-)
+@ingest(router, "/runs/{run_id}/logs")
 def post_logs(
     run_id: RunId,
     body: LogLinesIn,
