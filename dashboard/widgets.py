@@ -1,9 +1,10 @@
-"""Streamlit widgets for the launch form's FieldSpecs, each with its server-side errors under it."""
+"""Streamlit widgets: the launch form's FieldSpecs, each with its server-side errors under it, and
+the Delete button with its confirmation that the Run and Runs pages share."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import streamlit as st
@@ -95,3 +96,34 @@ def section(specs: Sequence[FieldSpec], initial: dict[str, Any], key_of: Any, er
         with cols[i % columns]:
             draw(spec)
     return values, problems
+
+
+# -- deleting a run (the Run and Runs pages) ------------------------------------------------------
+
+
+def delete_button(where: Any, prefix: str, run_id: int, disabled: bool, help: str) -> None:
+    """A Delete button in ``where`` (a column) that asks :func:`confirm_delete`'s question."""
+    if where.button("Delete", icon=":material/delete:", key=f"{prefix}.delete", disabled=disabled, help=help):
+        st.session_state[f"{prefix}.confirm_delete"] = run_id
+
+
+def confirm_delete(prefix: str, run_id: int, deleted: Callable[[], Any]) -> None:
+    """Once :func:`delete_button` was pressed for ``run_id``: "Delete run #N and all its history?";
+    yes deletes it through the client (a refusal is shown here), flashes and calls ``deleted``
+    (leave the page, or rerun it); "Keep it" closes the question."""
+    from dashboard import state
+
+    key = f"{prefix}.confirm_delete"
+    if st.session_state.get(key) != run_id:
+        return
+    st.warning(f"Delete run #{run_id} and all its history?")
+    yes, no, _ = st.columns([1, 1, 6])
+    if yes.button("Yes, delete", type="primary", key=f"{prefix}.delete.yes"):
+        st.session_state.pop(key, None)
+        ok, _ = state.action("Delete", state.client().delete, run_id)
+        if ok:
+            state.flash(f"Run #{run_id} deleted.")
+            deleted()
+    if no.button("Keep it", key=f"{prefix}.delete.no"):
+        st.session_state.pop(key, None)
+        st.rerun()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import completions, derived, nav, panels, state
+from dashboard import completions, derived, nav, panels, state, widgets
 
 REFRESH_SECONDS = 2
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -55,24 +55,11 @@ if cols[1].button("Clone", icon=":material/content_copy:", key="run.clone"):
         nav.open_run(result["id"])
 if cols[2].button("Clone and edit", icon=":material/edit:", key="run.clone_edit"):
     nav.clone_and_edit(run)
-if cols[3].button("Delete", icon=":material/delete:", key="run.delete", disabled=not finished,
-                  help="Finished runs only."):
-    st.session_state["run.confirm_delete"] = run_id
+widgets.delete_button(cols[3], "run", run_id, disabled=not finished, help="Finished runs only.")
 if cols[4].button("Compare", icon=":material/compare_arrows:", key="run.compare",
                   help="Open this run on the Compare page, to add others."):
     nav.compare([run_id])
-if st.session_state.get("run.confirm_delete") == run_id:
-    st.warning(f"Delete run #{run_id} and all its history?")
-    yes, no, _ = st.columns([1, 1, 6])
-    if yes.button("Yes, delete", type="primary", key="run.delete.yes"):
-        st.session_state.pop("run.confirm_delete", None)
-        ok, _ = state.action("Delete", state.client().delete, run_id)
-        if ok:
-            state.flash(f"Run #{run_id} deleted.")
-            st.switch_page(nav.RUNS)
-    if no.button("Keep it", key="run.delete.no"):
-        st.session_state.pop("run.confirm_delete", None)
-        st.rerun()
+widgets.confirm_delete("run", run_id, lambda: st.switch_page(nav.RUNS))
 
 
 @st.fragment(run_every=None if finished else REFRESH_SECONDS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import nav, state
+from dashboard import nav, state, widgets
 from dashboard import series as S
 
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
@@ -87,18 +87,6 @@ if cols[3].button("Clone and edit", icon=":material/edit:", key="runs.clone_edit
     with state.server_errors():
         full = state.run(chosen)  # list items carry no config
     nav.clone_and_edit(full)
-if cols[4].button("Delete", icon=":material/delete:", key="runs.delete", disabled=not finished,
-                  help="Finished runs only; removes its history, evaluations and logs."):
-    st.session_state["runs.confirm_delete"] = chosen
-if st.session_state.get("runs.confirm_delete") == chosen:
-    st.warning(f"Delete run #{chosen} and all its history?")
-    yes, no, _ = st.columns([1, 1, 6])
-    if yes.button("Yes, delete", type="primary", key="runs.delete.yes"):
-        st.session_state.pop("runs.confirm_delete", None)
-        ok, _ = state.action("Delete", state.client().delete, chosen)
-        if ok:
-            state.flash(f"Run #{chosen} deleted.")
-            st.rerun()
-    if no.button("Keep it", key="runs.delete.no"):
-        st.session_state.pop("runs.confirm_delete", None)
-        st.rerun()
+widgets.delete_button(cols[4], "runs", chosen, disabled=not finished,
+                      help="Finished runs only; removes its history, evaluations and logs.")
+widgets.confirm_delete("runs", chosen, st.rerun)

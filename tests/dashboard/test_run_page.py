@@ -7,7 +7,7 @@ import pytest
 
 from dashboard import nav, state
 from e2h.client import Client
-from tests.dashboard.apptest import assert_clean, figures, open_page, texts
+from tests.dashboard.apptest import assert_clean, button, figures, open_page, texts
 from tests.dashboard.simulate import started_run
 
 pytestmark = pytest.mark.slow
@@ -148,3 +148,20 @@ def test_final_test_table_marks_held_out_levels(dashboard_env: str, api, worker)
     [table] = [d.value for d in at.dataframe if "accuracy" in d.value.columns and "support" in d.value.columns]
     assert dict(zip(table["level"], table["accuracy"], strict=True)) == {
         "level 0": 0.9, "level 1": 0.5, "level 4 (held-out)": 0.125, "overall": 0.5}
+
+
+def test_delete_from_the_run_page_asks_first(dashboard_env: str, api, worker) -> None:
+    run, _ = started_run(api, worker, {"algorithm": {"max_steps": 20}, "scheduler": {"name": "cosine"}}, steps=5)
+    at = open_page(nav.RUN, run=str(run["id"]))
+    assert button(at, "Delete").disabled  # running
+    worker.finish(run)
+    at = open_page(nav.RUN, run=str(run["id"]))
+    button(at, "Delete").click().run()
+    assert f"Delete run #{run['id']} and all its history?" in [w.value for w in at.warning]
+    button(at, "Keep it").click().run()
+    assert not [b for b in at.button if b.label == "Yes, delete"] and api.get(run["id"]).id == run["id"]
+    button(at, "Delete").click().run()
+    button(at, "Yes, delete").click().run()
+    assert_clean(at)
+    assert at.title[0].value == "Runs" and f"Run #{run['id']} deleted." in texts(at)
+    assert run["id"] not in {r.id for r in api.list_runs().data}
