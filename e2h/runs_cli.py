@@ -18,6 +18,10 @@ app = typer.Typer(help="Queue, list, watch and cancel runs on a server.", no_arg
 
 ServerOpt = typer.Option(None, "--server", help=f"Server URL (default: $E2H_SERVER_URL, else {SERVER_URL})")
 TokenOpt = typer.Option(None, "--token", help="API token, when the server sets one (default: $E2H_API_TOKEN)")
+# What a submission (a run, a sweep) is queued with.
+NameOpt = typer.Option(None, "--name")
+PriorityOpt = typer.Option(0, "--priority")
+TagOpt = typer.Option(None, "--tag", help="Repeatable")
 
 
 # C0 and C1 control characters (ESC starts colour, cursor and OSC 8 hyperlink sequences); newline
@@ -114,9 +118,7 @@ def fail(e: Exception) -> typer.Exit:
 @app.command()
 def submit(
     items: list[str] = typer.Argument(None, help="A RunConfig JSON/YAML file and/or group=preset, key=value"),
-    name: str = typer.Option(None, "--name"),
-    priority: int = typer.Option(0, "--priority"),
-    tag: list[str] = typer.Option(None, "--tag", help="Repeatable"),
+    name: str = NameOpt, priority: int = PriorityOpt, tag: list[str] = TagOpt,
     server: str = ServerOpt,
     token: str = TokenOpt,
 ) -> None:

@@ -7,7 +7,18 @@ import time
 import typer
 
 from e2h.client import APIError
-from e2h.runs_cli import ServerOpt, TokenOpt, cell, config_from_items, print_table, safe, session
+from e2h.runs_cli import (
+    NameOpt,
+    PriorityOpt,
+    ServerOpt,
+    TagOpt,
+    TokenOpt,
+    cell,
+    config_from_items,
+    print_table,
+    safe,
+    session,
+)
 from e2h.sweeps import SweepDetail
 
 app = typer.Typer(help="Sweeps: a base config x a grid of overrides x seeds, and which one wins.",
@@ -64,9 +75,7 @@ def submit(
     grid: list[str] = typer.Option(None, "--grid", help="KEY=V1,V2,... (repeatable): one group per combination"),
     seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the config's seed)"),
     baseline: list[str] = typer.Option(None, "--baseline", help="KEY=VALUE naming the baseline group (repeatable)"),
-    name: str = typer.Option(None, "--name"),
-    priority: int = typer.Option(0, "--priority"),
-    tag: list[str] = typer.Option(None, "--tag", help="Repeatable"),
+    name: str = NameOpt, priority: int = PriorityOpt, tag: list[str] = TagOpt,
     server: str = ServerOpt,
     token: str = TokenOpt,
 ) -> None:
