@@ -264,7 +264,7 @@ def _column(table: pd.DataFrame, name: str) -> list:
     """A column's values as a list, None where missing (or where the column is absent)."""
     if name not in table.columns:
         return [None] * len(table)
-    return [None if pd.isna(v) else v for v in table[name].tolist()]
+    return _plain(table[name])
 
 
 def _v(values: pd.Series | Sequence | None) -> list | None:
@@ -273,8 +273,13 @@ def _v(values: pd.Series | Sequence | None) -> list | None:
     itself is not touched."""
     if values is None:
         return None
-    items = values.tolist() if isinstance(values, pd.Series) else values
-    return [None if v is None or pd.isna(v) else float(f"{v:.6g}") if isinstance(v, float) else v for v in items]
+    items = _plain(values) if isinstance(values, pd.Series) else values
+    return [float(f"{v:.6g}") if isinstance(v, float) else v for v in items]
+
+
+def _plain(column: pd.Series) -> list:
+    """A column as Python values, None where missing (NA or NaN)."""
+    return column.to_numpy(dtype=object, na_value=None).tolist()
 
 
 def _fmt(value: Any) -> str:
