@@ -83,6 +83,14 @@ def session(server: str | None, token: str | None,
         raise fail(e) from None
 
 
+@contextmanager
+def submission(items: list[str] | None, server: str | None, token: str | None) -> Iterator[tuple[Client, dict]]:
+    """A submit command's client and the config its items compose (:func:`config_from_items`, as
+    JSON); a config error or the server's refusal ends the command (:func:`fail`)."""
+    with session(server, token, (ValueError, APIError)) as c:
+        yield c, config_from_items(items).model_dump(mode="json")
+
+
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]], footer: str) -> None:
     """A Rich table of ``rows`` (cells already made safe with :func:`cell`), then ``footer``."""
     from rich.console import Console
@@ -123,9 +131,8 @@ def submit(
     token: str = TokenOpt,
 ) -> None:
     """Queue a run: `e2h runs submit config.yaml` or `e2h runs submit task=countdown2345 scheduler=gaussian`."""
-    with session(server, token, (ValueError, APIError)) as c:
-        config = config_from_items(items)
-        run = c.submit(config.model_dump(mode="json"), name=name, priority=priority, tags=tag or [])
+    with submission(items, server, token) as (c, config):
+        run = c.submit(config, name=name, priority=priority, tags=tag or [])
     typer.echo(f"run {run.id} queued: {safe(run.name)}")
 
 

@@ -6,7 +6,6 @@ import time
 
 import typer
 
-from e2h.client import APIError
 from e2h.runs_cli import (
     NameOpt,
     PriorityOpt,
@@ -14,10 +13,10 @@ from e2h.runs_cli import (
     TagOpt,
     TokenOpt,
     cell,
-    config_from_items,
     print_table,
     safe,
     session,
+    submission,
 )
 from e2h.sweeps import SweepDetail
 
@@ -80,12 +79,11 @@ def submit(
     token: str = TokenOpt,
 ) -> None:
     """Queue a sweep: `e2h sweep submit task=arithmetic --grid scheduler.name=balanced,gaussian,sec --seeds 42,1,2`."""
-    with session(server, token, (ValueError, APIError)) as c:
-        config = config_from_items(items)
+    with submission(items, server, token) as (c, config):
         the_grid = parse_grid(list(grid or []))
         chosen = {k: v[0] for k, v in parse_grid(list(baseline or [])).items()} or None
-        sweep = c.submit_sweep(config.model_dump(mode="json"), the_grid, parse_seeds(seeds), name=name,
-                               priority=priority, tags=tag or [], baseline=chosen)
+        sweep = c.submit_sweep(config, the_grid, parse_seeds(seeds), name=name, priority=priority, tags=tag or [],
+                               baseline=chosen)
     typer.echo(f"sweep {sweep.id} queued: {safe(sweep.name)}: {len(sweep.groups)} groups x {len(sweep.seeds)} "
                f"seeds = {len(sweep.run_ids)} runs ({sweep.run_ids[0]}..{sweep.run_ids[-1]})")
 
