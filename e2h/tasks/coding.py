@@ -91,9 +91,9 @@ class CodingOptions(TaskOptions):
         "function in <answer> </answer> tags."
     )
     num_tests: StrictInt = Field(6, ge=2, description="Hidden unit tests per problem (the question shows one).")
-    timeout_s: float = Field(SandboxLimits.timeout_s, strict=True, gt=0,
+    timeout_s: float = Field(SandboxLimits.timeout_s, strict=True, gt=0, title="Timeout (s)",
                              description="Wall-clock limit of one answer's tests in the sandbox, in seconds.")
-    memory_mb: StrictInt = Field(SandboxLimits.memory_mb, ge=MIN_MEMORY_MB,
+    memory_mb: StrictInt = Field(SandboxLimits.memory_mb, ge=MIN_MEMORY_MB, title="Memory (MB)",
                                  description="Address-space limit of the sandbox process, in MB.")
     max_workers: Annotated[StrictInt, Field(ge=1)] | None = Field(
         None, description="Sandbox processes at once (None: one per CPU, at most 8).")

@@ -261,7 +261,8 @@ class DatasetOptions(TaskOptions):
     recipe: Literal[tuple(RECIPES)] | None = Field(None, description=(
         "E2H's prompts and answer check for its data tasks, for whichever of system_prompt, user_template and "
         "scorer is not set."))
-    seed: StrictInt = Field(0, description="Seed of the per-level shuffle (with max_rows_per_level).")
+    seed: StrictInt = Field(0, title="Shuffle seed",
+                            description="Seed of the per-level shuffle (with max_rows_per_level).")
 
     @model_validator(mode="after")
     def _check(self) -> DatasetOptions:
