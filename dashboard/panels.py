@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import shlex
+from urllib.parse import urlencode
 
 import streamlit as st
 
 from dashboard import charts, state
 from dashboard.derived import RunView
+from e2h.schemas import LEVEL_SERIES
 from e2h.signals import ADVICE
 
 STATUS_COLORS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "orange"}
@@ -171,6 +173,12 @@ def details(view: RunView) -> None:
         # Streamed by the server straight to the browser (every stored step, one JSON line each).
         st.link_button(f"Download the full history ({run['snapshot_count']:,} steps, NDJSON)",
                        f"{state.server_url()}/runs/{run['id']}/snapshots.ndjson", icon=":material/download:")
+        # One series of it as CSV (a column per level, or the metric): far smaller and faster.
+        names = [*LEVEL_SERIES, *(f"metrics.{m}" for m in sorted(run.get("metrics") or {}))]
+        pick, link = st.columns([2, 3], vertical_alignment="bottom")
+        series = pick.selectbox("One series as CSV", names, key=f"series_csv_{run['id']}")
+        link.link_button(f"Download {series} (CSV)", f"{state.server_url()}/runs/{run['id']}/snapshots.csv?"
+                         + urlencode({"series": series}), icon=":material/download:")
 
 
 def render(view: RunView) -> None:

@@ -8,6 +8,7 @@ server's ``detail`` message.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -208,6 +209,18 @@ class Client:
                              "reward_mean": lv.get("reward_mean"), "reward_var": lv.get("reward_var"),
                              "count": lv.get("count"), **(lv.get("components") or {})})
         return pd.DataFrame(rows)
+
+    def series_frame(self, run_id: int, series: str, after_step: int | None = None):
+        """One series of the full history as a pandas DataFrame indexed by step
+        (``GET /runs/{id}/snapshots.csv``): ``probability``, ``count``, ``reward_mean``,
+        ``reward_var`` or ``components.NAME`` give a ``level_N`` column per level,
+        ``metrics.NAME`` one column; missing values are NaN. Cheap for long runs: the server
+        reads the values out of its stored JSON, never a whole snapshot."""
+        import pandas as pd
+
+        params = {"series": series, **({} if after_step is None else {"after_step": after_step})}
+        text = self.request("GET", f"/runs/{run_id}/snapshots.csv", params=params).text
+        return pd.read_csv(io.StringIO(text), index_col="step")
 
     def evals(self, run_id: int) -> list[EvalPublic]:
         return _EVALS.validate_json(self.request("GET", f"/runs/{run_id}/evals").content)

@@ -386,6 +386,21 @@ class SnapshotIn(TypedDict):
 SNAPSHOT_LIST = TypeAdapter(list[SnapshotIn])
 SNAPSHOT = TypeAdapter(SnapshotIn)
 
+# One series of a run's history, by name (``GET /runs/{id}/snapshots.csv?series=``): a level
+# field (one column per level), ``components.NAME`` (a level's score component, one column per
+# level) or ``metrics.NAME`` (one column).
+LEVEL_SERIES = ("probability", "count", "reward_mean", "reward_var")
+SERIES_PATTERN = r"^(probability|count|reward_mean|reward_var|(components|metrics)\.[A-Za-z0-9_./:-]{1,128})$"
+
+
+def series_path(name: str) -> tuple[bool, tuple[str, ...]]:
+    """A series name (matching ``SERIES_PATTERN``) -> (one column per level?, its JSON path:
+    inside each level for a per-level series, inside the snapshot for a metric)."""
+    if name in LEVEL_SERIES:
+        return True, (name,)
+    group, key = name.split(".", 1)
+    return group == "components", (group, key)
+
 
 def snapshot_errors(snapshots: list[SnapshotIn]) -> list[dict[str, Any]]:
     """What a field's own type cannot check: probabilities sum to 1, each level once.

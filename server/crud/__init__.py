@@ -14,7 +14,7 @@ Routes call ``crud.<function>``; the names below are the package's API.
 
 from server.crud.completions import add_completions, list_completions
 from server.crud.events import EventCursor, read_events, start_cursor
-from server.crud.history import final_tests, list_evals, list_logs, snapshot_export, snapshot_series
+from server.crud.history import final_tests, list_evals, list_logs, series_export, snapshot_export, snapshot_series
 from server.crud.ingest import add_evals, add_logs, add_snapshots
 from server.crud.runs import (
     TRUST_REMOTE_CODE_REFUSED,
@@ -39,5 +39,5 @@ __all__ = [
     "add_completions", "list_completions",
     "cancel_run", "claim_run", "final_tests", "clone_run", "create_run", "delete_run", "finish_run", "fits", "get_run",
     "heartbeat", "list_evals", "list_logs", "list_runs", "list_workers", "merge_overrides", "move",
-    "read_events", "reap_expired", "release_run", "snapshot_export", "snapshot_series", "start_cursor",
+    "read_events", "reap_expired", "release_run", "series_export", "snapshot_export", "snapshot_series", "start_cursor",
 ]

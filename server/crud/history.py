@@ -6,9 +6,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from pydantic_core import from_json
-from sqlalchemy import BigInteger, Engine, bindparam, cast, func, or_
+from sqlalchemy import JSON, BigInteger, Engine, bindparam, cast, func, or_, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session, select
 
+from e2h.schemas import series_path
 from server.core.db import new_session
 from server.crud.state import get_run
 from server.models import Eval, LogLine, Snapshot
@@ -113,6 +115,68 @@ def _columns(steps: list[int], docs: list[dict[str, Any]], total: int) -> dict[s
 
 
 EXPORT_BATCH = 2000  # snapshots per read of a full export: memory is bounded by one batch
+SERIES_BATCH = 20_000  # steps per read of a one-series export (a few numbers per step)
+
+
+def series_export(engine: Engine, run_id: int, series: str, after_step: int | None = None,
+                  batch: int = SERIES_BATCH) -> tuple[list[str], Iterator[list[tuple]]]:
+    """One series of a run's full history (``e2h.schemas.series_path``): the column names
+    (``step``, then ``level_N`` per level or the metric's name) and the rows in step order,
+    ``batch`` at a time, a missing value None.
+
+    The values are picked out of the stored JSON by the database (SQLite's json_extract,
+    PostgreSQL's jsonb paths), so the server never parses a whole snapshot: this is what
+    makes one series of a 100,000-step run cheap. Levels are matched by their ``level``
+    number, not their position, and the run's levels are those of its first snapshot.
+    """
+    per_level, path = series_path(series)
+    with new_session(engine) as session:
+        first = session.exec(select(Snapshot.data).where(Snapshot.run_id == run_id)
+                             .order_by(Snapshot.step).limit(1)).first()
+    if not per_level:
+        return ["step", path[-1]], _series_batches(engine, run_id, [_doc(engine)[path].as_float()], after_step,
+                                                   batch, None)
+    levels = [lv["level"] for lv in from_json(first)["levels"]] if first else []
+    doc = _doc(engine)
+    columns = []
+    for i in range(len(levels)):
+        columns += [doc[("levels", i, "level")].as_integer(), doc[("levels", i, *path)].as_float()]
+    return ["step", *(f"level_{n}" for n in levels)], _series_batches(engine, run_id, columns, after_step, batch,
+                                                                      {n: j for j, n in enumerate(levels)})
+
+
+def _doc(engine: Engine):
+    # The snapshot's JSON text as a JSON value: SQLite's JSON functions read text as it is,
+    # PostgreSQL needs the cast (the column is text, kept as sent).
+    if engine.dialect.name == "postgresql":
+        return cast(Snapshot.data, JSONB)
+    return type_coerce(Snapshot.data, JSON)
+
+
+def _series_batches(engine: Engine, run_id: int, columns: list, after_step: int | None, batch: int,
+                    positions: dict[int, int] | None) -> Iterator[list[tuple]]:
+    last = -1 if after_step is None else after_step
+    query = select(Snapshot.step, *columns).where(Snapshot.run_id == run_id).order_by(Snapshot.step).limit(batch)
+    in_order = None if positions is None else tuple(positions)
+    while True:
+        with engine.connect() as connection:  # one short read per batch, as snapshot_export (Core: no ORM rows)
+            rows = connection.execute(query.where(Snapshot.step > last)).all()
+        if not rows:
+            return
+        if positions is None:
+            yield rows
+        else:  # levels in the run's order (the usual case) need no lookup
+            yield [(row[0], *row[2::2]) if row[1::2] == in_order else _by_level(row, positions) for row in rows]
+        last = rows[-1][0]
+
+
+def _by_level(row: tuple, positions: dict[int, int]) -> tuple:
+    out = [row[0]] + [None] * len(positions)
+    for i in range(1, len(row), 2):
+        column = positions.get(row[i])
+        if column is not None:
+            out[1 + column] = row[i + 1]
+    return tuple(out)
 
 
 def snapshot_export(engine: Engine, run_id: int, after_step: int | None = None,

@@ -58,6 +58,11 @@ def test_adaptive_run_in_progress(dashboard_env: str, api, worker) -> None:
     assert "Placement: train on GPU 0" in [e.label for e in at.expander]  # what the worker reported
     [download] = [b for b in at.get("link_button") if "full history" in b.proto.label]
     assert download.proto.url.endswith(f"/runs/{run['id']}/snapshots.ndjson") and "120 steps" in download.proto.label
+    picker = at.selectbox(key=f"series_csv_{run['id']}")
+    assert "metrics.kl" in picker.options and picker.value == "probability"
+    picker.set_value("metrics.kl").run()
+    [series] = [b for b in at.get("link_button") if "(CSV)" in b.proto.label]
+    assert series.proto.url.endswith(f"/runs/{run['id']}/snapshots.csv?series=metrics.kl")
 
     # Pick an earlier step for the breakdown.
     at.toggle(key=f"bd.latest.{run['id']}").set_value(False).run()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -18,6 +20,7 @@ from e2h.schemas import (
     INT32_MAX,
     INT64_MAX,
     NO_NUL_PATTERN,
+    SERIES_PATTERN,
     EvalPublic,
     LogsPublic,
     RunClone,
@@ -158,6 +161,43 @@ def export_snapshots(
     lines = _ndjson(crud.snapshot_export(engine, run_id, after_step), level)
     return StreamingResponse(lines, media_type="application/x-ndjson",
                              headers={"Content-Disposition": f'attachment; filename="run-{run_id}-snapshots.ndjson"'})
+
+
+@router.get(
+    "/{run_id}/snapshots.csv",
+    response_class=StreamingResponse,
+    responses={200: {"description": "One series of the full history: a row per stored step",
+                     "content": {"text/csv": {"schema": {"type": "string"}}}}, **errors(404, 422)},
+)
+def export_series(
+    run_id: RunId,
+    engine: EngineDep,
+    series: Annotated[str, Query(pattern=SERIES_PATTERN, description=(
+        "probability, count, reward_mean or reward_var (a column per level), components.NAME "
+        "(a level's score component, a column per level) or metrics.NAME (one column)."))],
+    after_step: Annotated[int | None, Query(ge=-1, le=INT32_MAX, description="Only steps after this one.")] = None,
+) -> StreamingResponse:
+    """One series of a run's full history, unbucketed, as CSV (``step`` then ``level_N`` per
+    level, or the metric's name; an empty cell where a snapshot has no value): the values are
+    read out of the stored JSON by the database, a batch at a time."""
+    with new_session(engine) as session:
+        crud.get_run(session, run_id)
+    header, batches = crud.series_export(engine, run_id, series, after_step)
+    name = series.replace("/", "_")
+    return StreamingResponse(_csv(header, batches), media_type="text/csv",
+                             headers={"Content-Disposition": f'attachment; filename="run-{run_id}-{name}.csv"'})
+
+
+def _csv(header: list[str], batches):
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    yield out.getvalue()
+    for rows in batches:
+        out.seek(0)
+        out.truncate()
+        writer.writerows(rows)
+        yield out.getvalue()
 
 
 def _ndjson(batches, level: int | None):
