@@ -367,6 +367,32 @@ TASK_OPTIONS_FIRST_CLASS: dict[str, str] = {
 }
 
 
+# algorithm.distributed: a shipped preset (e2h/conf/accelerate/<preset>.yaml, ddp needs none) or
+# config:NAME, an accelerate config file NAME.yaml that this machine's operator put in the directory
+# E2H_ACCELERATE_CONFIGS (e2h.settings.LaunchSettings; e2h.plan resolves it). A run names a file, never a path.
+DISTRIBUTED_PRESETS = ("ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp")
+OPERATOR_CONFIG_PREFIX = "config:"
+OPERATOR_CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_DISTRIBUTED_PATTERN = (f"^({'|'.join(DISTRIBUTED_PRESETS)}|{OPERATOR_CONFIG_PREFIX}"
+                        f"{OPERATOR_CONFIG_NAME.pattern})$")
+
+
+def operator_config_name(distributed: str) -> str | None:
+    """NAME of ``config:NAME`` (an operator's accelerate config), or None for a preset."""
+    return distributed.removeprefix(OPERATOR_CONFIG_PREFIX) if distributed.startswith(OPERATOR_CONFIG_PREFIX) else None
+
+
+def check_distributed(value: str) -> str:
+    name = operator_config_name(value)
+    if value in DISTRIBUTED_PRESETS or (name is not None and OPERATOR_CONFIG_NAME.fullmatch(name)):
+        return value
+    raise ValueError(
+        f"{value[:80]!r} is neither a preset ({', '.join(DISTRIBUTED_PRESETS)}) nor config:NAME, NAME being 1-64 "
+        "letters, digits, '_' or '-' (no path: the file NAME.yaml in the directory the machine's operator sets "
+        "in E2H_ACCELERATE_CONFIGS)"
+    )
+
+
 class AlgorithmConfig(_Section):
     name: str = Field(
         "grpo", max_length=64, description="Algorithm preset name (recorded in the output dir name)."
@@ -411,10 +437,13 @@ class AlgorithmConfig(_Section):
     num_processes: int = Field(
         1, ge=1, le=64, description="Training processes (one GPU each), over all machines; several use accelerate."
     )
-    distributed: Literal["ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp"] = Field(
+    distributed: Annotated[str, AfterValidator(check_distributed)] = Field(
         "ddp",
+        max_length=80,
         description="How several training processes share the model: ddp (each a full copy), deepspeed_zero2, "
-        "deepspeed_zero3 (E2H's), fsdp; accelerate configs in e2h/conf/accelerate/.",
+        "deepspeed_zero3 (E2H's), fsdp (accelerate configs in e2h/conf/accelerate/), or config:NAME, the "
+        "accelerate config NAME.yaml the machine's operator provides (E2H_ACCELERATE_CONFIGS).",
+        json_schema_extra={"pattern": _DISTRIBUTED_PATTERN, "examples": [*DISTRIBUTED_PRESETS, "config:NAME"]},
     )
     num_machines: int = Field(1, ge=1, le=64, description="Machines of a multi-node run (num_processes spans them).")
     machine_rank: int = Field(0, ge=0, le=63, description="This machine's rank in a multi-node run.")
@@ -428,8 +457,10 @@ class AlgorithmConfig(_Section):
     save_total_limit: int | None = Field(
         3, ge=1, le=10_000, description="Checkpoints kept, oldest deleted first (never the newest); None: all."
     )
-    report_to: list[Literal["none", "tensorboard"]] = Field(
-        ["none"], max_length=2, description="Loggers besides the server: tensorboard writes to <output dir>/runs."
+    report_to: list[Literal["none", "tensorboard", "wandb"]] = Field(
+        ["none"], max_length=3, description="Loggers besides the server: tensorboard writes to <output dir>/runs; "
+        "wandb sends metrics to Weights & Biases with the machine's account, only where its operator allows it "
+        "(E2H_ALLOW_WANDB)."
     )
     use_vllm: bool = Field(False, description="Generate with vLLM (GPU only).")
     vllm_mode: Literal["server", "colocate"] = Field("colocate", description="vLLM server or colocated.")

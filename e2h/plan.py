@@ -10,10 +10,18 @@ and a free communicator port, never the API's 8000), the next ``algorithm.num_pr
 train. Every training process sees exactly its own devices through ``CUDA_VISIBLE_DEVICES``,
 so a single-process run sees one GPU (transformers would wrap a model that sees several in
 ``nn.DataParallel``, which TRL's GRPOTrainer refuses).
+
+What a run may use beyond its config is this machine's operator's call (:class:`e2h.settings.LaunchSettings`,
+``E2H_*``): an accelerate config of the operator's (``algorithm.distributed=config:NAME`` is
+``<E2H_ACCELERATE_CONFIGS>/NAME.yaml``; a run names a file, never a path) and W&B
+(``algorithm.report_to=[wandb]`` only with ``E2H_ALLOW_WANDB``; the operator's WANDB_* variables reach
+that run's child, see ``worker.settings.child_environment``). A run they do not allow fails here,
+naming the field, the variable and the fix.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import shutil
@@ -25,16 +33,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2h.config import CONF_DIR, GRPO_KWARGS_ALLOWED, RunConfig
+from e2h.config import (
+    CONF_DIR,
+    DISTRIBUTED_PRESETS,
+    GRPO_KWARGS_ALLOWED,
+    OPERATOR_CONFIG_NAME,
+    RunConfig,
+    operator_config_name,
+)
 from e2h.outputs import STOP_FILE
+from e2h.settings import ACCELERATE_CONFIGS_ENV, ALLOW_WANDB_ENV, LaunchSettings
 
 ACCELERATE_CONF_DIR = CONF_DIR / "accelerate"
-LAUNCHERS = ("ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp")
+LAUNCHERS = DISTRIBUTED_PRESETS
 VLLM_SERVE_COMMAND_ENV = "E2H_VLLM_SERVE_COMMAND"
 DEFAULT_VLLM_SERVE_COMMAND = f"{shlex.quote(sys.executable)} -m trl.cli.main vllm-serve"  # TRL's `trl vllm-serve`
 # The training child learns the managed vLLM server's ports from these.
 VLLM_PORT_ENV = "E2H_VLLM_SERVER_PORT"
 VLLM_GROUP_PORT_ENV = "E2H_VLLM_GROUP_PORT"
+# The run's name (the server's, when a worker trains it), GRPOConfig's run_name in the child.
+RUN_NAME_ENV = "E2H_RUN_NAME"
 
 
 @dataclass
@@ -97,12 +115,14 @@ def vllm_serve_command() -> list[str]:
 
 
 def grpo_config_kwargs(
-    config: RunConfig, output_dir: str | Path, use_cpu: bool, vllm_ports: dict[str, int] | None = None
+    config: RunConfig, output_dir: str | Path, use_cpu: bool, vllm_ports: dict[str, int] | None = None,
+    run_name: str | None = None,
 ) -> dict[str, Any]:
     """Translate the algorithm section into trl.GRPOConfig keyword arguments.
 
     ``vllm_ports`` (``vllm_server_port``, ``vllm_group_port``) are the managed vLLM server's, from
-    the launch plan (``e2h.plan``); the server always listens on loopback.
+    the launch plan (``e2h.plan``); the server always listens on loopback. ``run_name``: the run's
+    name (trackers show it; default: the config's output name).
     """
     a = config.algorithm
     kwargs: dict[str, Any] = dict(
@@ -129,7 +149,7 @@ def grpo_config_kwargs(
         tf32=None if use_cpu else True,
         save_total_limit=a.save_total_limit,
         report_to=[r for r in a.report_to if r != "none"] or "none",
-        run_name=config.output_name(),
+        run_name=run_name or config.output_name(),
         # The curriculum sampler restores its own position; the Trainer must not skip batches by
         # drawing them again (that would advance the curriculum).
         ignore_data_skip=True,
@@ -159,6 +179,68 @@ def planned_vllm_ports() -> dict[str, int] | None:
             "vllm_group_port": int(os.environ[VLLM_GROUP_PORT_ENV])}
 
 
+def planned_run_name() -> str | None:
+    """The run's name, as the launch plan passed it to this process."""
+    return os.environ.get(RUN_NAME_ENV) or None
+
+
+def accelerate_config_file(config: RunConfig, launch: LaunchSettings) -> Path | None:
+    """The accelerate config file of ``algorithm.distributed`` (None: ddp, which needs none).
+
+    ``config:NAME`` is the file NAME.yaml in the operator's directory (``E2H_ACCELERATE_CONFIGS``);
+    ValueError naming the field, the variable and the fix when the operator provides no such file.
+    """
+    distributed = config.algorithm.distributed
+    name = operator_config_name(distributed)
+    if name is None:
+        if distributed not in DISTRIBUTED_PRESETS:
+            raise ValueError(f"algorithm.distributed: unknown value {distributed!r}")  # only without validation
+        return None if distributed == "ddp" else ACCELERATE_CONF_DIR / f"{distributed}.yaml"
+    fix = f"name a file this machine provides or use a preset ({', '.join(DISTRIBUTED_PRESETS)})"
+    if not OPERATOR_CONFIG_NAME.fullmatch(name):  # checked again: a config built without validation
+        raise ValueError(f"algorithm.distributed: {distributed!r} is not config:NAME (letters, digits, '_', '-'); "
+                         + fix)
+    if launch.accelerate_configs is None:
+        raise ValueError(
+            f"algorithm.distributed: {distributed!r} names an operator's accelerate config and this machine's "
+            f"operator provides none ({ACCELERATE_CONFIGS_ENV} is not set); the operator sets {ACCELERATE_CONFIGS_ENV} "
+            f"to a directory holding {name}.yaml, or the run uses a preset ({', '.join(DISTRIBUTED_PRESETS)})"
+        )
+    directory = Path(launch.accelerate_configs).expanduser().resolve()
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        offered = sorted(p.stem for p in directory.glob("*.yaml") if OPERATOR_CONFIG_NAME.fullmatch(p.stem)) \
+            if directory.is_dir() else []
+        raise ValueError(
+            f"algorithm.distributed: {distributed!r}: this machine's operator provides no accelerate config "
+            f"{name}.yaml in {ACCELERATE_CONFIGS_ENV}; "
+            + (f"it provides {', '.join(f'config:{o}' for o in offered)}; " if offered else "")
+            + fix
+        )
+    return path
+
+
+def check_report_to(config: RunConfig, launch: LaunchSettings) -> None:
+    """ValueError naming algorithm.report_to when the run reports to a tracker this machine does not allow."""
+    if "wandb" not in config.algorithm.report_to:
+        return
+    if not launch.allow_wandb:
+        raise ValueError(
+            "algorithm.report_to: wandb would send the run's metrics to Weights & Biases with this machine's "
+            f"account, and its operator does not allow it; the operator sets {ALLOW_WANDB_ENV}=1 (with "
+            "WANDB_API_KEY, WANDB_PROJECT ... in the worker's or `e2h train`'s environment), or the run drops "
+            "wandb from algorithm.report_to"
+        )
+    if importlib.util.find_spec("wandb") is None:
+        raise ValueError("algorithm.report_to: wandb is not installed on this machine; `pip install wandb` in the "
+                         "environment that trains, or drop wandb from algorithm.report_to")
+
+
+def wandb_tags(tags: Sequence[str]) -> str:
+    """The run's tags as WANDB_TAGS (W&B splits it at commas, so a tag's own commas become spaces)."""
+    return ",".join(t.replace(",", " ").strip() for t in tags if t.replace(",", " ").strip())
+
+
 def peft_config_dict(config: RunConfig) -> dict | None:
     """The LoRA settings as peft.LoraConfig keyword arguments, or None (no adapters)."""
     lora = config.model.lora
@@ -175,12 +257,20 @@ def build_plan(
     gpus: Sequence[int],
     port: Callable[[], int] = free_port,
     python: str = sys.executable,
+    launch: LaunchSettings | None = None,
+    run_name: str | None = None,
+    tags: Sequence[str] = (),
 ) -> LaunchPlan:
     """Plan ``config`` on ``gpus`` (physical indices given to this run; empty: the CPU).
 
-    Raises ValueError naming the field when the run cannot be placed on them.
+    ``launch``: what this machine's operator allows (default: read from the environment);
+    ``run_name``/``tags``: the run's, as trackers show them. Raises ValueError naming the field
+    when the run cannot be placed on them or uses what the operator does not provide.
     """
     a = config.algorithm
+    launch = LaunchSettings() if launch is None else launch
+    config_file = accelerate_config_file(config, launch)
+    check_report_to(config, launch)
     output_dir, gpus = Path(output_dir), list(gpus)
     server = a.use_vllm and a.vllm_mode == "server"
     if not gpus and a.use_vllm:
@@ -203,14 +293,19 @@ def build_plan(
                    "--port", str(vllm_ports["vllm_server_port"]), "--tensor-parallel-size", str(len(vllm_devices))]
         processes.append(ProcessPlan("vllm", command, {"CUDA_VISIBLE_DEVICES": _devices(vllm_devices)},
                                      port=vllm_ports["vllm_server_port"]))
-    grpo = grpo_config_kwargs(config, output_dir, use_cpu=not gpus, vllm_ports=vllm_ports)
+    grpo = grpo_config_kwargs(config, output_dir, use_cpu=not gpus, vllm_ports=vllm_ports, run_name=run_name)
     env = {"CUDA_VISIBLE_DEVICES": _devices(train_devices)}
+    if run_name:
+        env[RUN_NAME_ENV] = run_name
+    if "wandb" in a.report_to and wandb_tags(tags):
+        env["WANDB_TAGS"] = wandb_tags(tags)
     if server:
         env[VLLM_PORT_ENV] = str(vllm_ports["vllm_server_port"])
         env[VLLM_GROUP_PORT_ENV] = str(vllm_ports["vllm_group_port"])
     train_args = ["-m", "e2h.train", "--config", str(config_path), "--output-dir", str(output_dir),
                   "--stop-file", str(output_dir / STOP_FILE)]
-    processes.append(ProcessPlan("train", [*launcher_command(config, python, port, bool(gpus)), *train_args], env))
+    command = [*launcher_command(config, python, port, bool(gpus), config_file), *train_args]
+    processes.append(ProcessPlan("train", command, env))
     return LaunchPlan(config.model_dump(mode="json"), grpo, peft_config_dict(config), gpus, processes)
 
 
@@ -218,18 +313,22 @@ def _devices(devices: list[int]) -> str:
     return ",".join(str(d) for d in devices)
 
 
-def launcher_command(config: RunConfig, python: str, port: Callable[[], int], on_gpu: bool) -> list[str]:
-    """The command prefix that starts the training processes: plain Python, or accelerate launch."""
+def launcher_command(config: RunConfig, python: str, port: Callable[[], int], on_gpu: bool,
+                     config_file: Path | None = None) -> list[str]:
+    """The command prefix that starts the training processes: plain Python, or accelerate launch
+    (with ``config_file``, :func:`accelerate_config_file`'s, unless the run is ddp)."""
     a = config.algorithm
-    if a.num_processes == 1 and a.distributed == "ddp" and a.num_machines == 1:
+    if config_file is None and a.distributed != "ddp":
+        config_file = accelerate_config_file(config, LaunchSettings())
+    if a.num_processes == 1 and config_file is None and a.num_machines == 1:
         return [python]
     command = [python, "-m", "accelerate.commands.launch"]
-    if a.distributed == "ddp":
+    if config_file is None:
         # --multi_gpu launches through torchrun; without GPUs the processes join over gloo on the CPU
         # (accelerate's --cpu flag would start a single process).
         command += ["--multi_gpu"]
     else:
-        command += ["--config_file", str(ACCELERATE_CONF_DIR / f"{a.distributed}.yaml")]
+        command += ["--config_file", str(config_file)]
     command += ["--num_processes", str(a.num_processes), "--num_machines", str(a.num_machines),
                 "--mixed_precision", "bf16" if a.bf16 and on_gpu else "no", "--dynamo_backend", "no"]
     if a.num_machines > 1:

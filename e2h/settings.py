@@ -2,12 +2,14 @@
 
 Each process kind has one settings object read from ``E2H_*`` environment variables:
 :class:`ClientSettings` here (who talks to a server), ``server.core.config.Settings`` (the
-server) and ``worker.settings.WorkerSettings`` (a worker). A command-line option, when given,
+server) and ``worker.settings.WorkerSettings`` (a worker, which includes :class:`LaunchSettings`:
+what a run's launch may use on this machine, read by ``e2h train`` too). A command-line option, when given,
 wins over its variable; the defaults below are the only place the server's address is written.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, BeforeValidator, Field
@@ -44,3 +46,32 @@ class ClientSettings(BaseSettings):
         from e2h.client import Client
 
         return Client(self.server_url, token=self.api_token, timeout=timeout)
+
+
+# -- what this machine's operator lets a run's launch use ------------------------------------
+# A run config names these things; this machine's operator provides them (worker.settings.WorkerSettings
+# inherits these fields, and `e2h train` reads them too, its user being the operator).
+ACCELERATE_CONFIGS_ENV = "E2H_ACCELERATE_CONFIGS"
+ALLOW_WANDB_ENV = "E2H_ALLOW_WANDB"
+# The operator's W&B settings, passed to a training child that reports to wandb, and only to one
+# the operator allowed (E2H_ALLOW_WANDB); every other WANDB_* variable stays with the worker.
+WANDB_OPERATOR_VARS = ("WANDB_API_KEY", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_MODE", "WANDB_BASE_URL")
+EmptyIsUnsetPath = Annotated[Path | None, BeforeValidator(lambda v: None if v == "" else v)]
+
+
+class LaunchSettings(BaseSettings):
+    """What a run's launch may use on this machine, as its operator says (``E2H_ACCELERATE_CONFIGS``,
+    ``E2H_ALLOW_WANDB``); :func:`e2h.plan.build_plan` applies them."""
+
+    model_config = SettingsConfigDict(env_prefix="E2H_", extra="ignore")
+
+    accelerate_configs: EmptyIsUnsetPath = Field(
+        None,
+        description="A directory of extra accelerate config files: a run's algorithm.distributed=config:NAME "
+        "launches with <dir>/NAME.yaml. Unset: runs use only the shipped presets.",
+    )
+    allow_wandb: bool = Field(
+        False,
+        description="A run may set algorithm.report_to=[wandb]: its metrics go to Weights & Biases with this "
+        "machine's WANDB_API_KEY, WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE (passed to that run only).",
+    )

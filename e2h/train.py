@@ -30,7 +30,7 @@ from e2h.outputs import (
     FileReporter,
     truncate_after_step,
 )
-from e2h.plan import grpo_config_kwargs, peft_config_dict, planned_vllm_ports
+from e2h.plan import grpo_config_kwargs, peft_config_dict, planned_run_name, planned_vllm_ports
 
 logger = logging.getLogger("e2h.train")
 
@@ -122,7 +122,7 @@ def run(
     train_ds, test_rows = build_datasets(config, task, tokenizer)
     scheduler = make_scheduler_for(config, task)
     args = GRPOConfig(**grpo_config_kwargs(config, output_dir, use_cpu=not torch.cuda.is_available(),
-                                           vllm_ports=planned_vllm_ports()))
+                                           vllm_ports=planned_vllm_ports(), run_name=planned_run_name()))
     model = load_model(config.model.name_or_path, config.model.dtype, config.model.trust_remote_code,
                        config.model.attn_implementation)
     trainer = CurriculumGRPOTrainer(

@@ -200,15 +200,17 @@ class Worker:
         config_path.write_text(json.dumps(run.config))
         job = Job(run_id, attempt, output_dir, Shipper(self.client, run_id, self.worker_id, attempt, output_dir))
         logger.info("run %d attempt %d -> %s", run_id, attempt, output_dir)
-        env = child_environment(self.settings, os.environ, output_dir)
         try:
-            plan = self.plan(RunConfig.model_validate(run.config), output_dir, config_path)
+            config = RunConfig.model_validate(run.config)
+            plan = self.plan(config, output_dir, config_path, run)
             job.processes = [ProcessReport(role=p.role, command=p.command, env=p.env) for p in plan.processes]
         except ValueError as e:
             why = str(e)
             logger.error("run %d cannot be placed here: %s", run_id, why)
             self._retry(lambda: self.client.finish(run_id, self.worker_id, attempt, RunStatus.failed, why))
             return RunStatus.failed
+        # The operator's WANDB_* settings reach only a run the plan let report to wandb.
+        env = child_environment(self.settings, os.environ, output_dir, wandb="wandb" in config.algorithm.report_to)
         server = None
         if (vllm := plan.process("vllm")) is not None:
             server = ManagedVLLMServer(vllm, output_dir / VLLM_LOG_FILE, env).start()
@@ -228,9 +230,12 @@ class Worker:
             logger.warning("run %d: lease lost while reporting the end; another attempt owns it now", run_id)
             return WorkerOutcome.lost
 
-    def plan(self, config: RunConfig, output_dir: Path, config_path: Path) -> LaunchPlan:
-        """The run's launch plan on this worker's GPUs (ValueError when it does not fit them)."""
-        return build_plan(config, output_dir, config_path, self.gpus[: gpus_needed(config)] if self.gpus else [])
+    def plan(self, config: RunConfig, output_dir: Path, config_path: Path, run: RunPublic | None = None) -> LaunchPlan:
+        """The run's launch plan on this worker's GPUs, with what its operator provides and allows
+        (ValueError when it does not fit them, or uses what the operator does not provide)."""
+        gpus = self.gpus[: gpus_needed(config)] if self.gpus else []
+        return build_plan(config, output_dir, config_path, gpus, launch=self.settings,
+                          run_name=run.name if run else None, tags=run.tags if run else ())
 
     def _beat(self, job: Job) -> bool:
         """Heartbeat with the job's report: whether a cancel was requested (Conflict: the lease is lost)."""

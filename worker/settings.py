@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from e2h.settings import SERVER_URL, OptionalSecret, ServerUrl
+from e2h.settings import SERVER_URL, WANDB_OPERATOR_VARS, LaunchSettings, OptionalSecret, ServerUrl
 
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 8  # shorter values ("1", "true", a port) would redact ordinary text
@@ -35,7 +35,7 @@ HUB_CREDENTIAL_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_API_TOKEN")
 # The E2H_* variables the training child reads (e2h.train, e2h.plan); every other one (tokens,
 # database URLs) stays here. tests/worker/test_policy.py fails when e2h/ names one not listed.
 CHILD_E2H_VARS = frozenset({
-    "E2H_CPU_THREADS", "E2H_TRAIN_LOG_CAPTURED",
+    "E2H_CPU_THREADS", "E2H_TRAIN_LOG_CAPTURED", "E2H_RUN_NAME",
     "E2H_VLLM_SERVE_COMMAND", "E2H_VLLM_SERVER_PORT", "E2H_VLLM_GROUP_PORT",
 })
 _URL_PASSWORD = re.compile(r"://[^/\s:@]*:([^/\s@]+)@")
@@ -44,8 +44,9 @@ NETNS_STRICTNESS = {"off": 0, "auto": 1, "require": 2}
 PathList = Annotated[list[Path], NoDecode]
 
 
-class WorkerSettings(BaseSettings):
-    """The worker's settings: connection, secrets and the policy its runs must follow."""
+class WorkerSettings(LaunchSettings):
+    """The worker's settings: connection, secrets and the policy its runs must follow (with
+    :class:`e2h.settings.LaunchSettings`' accelerate_configs and allow_wandb, which the launch plan applies)."""
 
     model_config = SettingsConfigDict(env_prefix="E2H_", extra="ignore")
 
@@ -130,18 +131,26 @@ def _is_hub_credential(name: str) -> bool:
     return name.upper() in HUB_CREDENTIAL_VARS or name.upper().startswith("HF_OIDC_")
 
 
-def child_environment(settings: WorkerSettings, environ: Mapping[str, str], output_dir: Path) -> dict[str, str]:
+def child_environment(settings: WorkerSettings, environ: Mapping[str, str], output_dir: Path,
+                      wandb: bool = False) -> dict[str, str]:
     """The training child's environment: the worker's, minus every credential.
 
     Dropped: E2H_* variables other than the ones training reads, variables whose name looks
     like a credential (``*TOKEN*``, ``*KEY*``, ``*SECRET*``, ``*PASSWORD*`` ...) and values that
     carry a password in a URL. Hub credentials stay only with ``pass_hub_credentials``; without
     it the hub's stored-token file is pointed at a path that does not exist, so a run cannot use
-    this machine's ``huggingface-cli login`` either.
+    this machine's ``huggingface-cli login`` either. WANDB_* variables are dropped too, except
+    the operator's W&B settings (``WANDB_OPERATOR_VARS``, the API key included) for a run that
+    reports to wandb (``wandb``) on a worker whose operator allows it (``allow_wandb``).
     """
+    pass_wandb = wandb and settings.allow_wandb
     env: dict[str, str] = {}
     for name, value in environ.items():
         if name.upper().startswith("E2H_") and name.upper() not in CHILD_E2H_VARS:
+            continue
+        if name.upper().startswith("WANDB_"):
+            if pass_wandb and name.upper() in WANDB_OPERATOR_VARS:
+                env[name] = value
             continue
         if _is_hub_credential(name):
             if settings.pass_hub_credentials:
