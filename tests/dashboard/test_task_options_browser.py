@@ -21,11 +21,22 @@ def test_blocksworld_options_are_fields_and_an_untouched_template_is_not_sent(
     dashboard = Dashboard(tmp_path, api_server.url)
 
     def choose(label: str, option: str) -> None:
-        # Streamlit's select is a combobox; the arrow key opens its list whatever a click did.
-        box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
-        box.get_by_role("combobox").focus()
-        page.keyboard.press("ArrowDown")
-        page.get_by_role("option", name=option, exact=True).click()
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout  # installed: browser_page checked
+
+        # Streamlit's select is a combobox whose list the arrow key opens; a keystroke that lands while the
+        # form is still being redrawn opens nothing, so press again until the list is there.
+        combo = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True)).get_by_role(
+            "combobox")
+        item = page.get_by_role("option", name=option, exact=True)
+        for _ in range(5):
+            combo.focus()
+            page.keyboard.press("ArrowDown")
+            try:
+                item.wait_for(timeout=2_000)
+                break
+            except PlaywrightTimeout:
+                continue
+        item.click()
 
     try:
         page.goto(f"{dashboard.url}/launch")
