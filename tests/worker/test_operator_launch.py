@@ -84,6 +84,12 @@ def test_the_worker_launches_exactly_the_plans_command_with_the_operators_config
     config_file = reported.command[reported.command.index("--config_file") + 1]
     assert config_file == str((configs / "cpu-one.yaml").resolve())
     assert reported.env == expected.env
+    # The child built its GRPOConfig with the run's name (the Trainer saves its arguments with each checkpoint).
+    import torch
+
+    saved = sorted(out.glob("**/training_args.bin"))
+    assert saved, sorted(p.name for p in out.iterdir())
+    assert torch.load(saved[-1], weights_only=False).run_name == "operator config"
     # The file is what accelerate read: the operator's broken one fails that run in accelerate itself.
     failed = api.get(broken.id)
     assert failed.status == "failed" and "NOT_A_TYPE" in failed.error, failed.error
