@@ -130,12 +130,12 @@ def series_export(engine: Engine, run_id: int, series: str, after_step: int | No
     number, not their position, and the run's levels are those of its first snapshot.
     """
     per_level, path = series_path(series)
-    with new_session(engine) as session:
-        first = session.exec(select(Snapshot.data).where(Snapshot.run_id == run_id)
-                             .order_by(Snapshot.step).limit(1)).first()
     if not per_level:
         return ["step", path[-1]], _series_batches(engine, run_id, [_doc(engine)[path].as_float()], after_step,
                                                    batch, None)
+    with new_session(engine) as session:
+        first = session.exec(select(Snapshot.data).where(Snapshot.run_id == run_id)
+                             .order_by(Snapshot.step).limit(1)).first()
     levels = [lv["level"] for lv in from_json(first)["levels"]] if first else []
     doc = _doc(engine)
     columns = []

@@ -19,6 +19,7 @@ from e2h.config import RunConfig, ceiling_errors
 from e2h.schemas import (
     INT32_MAX,
     INT64_MAX,
+    MAX_LEVEL,
     NO_NUL_PATTERN,
     SERIES_PATTERN,
     EvalPublic,
@@ -41,6 +42,9 @@ from server.core.errors import Invalid, error_entry
 from server.core.events import Notifier
 
 router = APIRouter(prefix="/runs", tags=["runs"])
+ExportAfterStep = Annotated[
+    int | None, Query(ge=-1, le=INT32_MAX, description="Only steps after this one.")
+]
 
 EVENTS_PER_READ = 500
 
@@ -150,17 +154,14 @@ def get_snapshots(
 def export_snapshots(
     run_id: RunId,
     engine: EngineDep,
-    after_step: Annotated[int | None, Query(ge=-1, le=INT32_MAX, description="Only steps after this one.")] = None,
-    level: Annotated[int | None, Query(ge=0, le=255, description="Only this level (scheduler index).")] = None,
+    after_step: ExportAfterStep = None,
+    level: Annotated[int | None, Query(ge=0, le=MAX_LEVEL, description="Only this level (scheduler index).")] = None,
 ) -> StreamingResponse:
     """The full history of a run, unbucketed: every stored snapshot as one JSON line (DESIGN.md
     section 7), streamed in batches so the server's memory stays bounded by one batch. ``level``
     keeps one level per line (its metrics stay)."""
-    with new_session(engine) as session:  # an unknown run is a plain 404, before streaming starts
-        crud.get_run(session, run_id)
-    lines = _ndjson(crud.snapshot_export(engine, run_id, after_step), level)
-    return StreamingResponse(lines, media_type="application/x-ndjson",
-                             headers={"Content-Disposition": f'attachment; filename="run-{run_id}-snapshots.ndjson"'})
+    return _download(engine, run_id, lambda: _ndjson(crud.snapshot_export(engine, run_id, after_step), level),
+                     "application/x-ndjson", f"run-{run_id}-snapshots.ndjson")
 
 
 @router.get(
@@ -175,17 +176,22 @@ def export_series(
     series: Annotated[str, Query(pattern=SERIES_PATTERN, description=(
         "probability, count, reward_mean or reward_var (a column per level), components.NAME "
         "(a level's score component, a column per level) or metrics.NAME (one column)."))],
-    after_step: Annotated[int | None, Query(ge=-1, le=INT32_MAX, description="Only steps after this one.")] = None,
+    after_step: ExportAfterStep = None,
 ) -> StreamingResponse:
     """One series of a run's full history, unbucketed, as CSV (``step`` then ``level_N`` per
     level, or the metric's name; an empty cell where a snapshot has no value): the values are
     read out of the stored JSON by the database, a batch at a time."""
+    return _download(engine, run_id, lambda: _csv(*crud.series_export(engine, run_id, series, after_step)),
+                     "text/csv", f"run-{run_id}-{series.replace('/', '_')}.csv")
+
+
+def _download(engine: Engine, run_id: int, chunks, media_type: str, filename: str) -> StreamingResponse:
+    """A streamed attachment of a run's records; ``chunks()`` makes its body once the run is known
+    (an unknown run is a plain 404, before streaming starts)."""
     with new_session(engine) as session:
         crud.get_run(session, run_id)
-    header, batches = crud.series_export(engine, run_id, series, after_step)
-    name = series.replace("/", "_")
-    return StreamingResponse(_csv(header, batches), media_type="text/csv",
-                             headers={"Content-Disposition": f'attachment; filename="run-{run_id}-{name}.csv"'})
+    return StreamingResponse(chunks(), media_type=media_type,
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 def _csv(header: list[str], batches):
