@@ -476,7 +476,18 @@ class SECParams(_Params):
     hardness: float = Field(
         8.0,
         ge=0,
-        description="Easy-to-hard weight: level i's Q counts (1 + hardness * i/(K-1)) times; 0 = plain SEC.",
+        description=(
+            "Easy-to-hard weight: level i's Q counts (1 + hardness * (i/(K-1))^hardness_power) times; "
+            "0 = plain SEC."
+        ),
+    )
+    hardness_power: float = Field(
+        2.0,
+        gt=0,
+        description=(
+            "Shape of the easy-to-hard weight: 1 = linear in the level (the earlier default), 2 = quadratic "
+            "(the top levels stand further apart from the ones below them)."
+        ),
     )
     beta: float = Field(0.02, ge=0, le=1, description="Share of the uniform distribution mixed in (active levels).")
     min_prob: float = Field(0.005, ge=0, lt=1, description="Exact floor on every active level's probability.")
@@ -502,9 +513,12 @@ class SECScheduler(Scheduler):
     A level's learning progress is the mean absolute GRPO advantage |r - mean(group)| of
     its groups in the batch (scaled by reward_max): groups that all succeed or all fail
     teach GRPO nothing. Q_i <- alpha r_i + (1 - alpha) Q_i for levels seen in the batch.
-    Scores: p ∝ exp(Q_i (1 + hardness * i/(K-1)) / temperature) = pi. The hardness weight
-    prefers the harder of two levels that teach equally (the easy-to-hard prior); a level
-    that teaches nothing (Q = 0) gains nothing from it.
+    Scores: p ∝ exp(Q_i w_i / temperature) = pi with w_i = 1 + hardness * (i/(K-1))^hardness_power.
+    The hardness weight prefers the harder of two levels that teach equally (the easy-to-hard
+    prior: the held-out, harder tasks learn most from the levels nearest them); a level that
+    teaches nothing (Q = 0) gains nothing from it. With the quadratic default the weights of
+    4 levels are 1, 1.9, 4.6, 9: the top level keeps the lead over the one below it unless that
+    one teaches about twice as much (a linear weight, 1, 3.7, 6.3, 9, gave it up at a factor 1.4).
 
     Settling rule (mastered and unlearnable levels fade out): level i is *settled* when it
     has been tried in at least ``settle_groups`` groups and Q_i < settle_ratio * max_j Q_j,
@@ -518,10 +532,11 @@ class SECScheduler(Scheduler):
     least ``min_prob``. Snapshot components: ``settled`` (1/0), ``q_ratio`` (Q_i / max Q)
     and ``floor`` (the floor the level got) beside Q, its progress, score and pi.
     ``settle_ratio=0`` turns the rule off. Defaults (tuned on the simulated learner's tuning
-    settings and seeds, docs/benchmarks.md): temperature 0.05, alpha 0.1, hardness 8, beta 0.02,
-    min_prob 0.005, settle_ratio 0.5 after 4 groups, settled_prob 0.01 (a settled level is re-tested
+    settings and seeds, docs/benchmarks.md): temperature 0.05, alpha 0.1, hardness 8, hardness_power 2,
+    beta 0.02, min_prob 0.005, settle_ratio 0.5 after 4 groups, settled_prob 0.01 (a settled level is re-tested
     about once per 6 steps of 16 prompts; it takes no share of pi or of the uniform mix). The
-    issue-9 SEC is temperature 0.1, alpha 0.5, hardness 2, beta 0.1, min_prob 0.02, settle_ratio 0.
+    issue-9 SEC is temperature 0.1, alpha 0.5, hardness 2, hardness_power 1, beta 0.1, min_prob 0.02,
+    settle_ratio 0.
     """
 
     name = "sec"
@@ -588,8 +603,13 @@ class SECScheduler(Scheduler):
         return out, pi
 
     def _weighted_q(self) -> np.ndarray:
+        return self._q * self.hardness_weights()
+
+    def hardness_weights(self) -> np.ndarray:
+        """w_i = 1 + hardness * (i/(K-1))^hardness_power: how many times level i's Q counts in its score."""
+        p = self.params
         k = self.num_levels
-        return self._q * (1.0 + self.params.hardness * np.arange(k) / max(k - 1, 1))
+        return 1.0 + p.hardness * (np.arange(k) / max(k - 1, 1)) ** p.hardness_power
 
     def _components(self) -> dict[str, np.ndarray]:
         settled = self.settled()

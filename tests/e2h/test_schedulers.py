@@ -342,12 +342,30 @@ def test_sec_settle_ratio_zero_is_the_issue9_formula():
     for step in range(15):
         _sec_batch(s, step, [1.0, 0.6, 0.3, 0.0], rng)
     p = s.params
-    w = s._q * (1 + p.hardness * np.arange(4) / 3)
+    w = s._q * (1 + p.hardness * (np.arange(4) / 3) ** p.hardness_power)
     pi = np.exp(w / p.temperature - (w / p.temperature).max())
     pi /= pi.sum()
     expected = floor_probs((1 - p.beta) * pi + p.beta / 4, p.min_prob)
     np.testing.assert_array_equal(s.probs(15), expected)
     assert not s.settled().any()
+
+
+def test_sec_hardness_weight_is_quadratic_by_default_and_linear_at_power_one():
+    quad = make_scheduler("sec", 4, 100, num_generations=4)
+    np.testing.assert_allclose(quad.hardness_weights(), [1, 1 + 8 / 9, 1 + 32 / 9, 9])
+    lin = make_scheduler("sec", 4, 100, num_generations=4, hardness_power=1.0)
+    np.testing.assert_allclose(lin.hardness_weights(), [1, 1 + 8 / 3, 1 + 16 / 3, 9])
+    np.testing.assert_allclose(make_scheduler("sec", 1, 100).hardness_weights(), [1.0])  # one level: no prior
+    # Two levels teach alike (Q 0.20 at the top, 0.35 just below): the quadratic weight keeps the
+    # top level ahead (0.20 x 9 > 0.35 x 4.6), the linear one gives the lead to the level below.
+    for s in (quad, lin):
+        for step in range(30):
+            s.update(step, [2] * 4 + [3] * 4, [1, 1, 1, 0, 1, 1, 1, 0])
+        s._q = np.array([0.0, 0.0, 0.35, 0.20])
+    assert quad.probs(30).argmax() == 3
+    assert lin.probs(30).argmax() == 2
+    comps = quad.components()
+    np.testing.assert_allclose(comps["score"], quad._q * quad.hardness_weights())
 
 
 def test_sec_rejects_infeasible_settled_prob():
