@@ -252,3 +252,22 @@ def test_benchmark_runs_end_to_end_on_one_small_family(tmp_path, monkeypatch):
     assert len(rows) == 1 + 2 * len(bench.SCHEDULES)
     # The seed's variance_regularized cannot run a 100-step budget (warmup_steps=100): reported as n/a.
     assert any(r.startswith("T=100,weak-noforget-steep,variance_regularized,3,,") for r in rows)
+
+
+def test_verdict_is_the_issue_bar_not_below_zero():
+    assert bench.verdict((0.010, 0.001, 0.020)) == "better"
+    assert bench.verdict((-0.010, -0.030, 0.010)) == "tied"  # not worse: the interval reaches 0
+    assert bench.verdict((-0.010, -0.020, -0.001)) == "**worse**"
+    assert bench.not_worse((-0.010, -0.030, 0.0)) and not bench.not_worse((-0.010, -0.030, -1e-9))
+
+
+def test_comparison_rows_keep_their_own_formulas_when_the_defaults_move():
+    # "sec (issue-9 defaults)" and "sec (linear hardness)" stay linear in the level whatever the
+    # library default of hardness_power is; the default row uses the library defaults.
+    rows = {s.label: s for s in bench.SCHEDULES}
+    s4 = replace(SETTINGS["weak-noforget-steep"], num_levels=4)
+    issue9 = factory("sec", **rows["sec (issue-9 defaults)"].params)(s4)
+    np.testing.assert_allclose(issue9.hardness_weights(), [1, 1 + 2 / 3, 1 + 4 / 3, 3])
+    linear = factory("sec", **rows[bench.LINEAR].params)(s4)
+    np.testing.assert_allclose(linear.hardness_weights(), [1, 1 + 8 / 3, 1 + 16 / 3, 9])
+    assert rows[bench.DEFAULT].params == {"reward_max": 1.0}
