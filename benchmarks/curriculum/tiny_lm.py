@@ -21,6 +21,7 @@ import argparse
 import csv
 import logging
 import math
+import re
 import shutil
 import sys
 import time
@@ -37,7 +38,9 @@ CSV_PATH = Path(__file__).resolve().parent / "results" / "tiny_lm_results.csv"
 BEGIN, END = "<!-- tiny-lm-results:begin -->", "<!-- tiny-lm-results:end -->"
 COMMAND = "nice -n 15 python -m benchmarks.curriculum.tiny_lm"
 
-SCHEDULERS = ["balanced", "classic", "cosine", "gaussian", "variance_regularized", "sec"]
+# A schedule is a scheduler preset with its defaults, or a labelled variant: the preset and overrides.
+VARIANTS = {"sec (hardness_power=2)": ["scheduler=sec", "scheduler.params.hardness_power=2"]}
+SCHEDULERS = ["balanced", "classic", "cosine", "gaussian", "variance_regularized", "sec", *VARIANTS]
 BASELINE = "none (0 steps)"  # the warm-started model, untrained: the level every schedule starts from
 ORDER = [BASELINE, *SCHEDULERS]
 TRAIN_LEVELS = [0, 1, 2, 3, 4]
@@ -69,7 +72,7 @@ FIELDS = (
 def overrides(scheduler: str, seed: int, max_steps: int, train_size: int, test_size: int) -> list[str]:
     return [
         *BASE,
-        f"scheduler={scheduler}",
+        *VARIANTS.get(scheduler, [f"scheduler={scheduler}"]),
         f"algorithm.max_steps={max_steps}",
         f"algorithm.seed={seed}",
         f"task.train_size_per_level={train_size}",
@@ -108,7 +111,7 @@ def train_one(scheduler: str, seed: int, args: argparse.Namespace) -> dict:
     from e2h.train import build_task, run
 
     config = compose(overrides(scheduler, seed, args.max_steps, args.train_size, args.test_size))
-    out = Path(args.work_dir) / f"{scheduler}_seed{seed}"
+    out = Path(args.work_dir) / (re.sub(r"[^A-Za-z0-9_.-]+", "_", scheduler) + f"_seed{seed}")
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     results = run(config, out, resume=False)
@@ -159,18 +162,28 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def merged_rows(args: argparse.Namespace, scheds: list[str]) -> list[dict]:
     """The rows of --csv that a --merge run keeps: every schedule not rerun, and the start points.
 
-    Refuses a CSV made with another budget or data size (the rows would not be comparable).
+    Refuses a CSV that would make the report wrong: rows made with another budget or data size, a
+    kept schedule without exactly the seeds 0..N-1 of this run (the report pairs schedules by seed),
+    or seeds beyond N (they would be dropped).
     """
     if not args.csv.exists():
         raise SystemExit(f"--merge needs an earlier results CSV; {args.csv} does not exist")
-    kept = [r for r in read_csv(args.csv) if r["scheduler"] not in scheds and r["seed"] < args.seeds]
+    kept = [r for r in read_csv(args.csv) if r["scheduler"] not in scheds]
     want = {"max_steps": args.max_steps, "train_size_per_level": args.train_size, "test_size_per_level": args.test_size}
-    for r in kept:
-        if r["scheduler"] == BASELINE:
-            continue
-        have = {k: r[k] for k in want}
-        if have != want:
-            raise SystemExit(f"--merge: {args.csv} was made with {have}, this run uses {want}; rerun everything")
+    seeds = list(range(args.seeds))
+    for name in dict.fromkeys(r["scheduler"] for r in kept):
+        rows = [r for r in kept if r["scheduler"] == name]
+        have_seeds = sorted(int(r["seed"]) for r in rows)
+        if have_seeds != seeds and not (name == BASELINE and set(have_seeds) < set(seeds)):
+            raise SystemExit(
+                f"--merge: {args.csv} has seeds {have_seeds} of {name!r}, this run uses {seeds}; "
+                "run with the CSV's --seeds or rerun everything"
+            )
+        for r in rows:
+            check = {k: v for k, v in want.items() if not (name == BASELINE and k == "max_steps")}
+            have = {k: r[k] for k in check}
+            if have != check:
+                raise SystemExit(f"--merge: {args.csv} was made with {have}, this run uses {check}; rerun everything")
     return kept
 
 
@@ -207,6 +220,8 @@ def spread(x: np.ndarray, digits: int = 3) -> str:
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> str:
+    if a.shape != b.shape:
+        raise ValueError(f"paired differences need the same seeds: {a.size} values against {b.size}")
     d = a - b
     if len(d) < 2:
         return f"{d.mean():+.3f}"
@@ -223,6 +238,10 @@ def report(rows: list[dict], total_s: float | None, rerun: list[str] | None = No
     scheds = [s for s in ORDER if any(r["scheduler"] == s for r in rows)]
     trained = [s for s in scheds if s != BASELINE]
     seeds = sorted({int(r["seed"]) for r in rows})
+    for s in scheds:  # the tables pair schedules seed by seed
+        got = sorted(int(r["seed"]) for r in rows if r["scheduler"] == s)
+        if got != seeds:
+            raise ValueError(f"schedule {s!r} has seeds {got}, the others {seeds}: the report would pair wrong seeds")
     r0 = next(r for r in rows if r["scheduler"] != BASELINE)
     wall = sum(r["wall_s"] for r in rows)
     inside = f"{wall:.0f} s inside the {len(rows) - len(seeds)} training runs and {len(seeds)} start-point evaluations"
@@ -338,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per schedule (default 3)")
     ap.add_argument("--max-steps", type=int, default=300, help="GRPO steps per run (default 300)")
-    ap.add_argument("--schedulers", default=",".join(SCHEDULERS), help="comma-separated (default: all six)")
+    ap.add_argument("--schedulers", default=",".join(SCHEDULERS), help="comma-separated (default: all)")
     ap.add_argument("--train-size", type=int, default=300, help="training rows per level (default 300)")
     ap.add_argument("--test-size", type=int, default=50, help="test rows per level (default 50)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")

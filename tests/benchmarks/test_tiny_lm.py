@@ -1,7 +1,10 @@
 """The tiny-LM curriculum benchmark end to end, shrunk: one schedule, one seed, two GRPO steps."""
 
+import itertools
+
 import pytest
 
+from benchmarks.curriculum import tiny_lm
 from benchmarks.curriculum.tiny_lm import BASELINE, FIELDS, LEVELS, main, read_csv, report
 
 pytestmark = pytest.mark.slow
@@ -27,21 +30,59 @@ def test_one_short_run_writes_a_full_csv_row(tmp_path):
     assert "| sec |" in text and f"| {BASELINE} |" in text
 
 
-def test_merge_reruns_only_the_named_schedule_and_keeps_the_rest(tmp_path):
+def _stub_runs(monkeypatch, calls):
+    """Replace training and the start-point evaluation by rows that record who made them."""
+
+    made = itertools.count(1)
+
+    def row(scheduler, seed, steps, args):
+        r = {k: 0.5 for k in FIELDS}
+        r.update(scheduler=scheduler, seed=seed, max_steps=steps, train_size_per_level=args.train_size,
+                 test_size_per_level=args.test_size, wall_s=float(next(made)))  # tells rows apart
+        calls.append((scheduler, seed))
+        return r
+
+    monkeypatch.setattr(tiny_lm, "train_one", lambda s, seed, args: row(s, seed, args.max_steps, args))
+    monkeypatch.setattr(tiny_lm, "baseline_one", lambda seed, args: row(BASELINE, seed, 0, args))
+
+
+def test_merge_reruns_only_the_named_schedules_and_keeps_the_rest(tmp_path, monkeypatch):
+    calls: list = []
+    _stub_runs(monkeypatch, calls)
     path = tmp_path / "tiny_lm.csv"
-    common = ["--seeds", "1", "--max-steps", "2", "--train-size", "16", "--test-size", "3",
-              "--work-dir", str(tmp_path / "runs"), "--csv", str(path), "--no-doc"]
-    main(["--schedulers", "sec,balanced", *common])
-    before = read_csv(path)
-    main(["--merge", "--schedulers", "sec", *common])
-    after = read_csv(path)
-    assert sorted(r["scheduler"] for r in after) == sorted([BASELINE, "balanced", "sec"])  # no second start point
-    keep = {r["scheduler"]: r for r in before}
-    again = {r["scheduler"]: r for r in after}
-    for kept in (BASELINE, "balanced"):  # as written before (repr: the start point's NaN rewards compare equal)
-        assert {k: repr(v) for k, v in again[kept].items()} == {k: repr(v) for k, v in keep[kept].items()}
-    assert again["sec"]["wall_s"] > 0
-    text = report(after, None, ["sec"])
-    assert "rerun later with `--merge --schedulers sec`" in text
-    with pytest.raises(SystemExit, match="made with"):
-        main(["--merge", "--schedulers", "sec", *common[:2], "--max-steps", "3", *common[4:]])
+    common = ["--max-steps", "2", "--train-size", "16", "--test-size", "3", "--csv", str(path), "--no-doc"]
+    main(["--schedulers", "sec,balanced", "--seeds", "2", *common])
+    before = {(r["scheduler"], r["seed"]): r for r in read_csv(path)}
+    calls.clear()
+    main(["--merge", "--schedulers", "sec (hardness_power=2),sec", "--seeds", "2", *common])
+    assert calls == [("sec (hardness_power=2)", 0), ("sec", 0), ("sec (hardness_power=2)", 1), ("sec", 1)]
+    after = {(r["scheduler"], r["seed"]): r for r in read_csv(path)}
+    assert sorted(after) == sorted([(s, seed) for s in (BASELINE, "balanced", "sec", "sec (hardness_power=2)")
+                                    for seed in (0, 1)])
+    for key in [(BASELINE, 0), (BASELINE, 1), ("balanced", 0), ("balanced", 1)]:  # kept as written
+        assert after[key]["wall_s"] == before[key]["wall_s"]
+    assert after["sec", 0]["wall_s"] != before["sec", 0]["wall_s"]  # rerun
+    assert "rerun later with `--merge --schedulers sec (hardness_power=2),sec`" in report(
+        read_csv(path), None, ["sec (hardness_power=2)", "sec"])
+
+
+def test_merge_refuses_csvs_that_would_pair_the_wrong_rows(tmp_path, monkeypatch):
+    _stub_runs(monkeypatch, [])
+    path = tmp_path / "tiny_lm.csv"
+    common = ["--train-size", "16", "--test-size", "3", "--csv", str(path), "--no-doc"]
+    main(["--schedulers", "balanced", "--seeds", "2", "--max-steps", "2", *common])
+    written = path.read_text()
+    for argv, message in [
+        (["--seeds", "3", "--max-steps", "2"], r"seeds \[0, 1\] of 'balanced'"),  # a kept schedule lacks seed 2
+        (["--seeds", "1", "--max-steps", "2"], r"seeds \[0, 1\] of"),  # seed 1 would be dropped
+        (["--seeds", "2", "--max-steps", "3"], "made with"),  # another budget
+    ]:
+        with pytest.raises(SystemExit, match=message):
+            main(["--merge", "--schedulers", "sec", *argv, *common])
+        assert path.read_text() == written  # nothing overwritten
+    with pytest.raises(SystemExit, match="made with"):  # start points of another test size
+        main(["--merge", "--schedulers", "balanced", "--seeds", "2", "--max-steps", "2",
+              "--train-size", "16", "--test-size", "4", "--csv", str(path), "--no-doc"])
+    rows = read_csv(path)
+    with pytest.raises(ValueError, match="pair wrong seeds"):
+        report([r for r in rows if not (r["scheduler"] == "balanced" and r["seed"] == 1)], None)
