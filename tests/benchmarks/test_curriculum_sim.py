@@ -19,7 +19,7 @@ from benchmarks.curriculum.learner import (
     level_rungs,
     simulate,
 )
-from e2h.schedulers import Scheduler, make_scheduler
+from e2h.schedulers import Scheduler, SECParams, make_scheduler
 
 SMALL = replace(SETTINGS["strong-noforget-steep"], total_steps=150)
 
@@ -256,18 +256,22 @@ def test_benchmark_runs_end_to_end_on_one_small_family(tmp_path, monkeypatch):
 
 def test_verdict_is_the_issue_bar_not_below_zero():
     assert bench.verdict((0.010, 0.001, 0.020)) == "better"
+    assert bench.verdict((0.0, 0.0, 0.0)) == "tied"  # identical runs: not better
     assert bench.verdict((-0.010, -0.030, 0.010)) == "tied"  # not worse: the interval reaches 0
     assert bench.verdict((-0.010, -0.020, -0.001)) == "**worse**"
     assert bench.not_worse((-0.010, -0.030, 0.0)) and not bench.not_worse((-0.010, -0.030, -1e-9))
 
 
 def test_comparison_rows_keep_their_own_formulas_when_the_defaults_move():
-    # "sec (issue-9 defaults)" and "sec (linear hardness)" stay linear in the level whatever the
-    # library default of hardness_power is; the default row uses the library defaults.
+    # "sec (issue-9 defaults)" stays linear with hardness 2 and the quadratic row quadratic, whatever
+    # the library defaults; the default row and the tuning grid's CHOSEN entry are the library defaults.
     rows = {s.label: s for s in bench.SCHEDULES}
     s4 = replace(SETTINGS["weak-noforget-steep"], num_levels=4)
     issue9 = factory("sec", **rows["sec (issue-9 defaults)"].params)(s4)
     np.testing.assert_allclose(issue9.hardness_weights(), [1, 1 + 2 / 3, 1 + 4 / 3, 3])
-    linear = factory("sec", **rows[bench.LINEAR].params)(s4)
-    np.testing.assert_allclose(linear.hardness_weights(), [1, 1 + 8 / 3, 1 + 16 / 3, 9])
-    assert rows[bench.DEFAULT].params == {"reward_max": 1.0}
+    quad = factory("sec", **rows[bench.QUADRATIC].params)(s4)
+    np.testing.assert_allclose(quad.hardness_weights(), [1, 1 + 8 / 9, 1 + 32 / 9, 9])
+    assert rows[bench.DEFAULT].params == {"reward_max": 1.0} and bench.TUNE_GRID[bench.CHOSEN] == {}
+    # CHOSEN's label names the defaults: h=8, linear, settle 0.5.
+    defaults = SECParams()
+    assert (defaults.hardness, defaults.hardness_power, defaults.settle_ratio) == (8.0, 1.0, 0.5)

@@ -336,7 +336,7 @@ def test_sec_untried_or_never_progressing_levels_do_not_settle():
     np.testing.assert_allclose(t.probs(10), [1 / 3] * 3)
 
 
-def test_sec_settle_ratio_zero_is_the_issue9_formula():
+def test_sec_settle_ratio_zero_turns_the_settling_rule_off():
     s = make_scheduler("sec", 4, 100, num_generations=8, settle_ratio=0.0)
     rng = np.random.default_rng(3)
     for step in range(15):
@@ -350,11 +350,11 @@ def test_sec_settle_ratio_zero_is_the_issue9_formula():
     assert not s.settled().any()
 
 
-def test_sec_hardness_weight_is_quadratic_by_default_and_linear_at_power_one():
-    quad = make_scheduler("sec", 4, 100, num_generations=4)
-    np.testing.assert_allclose(quad.hardness_weights(), [1, 1 + 8 / 9, 1 + 32 / 9, 9])
-    lin = make_scheduler("sec", 4, 100, num_generations=4, hardness_power=1.0)
+def test_sec_hardness_weight_is_linear_by_default_and_quadratic_at_power_two():
+    lin = make_scheduler("sec", 4, 100, num_generations=4)
     np.testing.assert_allclose(lin.hardness_weights(), [1, 1 + 8 / 3, 1 + 16 / 3, 9])
+    quad = make_scheduler("sec", 4, 100, num_generations=4, hardness_power=2.0)
+    np.testing.assert_allclose(quad.hardness_weights(), [1, 1 + 8 / 9, 1 + 32 / 9, 9])
     np.testing.assert_allclose(make_scheduler("sec", 1, 100).hardness_weights(), [1.0])  # one level: no prior
     # Two levels teach alike (Q 0.20 at the top, 0.35 just below): the quadratic weight keeps the
     # top level ahead (0.20 x 9 > 0.35 x 4.6), the linear one gives the lead to the level below.
