@@ -434,7 +434,7 @@ def _save(fig, path: Path, footer: str, y: float, fontsize: int, bottom: float) 
 
     fig.text(0.005, y, footer, fontsize=fontsize)
     fig.tight_layout(rect=(0, bottom, 1, 1))
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")  # every label inside the picture
     plt.close(fig)
     return path
 
