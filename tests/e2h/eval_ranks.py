@@ -25,6 +25,11 @@ def main(out: str, *overrides: str) -> None:
     if accelerator.is_main_process:
         with open(out, "w") as f:
             json.dump({"results": results, "world": accelerator.num_processes}, f)
+    # Leave together, as e2h.train does: a rank that exits with the gloo group still up can abort
+    # ("terminate called without an active exception", SIGABRT), seen once in a loaded CI run.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
