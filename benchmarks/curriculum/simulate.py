@@ -214,6 +214,7 @@ class Cell:
     heldout: np.ndarray  # (seeds,) final held-out accuracy; NaN when the schedule cannot run
     train_mean: np.ndarray  # (seeds,) final mean accuracy over the training levels
     share: np.ndarray  # (T, levels) mean fraction of prompts per scheduled level
+    curve: np.ndarray  # (T + 1,) held-out accuracy before each step and at the end, mean over seeds
 
 
 def run_cell(args: tuple[str, Setting, Schedule, list[int]]) -> Cell:
@@ -221,7 +222,9 @@ def run_cell(args: tuple[str, Setting, Schedule, list[int]]) -> Cell:
     if sched.scheduler == "variance_regularized" and setting.total_steps <= 100:
         # The seed's warmup_steps=100 must be shorter than the run; its defaults stay the seed's.
         nan = np.full(len(seeds), np.nan)
-        return Cell(family, setting.name, sched.label, nan, nan, np.zeros((1, setting.scheduled_levels)))
+        return Cell(
+            family, setting.name, sched.label, nan, nan, np.zeros((1, setting.scheduled_levels)), np.full(1, np.nan)
+        )
     make = factory(sched.scheduler, **sched.params)
     runs = [simulate(setting, make, s, sched.label) for s in seeds]
     acc = np.stack([r.accuracy for r in runs])  # (seeds, T+1, K+1)
@@ -233,6 +236,7 @@ def run_cell(args: tuple[str, Setting, Schedule, list[int]]) -> Cell:
         heldout=acc[:, -1, k],
         train_mean=acc[:, -1, :k].mean(axis=1),
         share=np.mean([r.level_share for r in runs], axis=0),
+        curve=acc[:, :, k].mean(axis=0),
     )
 
 
@@ -407,7 +411,41 @@ def figures(cells: dict, families: list[Family], settings: dict, seeds: int, out
     ax.set_title(f"{DEFAULT} minus the best fixed schedule, every reported setting")
     paths.append(_save(fig, outdir / "sim_heldout.png", footer, 0.003, 6, 0.01))
 
-    # 2. Where the prompts go when a level is trivial and another unlearnable.
+    # 2. Held-out accuracy over the steps where the default is worse than the best fixed schedule.
+    worse = []
+    for f in families:
+        for b in REPORT_BASES:
+            bf = best_fixed(cells, f.name, b)
+            if not not_worse(diff_ci(cells[f.name, b, DEFAULT].heldout, cells[f.name, b, bf].heldout)):
+                worse.append((f.name, b, bf))
+    if worse:
+        colors = {DEFAULT: "k", **dict(zip(FIXED, ["tab:blue", "tab:orange", "tab:green", "tab:purple"], strict=True))}
+        ncols = min(3, len(worse))
+        nrows = math.ceil(len(worse) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+        for ax in axes.flat[len(worse) :]:
+            ax.set_visible(False)
+        for ax, (fam, base, bf) in zip(axes.flat, worse, strict=False):
+            for lab in [DEFAULT, *FIXED]:
+                curve = cells[fam, base, lab].curve
+                strong = lab in (DEFAULT, bf)
+                ax.plot(
+                    np.arange(len(curve)),
+                    curve,
+                    "-" if strong else ":",
+                    lw=1.6 if strong else 1.0,
+                    color=colors[lab],
+                    label=lab + (" (best fixed)" if lab == bf else ""),
+                )
+            ax.set_title(f"{fam} / {base}", fontsize=9)
+            ax.set_xlabel("step")
+            ax.legend(fontsize=7, loc="best")
+        for row in axes:
+            row[0].set_ylabel("held-out accuracy\n(mean over seeds)")
+        fig.suptitle(f"Where {DEFAULT} is worse than the best fixed schedule: held-out accuracy over the budget")
+        paths.append(_save(fig, outdir / "sim_worse_curves.png", footer, 0.005, 7, 0.04))
+
+    # 3. Where the prompts go when a level is trivial and another unlearnable.
     fam, base = "trivial + unlearnable", "strong-forget-steep"
     if (fam, base) not in settings:
         return paths

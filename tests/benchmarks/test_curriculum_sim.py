@@ -275,3 +275,35 @@ def test_comparison_rows_keep_their_own_formulas_when_the_defaults_move():
     # CHOSEN's label names the defaults: h=8, linear, settle 0.5.
     defaults = SECParams()
     assert (defaults.hardness, defaults.hardness_power, defaults.settle_ratio) == (8.0, 1.0, 0.5)
+
+
+def test_cell_curve_ends_at_the_mean_heldout_accuracy():
+    s = replace(SETTINGS["weak-noforget-steep"], total_steps=30)
+    cell = bench.run_cell(("base", s, bench.Schedule("sec", "sec", {"reward_max": 1.0}), [0, 1, 2]))
+    assert cell.curve.shape == (31,)
+    assert cell.curve[-1] == pytest.approx(cell.heldout.mean())
+    assert cell.curve[0] < cell.curve[-1]  # sec learns in 30 steps
+
+
+def _cells(default_minus: float) -> dict:
+    """Hand-made cells for one family and both of two bases: the default differs from classic by ``default_minus``."""
+    rng = np.random.default_rng(0)
+    cells = {}
+    for b in list(bench.REPORT_BASES)[:2]:
+        for lab in [*bench.FIXED, bench.DEFAULT]:
+            mean = {"classic": 0.5, bench.DEFAULT: 0.5 + default_minus}.get(lab, 0.3)
+            x = mean + rng.normal(0, 0.001, 8)
+            cells["base", b, lab] = bench.Cell("base", b, lab, x, x, np.zeros((10, 4)), np.linspace(0.2, x.mean(), 11))
+    return cells
+
+
+@pytest.mark.parametrize("default_minus, drawn", [(-0.05, True), (0.05, False)])
+def test_worse_settings_get_their_heldout_curves_drawn(tmp_path, monkeypatch, default_minus, drawn):
+    monkeypatch.setattr(bench, "REPORT_BASES", dict(list(bench.REPORT_BASES.items())[:2]))
+    family = next(f for f in bench.FAMILIES if f.name == "base")
+    paths = bench.figures(_cells(default_minus), [family], {}, 8, tmp_path)
+    names = {p.name for p in paths}
+    assert ("sim_worse_curves.png" in names) is drawn
+    assert "sim_heldout.png" in names
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
