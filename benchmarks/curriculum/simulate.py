@@ -267,6 +267,12 @@ def best_fixed(cells: dict, family: str, setting: str) -> str:
     return max(FIXED, key=lambda f: float(np.mean(cells[family, setting, f].heldout)))
 
 
+def default_vs_best_fixed(cells: dict, family: str, setting: str) -> tuple[str, tuple[float, float, float]]:
+    """The best fixed schedule of a setting and the default minus it (mean, paired 95% CI)."""
+    bf = best_fixed(cells, family, setting)
+    return bf, diff_ci(cells[family, setting, DEFAULT].heldout, cells[family, setting, bf].heldout)
+
+
 def verdict(d: tuple[float, float, float]) -> str:
     """The issue-21 bar is "not worse": the paired 95% CI of (default - best fixed) is not below 0 (hi >= 0).
 
@@ -303,8 +309,7 @@ def summary_table(cells: dict, families: list[Family]) -> tuple[str, dict[str, i
     rows, counts = [], {"better": 0, "tied": 0, "**worse**": 0}
     for f in families:
         for b in REPORT_BASES:
-            bf = best_fixed(cells, f.name, b)
-            d = diff_ci(cells[f.name, b, DEFAULT].heldout, cells[f.name, b, bf].heldout)
+            bf, d = default_vs_best_fixed(cells, f.name, b)
             counts[verdict(d)] += 1
             rows.append([f.name, b, f"{np.mean(cells[f.name, b, DEFAULT].heldout):.3f}", bf, fmt_diff(*d), verdict(d)])
     text = table(
@@ -335,8 +340,8 @@ def family_tables(cells: dict, families: list[Family], seeds: int) -> str:
             rows.append(row)
         row = [f"{DEFAULT} − best fixed"]
         for b in REPORT_BASES:
-            bf = best_fixed(cells, f.name, b)
-            row.append(f"{bf}: {fmt_diff(*diff_ci(cells[f.name, b, DEFAULT].heldout, cells[f.name, b, bf].heldout))}")
+            bf, d = default_vs_best_fixed(cells, f.name, b)
+            row.append(f"{bf}: {fmt_diff(*d)}")
         rows.append(row)
         out.append(f"**{f.name}**: {f.what}. Held-out accuracy at the budget, mean over {seeds} seeds [95% CI]:\n")
         out.append(table(["schedule", *REPORT_BASES], rows))
@@ -390,12 +395,9 @@ def figures(cells: dict, families: list[Family], settings: dict, seeds: int, out
     paths = []
 
     # 1. The default minus the best fixed schedule in every reported setting (paired 95% CI).
-    names, stats = [], []
-    for f in families:
-        for b in REPORT_BASES:
-            bf = best_fixed(cells, f.name, b)
-            names.append(f"{f.name} / {b} (vs {bf})")
-            stats.append(diff_ci(cells[f.name, b, DEFAULT].heldout, cells[f.name, b, bf].heldout))
+    compared = [(f.name, b, *default_vs_best_fixed(cells, f.name, b)) for f in families for b in REPORT_BASES]
+    names = [f"{fam} / {b} (vs {bf})" for fam, b, bf, _ in compared]
+    stats = [d for *_, d in compared]
     fig, ax = plt.subplots(figsize=(10, 0.22 * len(names) + 1.8))
     y = np.arange(len(names))[::-1]
     m = np.array([s[0] for s in stats])
@@ -412,12 +414,7 @@ def figures(cells: dict, families: list[Family], settings: dict, seeds: int, out
     paths.append(_save(fig, outdir / "sim_heldout.png", footer, 0.003, 6, 0.01))
 
     # 2. Held-out accuracy over the steps where the default is worse than the best fixed schedule.
-    worse = []
-    for f in families:
-        for b in REPORT_BASES:
-            bf = best_fixed(cells, f.name, b)
-            if not not_worse(diff_ci(cells[f.name, b, DEFAULT].heldout, cells[f.name, b, bf].heldout)):
-                worse.append((f.name, b, bf))
+    worse = [(fam, b, bf) for fam, b, bf, d in compared if not not_worse(d)]
     if worse:
         colors = {DEFAULT: "k", **dict(zip(FIXED, ["tab:blue", "tab:orange", "tab:green", "tab:purple"], strict=True))}
         ncols = min(3, len(worse))
@@ -425,7 +422,7 @@ def figures(cells: dict, families: list[Family], settings: dict, seeds: int, out
         fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
         for ax in axes.flat[len(worse) :]:
             ax.set_visible(False)
-        for ax, (fam, base, bf) in zip(axes.flat, worse, strict=False):
+        for ax, (fam, base, bf) in zip(axes.flat[: len(worse)], worse, strict=True):
             for lab in [DEFAULT, *FIXED]:
                 curve = cells[fam, base, lab].curve
                 strong = lab in (DEFAULT, bf)
