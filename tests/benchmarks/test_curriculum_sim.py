@@ -307,3 +307,53 @@ def test_worse_settings_get_their_heldout_curves_drawn(tmp_path, monkeypatch, de
     assert "sim_heldout.png" in names
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- the pacing diagnostic (benchmarks/curriculum/pacing.py) ----------------------------------
+
+
+def test_top_level_only_draws_every_prompt_from_the_hardest_training_level():
+    from benchmarks.curriculum.pacing import top_level_only
+
+    extras = replace(SMALL, trivial_level=True, unlearnable_level=True, total_steps=20)
+    run = simulate(extras, top_level_only, seed=0)
+    rungs = level_rungs(extras)
+    top = int(np.nonzero(rungs == extras.num_levels - 1)[0][0])
+    assert run.level_share[:, top].min() == 1.0
+    assert top_level_only(replace(SMALL, total_steps=20)).probs(0).argmax() == SMALL.num_levels - 1
+    with pytest.raises(ValueError, match="difficulty order"):
+        top_level_only(replace(SMALL, permute_levels=True))
+
+
+def test_pacing_rows_report_the_peak_and_the_final_point_of_each_curve():
+    from benchmarks.curriculum.pacing import TOP, pacing_rows, pacing_table
+
+    setting = replace(SETTINGS["strong-noforget-flat"], mastered_cost=0.5, total_steps=120)
+    rows = pacing_rows(setting, [0, 1])
+    assert [r["schedule"] for r in rows] == [*bench.FIXED, bench.DEFAULT, TOP]
+    for r in rows:
+        assert r["peak"] == r["curve"].max() and r["peak_step"] == int(r["curve"].argmax())
+        assert r["final"] == r["curve"][-1] <= r["peak"]
+    top = next(r for r in rows if r["schedule"] == TOP)
+    finals = [simulate(setting, factory("classic"), s).heldout_final for s in (0, 1)]
+    assert next(r for r in rows if r["schedule"] == "classic")["final"] == pytest.approx(np.mean(finals))
+    assert top["mastered_prompts"] > 0  # this flat strong-transfer ladder's top level is solved within 120 steps
+    text = pacing_table(rows, setting)
+    assert "| step 0 | step 30 | step 60 | step 90 | step 120 |" in text
+    assert "–" not in text and "–" in pacing_table(rows, replace(setting, mastered_cost=0.0))
+
+
+def test_pacing_cli_names_the_choices_and_rewrites_only_its_block(tmp_path, monkeypatch, capsys):
+    from benchmarks.curriculum import pacing
+
+    with pytest.raises(SystemExit, match="choose from"):
+        pacing.main(["--setting", "no such family/weak-noforget-steep", "--no-doc"])
+    with pytest.raises(SystemExit, match="shuffles the levels"):
+        pacing.main(["--setting", "non-monotone/weak-noforget-steep", "--no-doc"])
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"before\n{pacing.BEGIN}\nold\n{pacing.END}\nafter\n")
+    monkeypatch.setattr(pacing, "DOC", doc)
+    pacing.main(["--setting", "T=100/weak-noforget-steep", "--seeds", "2"])
+    text = doc.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert "**T=100/weak-noforget-steep** (100 steps)" in text and pacing.TOP in text
