@@ -174,8 +174,13 @@ class RunResult:
     extra: dict = field(default_factory=dict)
 
     @property
+    def heldout_curve(self) -> np.ndarray:
+        """Held-out accuracy before each step and at the end (T + 1 values)."""
+        return self.accuracy[:, -1]
+
+    @property
     def heldout_final(self) -> float:
-        return float(self.accuracy[-1, -1])
+        return float(self.heldout_curve[-1])
 
     def steps_to(self, level: int, threshold: float) -> int | None:
         """First step after which ``level`` succeeds with probability >= threshold (None: never)."""

@@ -65,7 +65,7 @@ def pacing_rows(setting: Setting, seeds: list[int]) -> list[dict]:
     rows = []
     for label, make in makers.items():
         runs = [simulate(setting, make, seed, label) for seed in seeds]
-        curve = np.mean([r.accuracy[:, setting.num_levels] for r in runs], axis=0)
+        curve = np.mean([r.heldout_curve for r in runs], axis=0)
         peak = int(np.argmax(curve))
         rows.append(
             {

@@ -236,7 +236,7 @@ def run_cell(args: tuple[str, Setting, Schedule, list[int]]) -> Cell:
         heldout=acc[:, -1, k],
         train_mean=acc[:, -1, :k].mean(axis=1),
         share=np.mean([r.level_share for r in runs], axis=0),
-        curve=acc[:, :, k].mean(axis=0),
+        curve=np.mean([r.heldout_curve for r in runs], axis=0),
     )
 
 
