@@ -89,7 +89,7 @@ def pacing_table(rows: list[dict], setting: Setting) -> str:
             r["schedule"],
             *(f"{r['curve'][s]:.3f}" for s in steps),
             f"{r['peak']:.3f} ({r['peak_step']})",
-            f"{r['final'] - r['peak']:+.3f}",
+            f"{round(r['final'] - r['peak'], 3) + 0.0:+.3f}",
             f"{r['mastered_prompts']:.0f}" if setting.mastered_cost else "–",
         ]
         for r in rows
@@ -103,14 +103,19 @@ DEFAULT_SETTINGS = ["mastered cost/strong-noforget-flat", "T=2000/weak-forget-fl
 
 def parse_setting(text: str) -> tuple[str, Setting]:
     """``FAMILY/BASE`` (a reported family and base) as a setting; SystemExit naming the choices otherwise."""
+    ordered = [f.name for f in FAMILIES if not f.report.get("permute_levels")]
+    if "/" not in text:
+        raise SystemExit(f"--setting {text!r}: expected FAMILY/BASE, e.g. {DEFAULT_SETTINGS[0]!r}")
     family_name, _, base = text.rpartition("/")
     family = next((f for f in FAMILIES if f.name == family_name), None)
     if family is None:
-        raise SystemExit(f"unknown family {family_name!r} in {text!r}; choose from {[f.name for f in FAMILIES]}")
+        raise SystemExit(f"unknown family {family_name!r} in {text!r}; choose from {ordered}")
+    if family.report.get("permute_levels"):
+        raise SystemExit(
+            f"family {family_name!r} shuffles the levels; top level only needs them in order: choose from {ordered}"
+        )
     if base not in REPORT_BASES:
         raise SystemExit(f"unknown base {base!r} in {text!r}; choose from {list(REPORT_BASES)}")
-    if family.report.get("permute_levels"):
-        raise SystemExit(f"family {family_name!r} shuffles the levels; top level only needs them in order")
     return text, make_setting(base, REPORT_BASES[base], family.report)
 
 
@@ -120,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=24, help="reported seeds 0..N-1 (default 24)")
     ap.add_argument("--no-doc", action="store_true", help="print only; do not rewrite docs/benchmarks.md")
     args = ap.parse_args(argv)
+    if args.seeds < 1:
+        raise SystemExit(f"--seeds {args.seeds}: need at least 1 seed")
     settings = [parse_setting(t) for t in (args.setting or DEFAULT_SETTINGS)]
     start = time.perf_counter()
     parts = []
