@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from benchmarks.curriculum.doc import rewrite_section
-from benchmarks.curriculum.learner import Setting, factory, simulate
+from benchmarks.curriculum.learner import SchedulerFactory, Setting, factory, simulate
 from benchmarks.curriculum.simulate import DEFAULT, DOC, FAMILIES, FIXED, REPORT_BASES, SCHEDULES, make_setting, table
 from e2h.schedulers import Scheduler
 
@@ -36,11 +36,11 @@ TOP = "top level only (diagnostic)"
 POINTS = 5  # held-out accuracy shown at this many evenly spaced steps, the first and the last included
 
 
-class TopLevelOnly(Scheduler):
-    """Every prompt from the hardest training level (diagnostic, not a library schedule)."""
+class OneLevel(Scheduler):
+    """Every prompt from one fixed level, ``level`` (diagnostic, not a library schedule)."""
 
-    name = "top_level_only"
-    description = "diagnostic: every prompt from the hardest training level"
+    name = "one_level"
+    description = "diagnostic: every prompt from one fixed level"
     level = -1
 
     def _probs(self, step: int) -> np.ndarray:
@@ -49,13 +49,22 @@ class TopLevelOnly(Scheduler):
         return p
 
 
+def one_level(level: int) -> SchedulerFactory:
+    """A factory of ``OneLevel`` schedules drawing only scheduler level ``level``."""
+
+    def build(setting: Setting) -> Scheduler:
+        sched = OneLevel(setting.scheduled_levels, setting.total_steps, setting.generations)
+        sched.level = level
+        return sched
+
+    return build
+
+
 def top_level_only(setting: Setting) -> Scheduler:
-    """A ``TopLevelOnly`` for ``setting``: the hardest training level is the last one before an unlearnable extra."""
+    """``OneLevel`` on the hardest training level of ``setting``: the last one before an unlearnable extra."""
     if setting.permute_levels:
         raise ValueError("top level only needs the levels in difficulty order; this setting shuffles them")
-    sched = TopLevelOnly(setting.scheduled_levels, setting.total_steps, setting.generations)
-    sched.level = setting.scheduled_levels - 1 - int(setting.unlearnable_level)
-    return sched
+    return one_level(setting.scheduled_levels - 1 - int(setting.unlearnable_level))(setting)
 
 
 def pacing_rows(setting: Setting, seeds: list[int]) -> list[dict]:

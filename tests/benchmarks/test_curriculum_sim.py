@@ -19,43 +19,10 @@ from benchmarks.curriculum.learner import (
     level_rungs,
     simulate,
 )
+from benchmarks.curriculum.pacing import one_level
 from e2h.schedulers import Scheduler, SECParams, make_scheduler
 
 SMALL = replace(SETTINGS["strong-noforget-steep"], total_steps=150)
-
-
-class AlwaysEasiest(Scheduler):
-    """A clearly bad schedule: every prompt from level 0, for the whole run."""
-
-    name = "always_easiest"
-    description = "test only"
-
-    def _probs(self, step: int) -> np.ndarray:
-        p = np.zeros(self.num_levels)
-        p[0] = 1.0
-        return p
-
-
-class AlwaysLevel(Scheduler):
-    """Every prompt from one fixed level (``level=-1``: the last one)."""
-
-    name = "always_level"
-    description = "test only"
-    level = 0
-
-    def _probs(self, step: int) -> np.ndarray:
-        p = np.zeros(self.num_levels)
-        p[self.level] = 1.0
-        return p
-
-
-def _always(level: int):
-    def build(s: Setting):
-        sched = AlwaysLevel(s.scheduled_levels, s.total_steps, s.generations)
-        sched.level = level
-        return sched
-
-    return build
 
 
 class Recorder(Scheduler):
@@ -148,7 +115,7 @@ def test_bad_schedules_lose_on_the_heldout_level():
         return make_scheduler("classic", s.num_levels, s.total_steps * 100, s.generations)
 
     good = heldout(factory("gaussian"))
-    assert heldout(_build(AlwaysEasiest)) < 0.7 * good
+    assert heldout(one_level(0)) < 0.7 * good  # every prompt from the easiest level
     assert heldout(stuck_classic) < 0.7 * good
     assert heldout(factory("balanced")) < good
 
@@ -187,7 +154,7 @@ def test_trivial_and_unlearnable_levels_give_fixed_rewards_and_teach_nothing():
     rewards = np.concatenate([c[2] for c in holder["s"].calls])
     assert (rewards[levels == 0] == 1.0).all() and (rewards[levels == 5] == 0.0).all()
     for extra in (0, -1):  # drilling only the trivial or only the unlearnable level learns nothing
-        run = simulate(s, _always(extra), seed=0)
+        run = simulate(s, one_level(extra), seed=0)
         np.testing.assert_array_equal(run.accuracy[-1], run.accuracy[0])
 
 
@@ -227,8 +194,8 @@ def test_permuted_levels_shuffle_labels_per_seed_but_keep_the_heldout_level():
 def test_drilling_a_mastered_level_costs_skill():
     # Level 0 of a very easy ladder is mastered from the start: drilling it only costs.
     easy = replace(SMALL, d0=-4.0, total_steps=60, forgetting=0.0)
-    free = simulate(easy, _always(0), seed=0)
-    costly = simulate(replace(easy, mastered_cost=0.5), _always(0), seed=0)
+    free = simulate(easy, one_level(0), seed=0)
+    costly = simulate(replace(easy, mastered_cost=0.5), one_level(0), seed=0)
     assert costly.mastered_prompts > 0 and free.mastered_prompts == 0  # counted only when it costs
     assert costly.heldout_final < free.heldout_final
     assert costly.heldout_final < costly.accuracy[0, -1]
