@@ -276,6 +276,38 @@ def test_worse_settings_get_their_heldout_curves_drawn(tmp_path, monkeypatch, de
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_robustness_table_holds_every_schedule_to_the_bar(monkeypatch):
+    # Two settings: classic is best in the first, gaussian in the second; the default passes the first
+    # and is clearly worse in the second; the seed's variance_regularized cannot run the first.
+    bases = list(bench.REPORT_BASES)[:2]
+    monkeypatch.setattr(bench, "REPORT_BASES", {b: bench.REPORT_BASES[b] for b in bases})
+    means = {
+        bases[0]: {"classic": 0.6, "gaussian": 0.5, bench.DEFAULT: 0.6},
+        bases[1]: {"classic": 0.5, "gaussian": 0.6, bench.DEFAULT: 0.55},
+    }
+    rng = np.random.default_rng(0)
+    cells = {}
+    for b in bases:
+        for sched in bench.SCHEDULES:
+            x = means[b].get(sched.label, 0.3) + rng.normal(0, 0.001, 8)
+            if sched.label == "variance_regularized" and b == bases[0]:
+                x = np.full(8, np.nan)
+            cells["base", b, sched.label] = bench.Cell("base", b, sched.label, x, x, np.zeros((1, 4)), x[:1])
+    family = next(f for f in bench.FAMILIES if f.name == "base")
+    rows = {
+        r.split(" | ")[0].strip("| *"): r.rstrip(" |").split(" | ")[1:]
+        for r in bench.robustness_table(cells, [family]).splitlines()
+        if r.startswith("| ") and not r.startswith("| schedule")
+    }
+    assert set(rows) == {s.label for s in bench.SCHEDULES}
+    assert rows["classic"][0] == "1/2" and rows["gaussian"][0] == "1/2" and rows["balanced"][0] == "0/2"
+    assert float(rows["classic"][2].split()[0]) == pytest.approx(-0.1, abs=0.003)
+    assert rows["classic"][2].endswith(f"(base / {bases[1]}, vs gaussian)")
+    assert rows[bench.DEFAULT][0] == "1/2"
+    assert float(rows[bench.DEFAULT][2].split()[0]) == pytest.approx(-0.05, abs=0.003)
+    assert rows["variance_regularized"][0] == "0/1"  # the setting it cannot run is left out
+
+
 # -- the pacing diagnostic (benchmarks/curriculum/pacing.py) ----------------------------------
 
 
