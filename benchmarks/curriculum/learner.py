@@ -200,16 +200,23 @@ def factory(name: str, **params) -> SchedulerFactory:
     return build
 
 
-def simulate(setting: Setting, make: SchedulerFactory, seed: int, schedule: str = "") -> RunResult:
-    """Train the simulated learner for ``setting.total_steps`` steps under the scheduler ``make`` builds."""
+def simulate(setting: Setting, make: SchedulerFactory, seed: int, schedule: str = "", noise: int = 0) -> RunResult:
+    """Train the simulated learner for ``setting.total_steps`` steps under the scheduler ``make`` builds.
+
+    ``noise`` picks the training luck (level draws, rewards, format and label noise) for the task
+    instance of ``seed``: 0 is the benchmark's own; another value gives the same task (difficulties,
+    learning rate, level labels) with independent luck, as a rerun of the same training would.
+    """
     k, g, b = setting.num_levels, setting.generations, setting.prompts
     kv = setting.scheduled_levels
     # Separate streams for level draws, rewards and the task instance: every schedule gets the
     # same task for a seed (so differences can be paired) and comparable luck. The fourth stream
     # (format and noise draws) leaves the first three as they were before it existed.
-    level_rng, reward_rng, task_rng, extra_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
-    )
+    streams = np.random.SeedSequence(seed).spawn(4)
+    if noise:
+        luck = np.random.SeedSequence([seed, noise]).spawn(4)
+        streams = [luck[0], luck[1], streams[2], luck[3]]
+    level_rng, reward_rng, task_rng, extra_rng = (np.random.default_rng(s) for s in streams)
     difficulty = np.sort(setting.difficulty + task_rng.normal(0.0, setting.difficulty_jitter, k + 1))
     lr = setting.lr * float(np.exp(task_rng.normal(0.0, setting.lr_jitter)))
     rungs = level_rungs(setting, task_rng)

@@ -569,6 +569,17 @@ def run(
     return cells, tcells, {(fam, s.name): s for fam, s in rsettings}, tsettings
 
 
+def select_families(text: str) -> list[Family]:
+    """The families named in ``text`` (comma-separated; empty: all), in FAMILIES order; SystemExit names the choices."""
+    if not text:
+        return FAMILIES
+    wanted = [x.strip() for x in text.split(",")]
+    unknown = set(wanted) - {f.name for f in FAMILIES}
+    if unknown:
+        raise SystemExit(f"unknown families {sorted(unknown)}; choose from {[f.name for f in FAMILIES]}")
+    return [f for f in FAMILIES if f.name in wanted]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=24, help="reported seeds per (setting, schedule) (default 24)")
@@ -578,13 +589,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md or the figures")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for the CSV")
     args = ap.parse_args(argv)
-    families = FAMILIES
-    if args.families:
-        wanted = [x.strip() for x in args.families.split(",")]
-        unknown = set(wanted) - {f.name for f in FAMILIES}
-        if unknown:
-            raise SystemExit(f"unknown families {sorted(unknown)}; choose from {[f.name for f in FAMILIES]}")
-        families = [f for f in FAMILIES if f.name in wanted]
+    families = select_families(args.families)
     start = time.perf_counter()
     cells, tcells, settings, tsettings = run(families, args.seeds, args.tune_seeds, args.jobs)
     elapsed = time.perf_counter() - start

@@ -365,3 +365,59 @@ def test_pacing_cli_names_the_choices_and_rewrites_only_its_block(tmp_path, monk
     text = doc.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
     assert "**T=100/weak-noforget-steep** (100 steps)" in text and pacing.TOP in text
+
+
+# -- the bar's calibration (benchmarks/curriculum/calibrate.py) --------------------------------
+
+
+def test_noise_keeps_the_task_and_changes_only_the_training_luck():
+    s = replace(SMALL, permute_levels=True, partial_reward=True, reward_noise=0.1, total_steps=40)
+    make = factory("sec", reward_max=1.0)
+    own, same, other = simulate(s, make, 3), simulate(s, make, 3, noise=0), simulate(s, make, 3, noise=1)
+    np.testing.assert_array_equal(own.accuracy, same.accuracy)
+    assert other.extra == own.extra  # difficulties, learning rate and level labels of seed 3
+    assert not np.array_equal(other.level_share, own.level_share)
+    assert not np.array_equal(simulate(s, make, 3, noise=2).level_share, other.level_share)
+
+
+def test_false_alarms_count_each_copy_and_the_best_of_each_group():
+    from benchmarks.curriculum.calibrate import false_alarms
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.5, 0.05, 12)
+
+    def jitter():
+        return rng.normal(0, 0.001, 12)
+
+    # Setting "a": copy 1 is clearly better than the original, copies 2-4 tie it.
+    # Setting "b": every copy ties the original.
+    results = {("f", "a", 0): base, ("f", "b", 0): base}
+    for c in range(1, 5):
+        results["f", "a", c] = base + jitter() + (0.05 if c == 1 else 0.0)
+        results["f", "b", c] = base + jitter()
+    out = false_alarms(results, [("f", "a"), ("f", "b")], copies=4, rivals=2)
+    assert out["per_copy"][0] == (1, 0)  # the original is worse than copy 1 in "a" only
+    assert sum(w for w, _ in out["per_copy"][1:]) <= 1
+    (g1, worse1), (g2, worse2) = out["groups"]
+    assert (g1, g2) == ([1, 2], [3, 4])
+    assert [name for name, _ in worse1][:1] == ["f / a"] and worse1[0][1][0] == pytest.approx(-0.05, abs=0.003)
+    assert "f / a" not in [name for name, _ in worse2]
+
+
+def test_calibrate_cli_checks_its_options_and_rewrites_only_its_block(tmp_path, monkeypatch):
+    from benchmarks.curriculum import calibrate
+
+    with pytest.raises(SystemExit, match="multiple of --rivals"):
+        calibrate.main(["--copies", "6", "--rivals", "4", "--no-doc"])
+    with pytest.raises(SystemExit, match="at least 2 seeds"):
+        calibrate.main(["--seeds", "1", "--no-doc"])
+    with pytest.raises(SystemExit, match=r"unknown families \['nope'\]; choose from"):
+        calibrate.main(["--families", "nope", "--no-doc"])
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"before\n{calibrate.BEGIN}\nold\n{calibrate.END}\nafter\n")
+    monkeypatch.setattr(calibrate, "DOC", doc)
+    monkeypatch.setattr(bench, "REPORT_BASES", dict(list(bench.REPORT_BASES.items())[:1]))
+    calibrate.main(["--families", "T=100", "--seeds", "3", "--copies", "2", "--rivals", "2", "--jobs", "1"])
+    text = doc.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert "| all | " in text and "in 1 reported settings" in text
