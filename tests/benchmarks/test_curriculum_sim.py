@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -380,35 +381,48 @@ def test_noise_keeps_the_task_and_changes_only_the_training_luck():
     assert not np.array_equal(simulate(s, make, 3, noise=2).level_share, other.level_share)
 
 
-def test_false_alarms_count_each_copy_and_the_best_of_each_group():
-    from benchmarks.curriculum.calibrate import false_alarms
+def _draws(shift: dict) -> dict:
+    """Hand-made calibration results for settings "a" and "b" over 3 draws; ``shift[(label, setting, draw)]`` adds."""
+    from benchmarks.curriculum.calibrate import COMPARED
 
     rng = np.random.default_rng(0)
     base = rng.normal(0.5, 0.05, 12)
+    out = {}
+    for s, lab, d in itertools.product("ab", COMPARED, range(3)):
+        level = {"classic": 0.0, bench.DEFAULT: 0.0}.get(lab, -0.1)
+        out["f", s, lab, d] = base + level + shift.get((lab, s, d), 0.0) + rng.normal(0, 0.001, 12)
+    return out
 
-    def jitter():
-        return rng.normal(0, 0.001, 12)
 
-    # Setting "a": copy 1 is clearly better than the original, copies 2-4 tie it.
-    # Setting "b": every copy ties the original.
-    results = {("f", "a", 0): base, ("f", "b", 0): base}
-    for c in range(1, 5):
-        results["f", "a", c] = base + jitter() + (0.05 if c == 1 else 0.0)
-        results["f", "b", c] = base + jitter()
-    out = false_alarms(results, [("f", "a"), ("f", "b")], copies=4, rivals=2)
-    assert out["per_copy"][0] == (1, 0)  # the original is worse than copy 1 in "a" only
-    assert sum(w for w, _ in out["per_copy"][1:]) <= 1
-    (g1, worse1), (g2, worse2) = out["groups"]
-    assert (g1, g2) == ([1, 2], [3, 4])
-    assert [name for name, _ in worse1][:1] == ["f / a"] and worse1[0][1][0] == pytest.approx(-0.05, abs=0.003)
-    assert "f / a" not in [name for name, _ in worse2]
+def test_bar_per_draw_uses_each_draws_own_best_fixed_schedule():
+    from benchmarks.curriculum.calibrate import bar_per_draw
+
+    # In "a" the default is clearly worse than classic in draw 1 only; in draw 2 gaussian becomes the best.
+    results = _draws({(bench.DEFAULT, "a", 1): -0.05, ("gaussian", "a", 2): 0.2})
+    per_draw = bar_per_draw(results, [("f", "a"), ("f", "b")], 3)
+    assert per_draw[1]["f / a"][0] == "classic" and per_draw[1]["f / a"][1][2] < 0
+    assert per_draw[2]["f / a"][0] == "gaussian" and per_draw[2]["f / a"][1][0] == pytest.approx(-0.1, abs=0.003)
+    assert per_draw[0]["f / a"][1][0] == pytest.approx(0.0, abs=0.003)
+
+
+def test_self_alarms_compare_every_pair_of_draws_and_the_best_of_the_rest():
+    from benchmarks.curriculum.calibrate import self_alarms
+
+    results = _draws({(bench.DEFAULT, "a", 2): 0.05})  # draw 2 of the default is clearly ahead in "a"
+    out = self_alarms(results, [("f", "a"), ("f", "b")], 3)
+    n, worse, better = out["pairs"]
+    assert n == 2 * 3 * 2  # settings x ordered pairs of draws
+    assert worse >= 2 and better >= 2  # (0, 2) and (1, 2) in "a" are worse; (2, 0) and (2, 1) better
+    assert worse == better  # every ordered pair is counted both ways
+    assert [name for name, _ in out["best_of_rest"][0]].count("f / a") == 1
+    assert "f / a" not in [name for name, _ in out["best_of_rest"][2]]
 
 
 def test_calibrate_cli_checks_its_options_and_rewrites_only_its_block(tmp_path, monkeypatch):
     from benchmarks.curriculum import calibrate
 
-    with pytest.raises(SystemExit, match="multiple of --rivals"):
-        calibrate.main(["--copies", "6", "--rivals", "4", "--no-doc"])
+    with pytest.raises(SystemExit, match="at least 2"):
+        calibrate.main(["--draws", "1", "--no-doc"])
     with pytest.raises(SystemExit, match="at least 2 seeds"):
         calibrate.main(["--seeds", "1", "--no-doc"])
     with pytest.raises(SystemExit, match=r"unknown families \['nope'\]; choose from"):
@@ -417,7 +431,7 @@ def test_calibrate_cli_checks_its_options_and_rewrites_only_its_block(tmp_path, 
     doc.write_text(f"before\n{calibrate.BEGIN}\nold\n{calibrate.END}\nafter\n")
     monkeypatch.setattr(calibrate, "DOC", doc)
     monkeypatch.setattr(bench, "REPORT_BASES", dict(list(bench.REPORT_BASES.items())[:1]))
-    calibrate.main(["--families", "T=100", "--seeds", "3", "--copies", "2", "--rivals", "2", "--jobs", "1"])
+    calibrate.main(["--families", "T=100", "--seeds", "3", "--draws", "2", "--jobs", "1"])
     text = doc.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
-    assert "| all | " in text and "in 1 reported settings" in text
+    assert "| draw | not worse | worse in |" in text and "(2 comparisons)" in text
