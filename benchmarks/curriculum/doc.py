@@ -7,10 +7,16 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 
 
-def rewrite_section(begin: str, end: str, body: str, doc: Path = DOC) -> None:
+def require_markers(begin: str, end: str, doc: Path = DOC) -> str:
+    """The text of ``doc``; SystemExit when it lacks either marker (check before a long run, not after)."""
     text = doc.read_text()
     if begin not in text or end not in text:
         raise SystemExit(f"{doc} lacks the markers {begin} / {end}")
+    return text
+
+
+def rewrite_section(begin: str, end: str, body: str, doc: Path = DOC) -> None:
+    text = require_markers(begin, end, doc)
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     doc.write_text(f"{head}{begin}\n{body}\n{end}{tail}")

@@ -207,6 +207,8 @@ def simulate(setting: Setting, make: SchedulerFactory, seed: int, schedule: str 
     instance of ``seed``: 0 is the benchmark's own; another value gives the same task (difficulties,
     learning rate, level labels) with independent luck, as a rerun of the same training would.
     """
+    if noise < 0:
+        raise ValueError(f"noise={noise}: a training-luck draw is a number >= 0 (0 = the benchmark's own)")
     k, g, b = setting.num_levels, setting.generations, setting.prompts
     kv = setting.scheduled_levels
     # Separate streams for level draws, rewards and the task instance: every schedule gets the

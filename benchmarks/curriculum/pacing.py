@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from benchmarks.curriculum.doc import rewrite_section
+from benchmarks.curriculum.doc import require_markers, rewrite_section
 from benchmarks.curriculum.learner import SchedulerFactory, Setting, factory, simulate
 from benchmarks.curriculum.simulate import DEFAULT, DOC, FAMILIES, FIXED, REPORT_BASES, SCHEDULES, make_setting, table
 from e2h.schedulers import Scheduler
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.seeds < 1:
         raise SystemExit(f"--seeds {args.seeds}: need at least 1 seed")
     settings = [parse_setting(t) for t in (args.setting or DEFAULT_SETTINGS)]
+    if not args.no_doc:
+        require_markers(BEGIN, END, DOC)
     start = time.perf_counter()
     parts = []
     for name, setting in settings:

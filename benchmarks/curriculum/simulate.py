@@ -31,11 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.curriculum.doc import rewrite_section
+from benchmarks.curriculum.doc import DOC, require_markers, rewrite_section
 from benchmarks.curriculum.learner import Setting, factory, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "benchmarks.md"
 FIGURES = ROOT / "docs" / "figures"
 RESULTS = Path(__file__).resolve().parent / "results"
 BEGIN, END = "<!-- sim-results:begin -->", "<!-- sim-results:end -->"
@@ -217,8 +216,13 @@ class Cell:
     curve: np.ndarray  # (T + 1,) held-out accuracy before each step and at the end, mean over seeds
 
 
-def run_cell(args: tuple[str, Setting, Schedule, list[int]]) -> Cell:
-    family, setting, sched, seeds = args
+def run_cell(args: tuple) -> Cell:
+    """``(family, setting, schedule, seeds)`` or ``(..., seeds, noise)``: one schedule on ``seeds``.
+
+    ``noise`` (default 0, the benchmark's own) is the training luck passed to ``simulate``.
+    """
+    family, setting, sched, seeds, *rest = args
+    noise = rest[0] if rest else 0
     if sched.scheduler == "variance_regularized" and setting.total_steps <= 100:
         # The seed's warmup_steps=100 must be shorter than the run; its defaults stay the seed's.
         nan = np.full(len(seeds), np.nan)
@@ -226,7 +230,7 @@ def run_cell(args: tuple[str, Setting, Schedule, list[int]]) -> Cell:
             family, setting.name, sched.label, nan, nan, np.zeros((1, setting.scheduled_levels)), np.full(1, np.nan)
         )
     make = factory(sched.scheduler, **sched.params)
-    runs = [simulate(setting, make, s, sched.label) for s in seeds]
+    runs = [simulate(setting, make, s, sched.label, noise=noise) for s in seeds]
     acc = np.stack([r.accuracy for r in runs])  # (seeds, T+1, K+1)
     k = setting.num_levels
     return Cell(
@@ -263,8 +267,10 @@ def diff_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     return m, m - h, m + h
 
 
-def best_fixed(cells: dict, family: str, setting: str) -> str:
-    return max(FIXED, key=lambda f: float(np.mean(cells[family, setting, f].heldout)))
+def vs_best(x: np.ndarray, rivals: dict[str, np.ndarray]) -> tuple[str, tuple[float, float, float]]:
+    """The rival with the highest mean, picked after the fact, and ``x`` minus it (mean, paired 95% CI)."""
+    best = max(rivals, key=lambda r: float(np.mean(rivals[r])))
+    return best, diff_ci(x, rivals[best])
 
 
 def vs_best_fixed(cells: dict, family: str, setting: str, label: str) -> tuple[str, tuple[float, float, float]]:
@@ -272,8 +278,7 @@ def vs_best_fixed(cells: dict, family: str, setting: str, label: str) -> tuple[s
 
     A fixed schedule that is the best one is compared with itself: the difference is exactly 0.
     """
-    bf = best_fixed(cells, family, setting)
-    return bf, diff_ci(cells[family, setting, label].heldout, cells[family, setting, bf].heldout)
+    return vs_best(cells[family, setting, label].heldout, {f: cells[family, setting, f].heldout for f in FIXED})
 
 
 def default_vs_best_fixed(cells: dict, family: str, setting: str) -> tuple[str, tuple[float, float, float]]:
@@ -398,12 +403,7 @@ def family_tables(cells: dict, families: list[Family], seeds: int) -> str:
 def tuning_table(tcells: dict, tsettings: list[tuple[str, Setting]], seeds: int) -> str:
     rows = []
     for cand in TUNE_CANDIDATES[len(FIXED) :]:
-        diffs = []
-        for fam, s in tsettings:
-            bf = best_fixed(tcells, fam, s.name)
-            diffs.append(
-                (diff_ci(tcells[fam, s.name, cand.label].heldout, tcells[fam, s.name, bf].heldout), fam, s.name)
-            )
+        diffs = [(vs_best_fixed(tcells, fam, s.name, cand.label)[1], fam, s.name) for fam, s in tsettings]
         worst = min(diffs, key=lambda x: x[0][0])
         worse = [x for x in diffs if not not_worse(x[0])]
         better = [x for x in diffs if verdict(x[0]) == "better"]
@@ -546,6 +546,14 @@ def write_csv(cells: dict, path: Path) -> None:
             )
 
 
+def run_cells(work: list[tuple], jobs: int) -> list[Cell]:
+    """``run_cell`` on every item of ``work`` in ``jobs`` processes, longest first; results in ``work`` order."""
+    order = sorted(range(len(work)), key=lambda i: -work[i][1].total_steps)  # so that the pool ends evenly
+    with ProcessPoolExecutor(jobs) as pool:
+        done = dict(zip(order, pool.map(run_cell, [work[i] for i in order], chunksize=1), strict=True))
+    return [done[i] for i in range(len(work))]
+
+
 def run(
     families: list[Family], seeds: int, tune_seeds: int, jobs: int
 ) -> tuple[dict, dict, dict, list[tuple[str, Setting]]]:
@@ -558,22 +566,25 @@ def run(
     tsettings = tuning_settings() if tune_seeds else []
     tseeds = list(range(TUNE_SEED0, TUNE_SEED0 + tune_seeds))
     tjobs = [(fam, s, cand, tseeds) for fam, s in tsettings for cand in TUNE_CANDIDATES]
-    # Longest cells first so that the pool ends evenly.
-    order = sorted(range(len(rjobs) + len(tjobs)), key=lambda i: -(rjobs + tjobs)[i][1].total_steps)
-    alljobs = rjobs + tjobs
-    with ProcessPoolExecutor(jobs) as pool:
-        done = dict(zip(order, pool.map(run_cell, [alljobs[i] for i in order], chunksize=1), strict=True))
-    results = [done[i] for i in range(len(alljobs))]
+    results = run_cells(rjobs + tjobs, jobs)
     cells = {(c.family, c.setting, c.schedule): c for c in results[: len(rjobs)]}
     tcells = {(c.family, c.setting, c.schedule): c for c in results[len(rjobs) :]}
     return cells, tcells, {(fam, s.name): s for fam, s in rsettings}, tsettings
 
 
+def check_counts(seeds: int, jobs: int) -> None:
+    """SystemExit unless a paired CI can be formed (2 seeds or more) and at least one process runs."""
+    if seeds < 2:
+        raise SystemExit(f"--seeds {seeds}: a paired 95% CI needs at least 2 seeds")
+    if jobs < 1:
+        raise SystemExit(f"--jobs {jobs}: need at least 1 process")
+
+
 def select_families(text: str) -> list[Family]:
     """The families named in ``text`` (comma-separated; empty: all), in FAMILIES order; SystemExit names the choices."""
-    if not text:
+    if not text.strip(" ,"):
         return FAMILIES
-    wanted = [x.strip() for x in text.split(",")]
+    wanted = [x.strip() for x in text.split(",") if x.strip()]
     unknown = set(wanted) - {f.name for f in FAMILIES}
     if unknown:
         raise SystemExit(f"unknown families {sorted(unknown)}; choose from {[f.name for f in FAMILIES]}")
@@ -589,7 +600,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md or the figures")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for the CSV")
     args = ap.parse_args(argv)
+    check_counts(seeds=args.seeds, jobs=args.jobs)
     families = select_families(args.families)
+    if not args.no_doc:
+        require_markers(BEGIN, END, DOC)
     start = time.perf_counter()
     cells, tcells, settings, tsettings = run(families, args.seeds, args.tune_seeds, args.jobs)
     elapsed = time.perf_counter() - start

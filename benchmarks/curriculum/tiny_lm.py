@@ -29,10 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.curriculum.doc import rewrite_section
+from benchmarks.curriculum.doc import DOC, rewrite_section
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "benchmarks.md"
 FIGURE = ROOT / "docs" / "figures" / "tiny_lm.png"
 CSV_PATH = Path(__file__).resolve().parent / "results" / "tiny_lm_results.csv"
 BEGIN, END = "<!-- tiny-lm-results:begin -->", "<!-- tiny-lm-results:end -->"
