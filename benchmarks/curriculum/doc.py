@@ -20,3 +20,11 @@ def rewrite_section(begin: str, end: str, body: str, doc: Path = DOC) -> None:
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     doc.write_text(f"{head}{begin}\n{body}\n{end}{tail}")
+
+
+def publish(begin: str, end: str, body: str, write: bool, doc: Path = DOC) -> None:
+    """Print ``body`` and, when ``write``, put it between the markers of ``doc``."""
+    print(body)
+    if write:
+        rewrite_section(begin, end, body, doc)
+        print("rewrote", doc.relative_to(doc.parents[1]))

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from benchmarks.curriculum.doc import require_markers, rewrite_section
+from benchmarks.curriculum.doc import publish, require_markers
 from benchmarks.curriculum.learner import SchedulerFactory, Setting, factory, simulate
 from benchmarks.curriculum.simulate import DEFAULT, DOC, FAMILIES, FIXED, REPORT_BASES, SCHEDULES, make_setting, table
 from e2h.schedulers import Scheduler
@@ -154,10 +154,7 @@ def main(argv: list[str] | None = None) -> None:
             *parts,
         ]
     )
-    print(body)
-    if not args.no_doc:
-        rewrite_section(BEGIN, END, body, DOC)
-        print("rewrote", DOC.relative_to(DOC.parents[1]))
+    publish(BEGIN, END, body, not args.no_doc, DOC)
 
 
 if __name__ == "__main__":

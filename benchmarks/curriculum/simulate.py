@@ -216,13 +216,12 @@ class Cell:
     curve: np.ndarray  # (T + 1,) held-out accuracy before each step and at the end, mean over seeds
 
 
-def run_cell(args: tuple) -> Cell:
-    """``(family, setting, schedule, seeds)`` or ``(..., seeds, noise)``: one schedule on ``seeds``.
+Job = tuple[str, Setting, Schedule, list[int], int]  # (family, setting, schedule, seeds, training-luck draw)
 
-    ``noise`` (default 0, the benchmark's own) is the training luck passed to ``simulate``.
-    """
-    family, setting, sched, seeds, *rest = args
-    noise = rest[0] if rest else 0
+
+def run_cell(job: Job) -> Cell:
+    """One schedule on ``seeds``; the draw is the training luck passed to ``simulate`` (0: the benchmark's own)."""
+    family, setting, sched, seeds, noise = job
     if sched.scheduler == "variance_regularized" and setting.total_steps <= 100:
         # The seed's warmup_steps=100 must be shorter than the run; its defaults stay the seed's.
         nan = np.full(len(seeds), np.nan)
@@ -546,7 +545,7 @@ def write_csv(cells: dict, path: Path) -> None:
             )
 
 
-def run_cells(work: list[tuple], jobs: int) -> list[Cell]:
+def run_cells(work: list[Job], jobs: int) -> list[Cell]:
     """``run_cell`` on every item of ``work`` in ``jobs`` processes, longest first; results in ``work`` order."""
     order = sorted(range(len(work)), key=lambda i: -work[i][1].total_steps)  # so that the pool ends evenly
     with ProcessPoolExecutor(jobs) as pool:
@@ -562,10 +561,10 @@ def run(
     Returns (cells, tuning cells, reported settings by (family, name), tuning settings).
     """
     rsettings = reported_settings(families)
-    rjobs = [(fam, s, sched, list(range(seeds))) for fam, s in rsettings for sched in SCHEDULES]
+    rjobs = [(fam, s, sched, list(range(seeds)), 0) for fam, s in rsettings for sched in SCHEDULES]
     tsettings = tuning_settings() if tune_seeds else []
     tseeds = list(range(TUNE_SEED0, TUNE_SEED0 + tune_seeds))
-    tjobs = [(fam, s, cand, tseeds) for fam, s in tsettings for cand in TUNE_CANDIDATES]
+    tjobs = [(fam, s, cand, tseeds, 0) for fam, s in tsettings for cand in TUNE_CANDIDATES]
     results = run_cells(rjobs + tjobs, jobs)
     cells = {(c.family, c.setting, c.schedule): c for c in results[: len(rjobs)]}
     tcells = {(c.family, c.setting, c.schedule): c for c in results[len(rjobs) :]}

@@ -247,7 +247,7 @@ def test_comparison_rows_keep_their_own_formulas_when_the_defaults_move():
 
 def test_cell_curve_ends_at_the_mean_heldout_accuracy():
     s = replace(SETTINGS["weak-noforget-steep"], total_steps=30)
-    cell = bench.run_cell(("base", s, bench.Schedule("sec", "sec", {"reward_max": 1.0}), [0, 1, 2]))
+    cell = bench.run_cell(("base", s, bench.Schedule("sec", "sec", {"reward_max": 1.0}), [0, 1, 2], 0))
     assert cell.curve.shape == (31,)
     assert cell.curve[-1] == pytest.approx(cell.heldout.mean())
     assert cell.curve[0] < cell.curve[-1]  # sec learns in 30 steps
