@@ -46,6 +46,14 @@ the issue-9 learner bit for bit):
   so format-only or noise-only variance teaches nothing, or the wrong thing.
 - ``permute_levels``: per seed, the training levels' labels are shuffled, so difficulty is not
   monotone in the level number (the held-out level stays the hardest rung).
+- ``learned_format``: the answer format is a skill too, as on the tiny LM. Rung j starts formatting
+  with probability sigmoid(logit(``format_start``) - ``format_gap`` j) (the harder the rung, the
+  rarer the format) and a completion is correct only when it is formatted and solved. The reward is
+  0.1 format + 0.9 correctness; a group pushes its rung's format logit by ``lr * mean_k(A_k f_k) /
+  prompts`` (f_k: formatted) and its skill as above, the format reaching rung j scaled by
+  ``format_transfer ** |i - j|`` (the format is shared across rungs; the held-out rung learns it only
+  this way). Format-only variance therefore teaches the format, and a rung whose completions are never
+  formatted teaches no skill. Forgetting relaxes the format like a skill.
 """
 
 from __future__ import annotations
@@ -94,6 +102,10 @@ class Setting:
     format_rate: float = 0.5
     reward_noise: float = 0.0
     permute_levels: bool = False
+    learned_format: bool = False
+    format_start: float = 0.5
+    format_gap: float = 1.0
+    format_transfer: float = 0.8
 
     @property
     def scheduled_levels(self) -> int:
@@ -223,26 +235,44 @@ def simulate(setting: Setting, make: SchedulerFactory, seed: int, schedule: str 
     lr = setting.lr * float(np.exp(task_rng.normal(0.0, setting.lr_jitter)))
     rungs = level_rungs(setting, task_rng)
     on_ladder = rungs >= 0
-    plain = not (setting.partial_reward or setting.reward_noise)
+    plain = not (setting.partial_reward or setting.reward_noise or setting.learned_format)
     scheduler = make(setting)
     skill0 = np.zeros(k + 1)
     skill = skill0.copy()
     idx = np.arange(k + 1)
     kernel = setting.transfer ** np.abs(np.arange(k)[:, None] - idx[None, :])  # (K, K+1)
+    if setting.learned_format:
+        start = np.log(setting.format_start / (1.0 - setting.format_start))
+        fmt0 = start - setting.format_gap * idx  # format logit per rung, the held-out rung last
+        fmt_logit = fmt0.copy()
+        fmt_kernel = setting.format_transfer ** np.abs(np.arange(k)[:, None] - idx[None, :])
+        extra_p = (rungs == TRIVIAL).astype(float)  # the extras: always / never formatted and solved
     accuracy = np.empty((setting.total_steps + 1, k + 1))
     share = np.empty((setting.total_steps, kv))
     learning_groups = mastered_prompts = 0
     for step in range(setting.total_steps):
-        acc = success_probs(skill, difficulty)
+        solve = success_probs(skill, difficulty)
+        acc = solve * success_probs(fmt_logit, 0.0) if setting.learned_format else solve
         accuracy[step] = acc
         p_level = np.where(on_ladder, acc[np.maximum(rungs, 0)], (rungs == TRIVIAL).astype(float))
         p = scheduler.probs(step)
         levels = level_rng.choice(kv, size=b, p=p)
-        correct = (reward_rng.random((b, g)) < p_level[levels][:, None]).astype(float)
-        if plain:
+        if setting.learned_format:
+            p_solve = np.where(on_ladder, solve[np.maximum(rungs, 0)], extra_p)
+            p_fmt = np.where(on_ladder, success_probs(fmt_logit, 0.0)[np.maximum(rungs, 0)], extra_p)
+            formatted = (extra_rng.random((b, g)) < p_fmt[levels][:, None]).astype(float)
+            correct = formatted * (reward_rng.random((b, g)) < p_solve[levels][:, None])
+            shown = correct
+            if setting.reward_noise:
+                shown = np.abs(shown - (extra_rng.random((b, g)) < setting.reward_noise))
+            rewards = 0.1 * formatted + 0.9 * shown
+            signal = grpo_signal(rewards, correct)
+        elif plain:
+            correct = (reward_rng.random((b, g)) < p_level[levels][:, None]).astype(float)
             rewards = correct
             signal = group_signal(rewards)
         else:
+            correct = (reward_rng.random((b, g)) < p_level[levels][:, None]).astype(float)
             shown = correct
             if setting.reward_noise:
                 shown = np.abs(shown - (extra_rng.random((b, g)) < setting.reward_noise))
@@ -257,13 +287,20 @@ def simulate(setting: Setting, make: SchedulerFactory, seed: int, schedule: str 
         ladder = on_ladder[levels]
         per_level = np.bincount(rungs[levels[ladder]], weights=signal[ladder], minlength=k) / b
         skill = skill + lr * per_level @ kernel
+        if setting.learned_format:
+            pushed = np.bincount(rungs[levels[ladder]], weights=grpo_signal(rewards, formatted)[ladder], minlength=k)
+            fmt_logit = fmt_logit + lr * (pushed / b) @ fmt_kernel
         if setting.mastered_cost:
             drilled = int((p_level[levels] >= setting.mastery).sum())
             mastered_prompts += drilled
             skill = skill - lr * setting.mastered_cost * drilled / b
         if setting.forgetting:
             skill = skill0 + (1.0 - setting.forgetting) * (skill - skill0)
+            if setting.learned_format:
+                fmt_logit = fmt0 + (1.0 - setting.forgetting) * (fmt_logit - fmt0)
         share[step] = np.bincount(levels, minlength=kv) / b
     accuracy[-1] = success_probs(skill, difficulty)
+    if setting.learned_format:
+        accuracy[-1] *= success_probs(fmt_logit, 0.0)
     extra = {"difficulty": difficulty.tolist(), "lr": lr, "rungs": rungs.tolist()}
     return RunResult(setting.name, schedule, seed, accuracy, share, learning_groups, mastered_prompts, extra)

@@ -136,7 +136,9 @@ def test_grpo_signal_is_the_group_std_for_a_binary_reward_and_ignores_format_onl
 
 def test_defaults_of_the_new_effects_leave_the_issue9_learner_unchanged():
     plain = simulate(SMALL, factory("sec"), seed=3)
-    zeroed = replace(SMALL, mastered_cost=0.0, reward_noise=0.0, partial_reward=False, permute_levels=False)
+    zeroed = replace(
+        SMALL, mastered_cost=0.0, reward_noise=0.0, partial_reward=False, permute_levels=False, learned_format=False
+    )
     np.testing.assert_array_equal(simulate(zeroed, factory("sec"), seed=3).accuracy, plain.accuracy)
 
 
@@ -171,6 +173,45 @@ def test_partial_noisy_rewards_take_the_task_values():
     rewards = np.concatenate([c[2] for c in holder["s"].calls])
     assert set(np.round(rewards, 9)) == {0.0, 0.1, 1.0}
     assert run.learning_groups > 0
+
+
+def test_learned_format_starts_rarer_on_harder_rungs_and_caps_accuracy():
+    s = replace(SMALL, total_steps=1, learned_format=True)
+    run = simulate(s, factory("balanced"), seed=0)
+    plain = simulate(replace(SMALL, total_steps=1), factory("balanced"), seed=0)
+    fmt = run.accuracy[0] / plain.accuracy[0]  # accuracy = P(formatted) x P(solved)
+    start = np.log(s.format_start / (1 - s.format_start)) - s.format_gap * np.arange(s.num_levels + 1)
+    np.testing.assert_allclose(fmt, 1 / (1 + np.exp(-start)))
+    assert (np.diff(fmt) < 0).all()
+
+
+def test_learned_format_only_variance_teaches_the_format_and_reaches_the_heldout_rung():
+    # Skill cannot move at all (lr is shared, so stop skill learning by making every rung unsolvable
+    # for the correctness part): a rung far above the model's skill has format-only variance.
+    s = replace(SMALL, total_steps=60, learned_format=True, d0=30.0, gap=0.0)
+    holder = {}
+
+    def build(st: Setting):
+        holder["s"] = Recorder(st.scheduled_levels, st.total_steps, st.generations)
+        return holder["s"]
+
+    run = simulate(s, build, seed=0)
+    rewards = np.concatenate([c[2] for c in holder["s"].calls])
+    assert set(np.round(rewards, 9)) == {0.0, 0.1}  # nothing solved: the format alone varies
+    fmt_gain = run.accuracy[-1] / run.accuracy[0]  # the solve part is unchanged, so this is the format's
+    assert (fmt_gain[:-1] > 1.2).all()
+    assert fmt_gain[-1] > 1.05  # the held-out rung, never drawn, learnt the format by transfer
+    # With the format off the same rungs learn nothing: the reward never varies.
+    off = simulate(replace(s, learned_format=False), factory("balanced"), seed=0)
+    np.testing.assert_array_equal(off.accuracy[-1], off.accuracy[0])
+
+
+def test_learned_format_gates_skill_learning():
+    # A rung that never formats teaches no skill: correctness needs the format.
+    s = replace(SMALL, total_steps=60, learned_format=True, format_start=1e-9, format_gap=0.0)
+    run = simulate(s, factory("balanced"), seed=0)
+    assert run.learning_groups == 0
+    np.testing.assert_allclose(run.accuracy[-1], run.accuracy[0], rtol=1e-6)
 
 
 def test_noise_slows_learning():
