@@ -490,7 +490,12 @@ class SECParams(_Params):
         ),
     )
     beta: float = Field(0.02, ge=0, le=1, description="Share of the uniform distribution mixed in (active levels).")
-    min_prob: float = Field(0.005, ge=0, lt=1, description="Exact floor on every active level's probability.")
+    min_prob: float = Field(
+        0.005,
+        ge=0,
+        lt=1,
+        description="Exact floor on each active level's probability (at reference_prompts prompts per update or more).",
+    )
     reward_max: float = Field(1.0, gt=0, description="Largest reward of the task (scales advantages).")
     settle_ratio: float = Field(
         0.5,
@@ -503,7 +508,21 @@ class SECParams(_Params):
     )
     settle_groups: int = Field(4, ge=1, description="Groups a level must have been tried in before it can settle.")
     settled_prob: float = Field(
-        0.01, ge=0, lt=1, description="Exact probability of a settled level (its re-test rate)."
+        0.01,
+        ge=0,
+        lt=1,
+        description=(
+            "Exact probability of a settled level, its re-test rate (at reference_prompts prompts per update or more)."
+        ),
+    )
+    reference_prompts: int = Field(
+        16,
+        ge=0,
+        description=(
+            "min_prob and settled_prob hold at this many prompts per update (one generation batch); with fewer "
+            "they scale up by reference_prompts / prompts (at most 1/K), so a level is re-tested as often per "
+            "update; 0 = the floors hold per prompt at any batch size."
+        ),
     )
 
 
@@ -534,12 +553,24 @@ class SECScheduler(Scheduler):
     before any level has shown progress, so a level the model is still learning keeps at
     least ``min_prob``. Snapshot components: ``settled`` (1/0), ``q_ratio`` (Q_i / max Q)
     and ``floor`` (the floor the level got) beside Q, its progress, score and pi.
-    ``settle_ratio=0`` turns the rule off. Defaults (tuned on the simulated learner's tuning
-    settings and seeds, docs/benchmarks.md): temperature 0.05, alpha 0.1, hardness 8, hardness_power 1,
-    beta 0.02, min_prob 0.005, settle_ratio 0.5 after 4 groups, settled_prob 0.01 (a settled level is re-tested
-    about once per 6 steps of 16 prompts; it takes no share of pi or of the uniform mix). The
+    ``settle_ratio=0`` turns the rule off.
+
+    Floors per update, not per prompt: ``min_prob`` and ``settled_prob`` are the floors at
+    ``reference_prompts`` (16) prompts per update. A batch of fewer prompts re-tests a floored level
+    less often per update, while the model changes as much per update, so its Q goes stale: with 2
+    prompts a level at the 0.5% floor is tried about once in 100 updates. Below ``reference_prompts``
+    both floors scale up by reference_prompts / prompts (the prompts of the last batch fed back), at
+    most 1/K each: with 2 prompts, 4% and 8%. At 16 prompts or more nothing changes.
+    ``reference_prompts=0`` keeps the floors per prompt at any batch size. ``floors()`` returns the
+    floors in force; the snapshot's ``floor`` component shows them.
+
+    Defaults (tuned on the simulated learner's tuning settings and seeds, docs/benchmarks.md):
+    temperature 0.05, alpha 0.1, hardness 8, hardness_power 1, beta 0.02, min_prob 0.005,
+    settle_ratio 0.5 after 4 groups, settled_prob 0.01 (a settled level is re-tested about once per
+    6 steps of 16 prompts; it takes no share of pi or of the uniform mix), reference_prompts 16
+    (issue 21's fifth round, on tuning settings with 2 and 4 prompts per step). The
     issue-9 SEC is temperature 0.1, alpha 0.5, hardness 2, hardness_power 1, beta 0.1, min_prob 0.02,
-    settle_ratio 0.
+    settle_ratio 0, reference_prompts 0.
     """
 
     name = "sec"
@@ -561,9 +592,11 @@ class SECScheduler(Scheduler):
                 )
         self._q = np.zeros(self.num_levels)
         self._progress_last = np.full(self.num_levels, np.nan)
+        self._prompts = 0  # prompts (groups) in the last batch fed back; 0 before the first
 
     def _observe(self, step: int, levels: np.ndarray, rewards: np.ndarray, finite: np.ndarray) -> None:
         g = self.num_generations
+        self._prompts = levels.size // g
         ok = finite.reshape(-1, g)
         r = np.where(finite, rewards / self.params.reward_max, 0.0).reshape(-1, g)
         n = ok.sum(axis=1)
@@ -583,6 +616,13 @@ class SECScheduler(Scheduler):
     def _probs(self, step: int) -> np.ndarray:
         return self._distribution()[0]
 
+    def floors(self) -> tuple[float, float]:
+        """(min_prob, settled_prob) in force: scaled up by reference_prompts / prompts per step, at most 1/K."""
+        p = self.params
+        scale = p.reference_prompts / self._prompts if p.reference_prompts and self._prompts else 1.0
+        cap = 1.0 / self.num_levels
+        return min(p.min_prob * max(scale, 1.0), cap), min(p.settled_prob * max(scale, 1.0), cap)
+
     def settled(self) -> np.ndarray:
         """Boolean per level: tried in >= settle_groups groups and Q_i < settle_ratio * max Q."""
         p = self.params
@@ -595,14 +635,15 @@ class SECScheduler(Scheduler):
         pi = np.exp(logits - logits.max())
         pi = pi / pi.sum()
         settled = self.settled()
+        min_prob, settled_prob = self.floors()
         if not settled.any():
             blended = (1.0 - p.beta) * pi + p.beta / self.num_levels
-            return floor_probs(blended, p.min_prob), pi
+            return floor_probs(blended, min_prob), pi
         active = ~settled
         blended = (1.0 - p.beta) * pi[active] / pi[active].sum() + p.beta / active.sum()
-        out = np.full(self.num_levels, p.settled_prob)
-        mass = 1.0 - settled.sum() * p.settled_prob
-        out[active] = mass * floor_probs(blended, min(p.min_prob / mass, 1.0 / active.sum()))
+        out = np.full(self.num_levels, settled_prob)
+        mass = 1.0 - settled.sum() * settled_prob
+        out[active] = mass * floor_probs(blended, min(min_prob / mass, 1.0 / active.sum()))
         return out, pi
 
     def _weighted_q(self) -> np.ndarray:
@@ -617,12 +658,13 @@ class SECScheduler(Scheduler):
     def _components(self) -> dict[str, np.ndarray]:
         settled = self.settled()
         top = self._q.max()
+        min_prob, settled_prob = self.floors()
         return {
             "learning_progress": np.nan_to_num(self._progress_last, nan=0.0),
             "q_value": self._q.copy(),
             "q_ratio": self._q / top if top > 0 else np.zeros(self.num_levels),
             "settled": settled.astype(float),
-            "floor": np.where(settled, self.params.settled_prob, self.params.min_prob),
+            "floor": np.where(settled, settled_prob, min_prob),
             "score": self._weighted_q(),
             "pi": self._distribution()[1],
         }
@@ -631,6 +673,7 @@ class SECScheduler(Scheduler):
         return {
             "q": self._q.tolist(),
             "progress_last": [None if np.isnan(x) else float(x) for x in self._progress_last],
+            "prompts": self._prompts,
         }
 
     def _load_extra_state(self, state: dict) -> None:
@@ -638,6 +681,7 @@ class SECScheduler(Scheduler):
         self._progress_last = np.array(
             [np.nan if x is None else x for x in state["progress_last"]], dtype=float
         )
+        self._prompts = int(state.get("prompts", 0))  # checkpoints from before reference_prompts lack it
 
 
 SCHEDULERS: dict[str, type[Scheduler]] = {

@@ -272,10 +272,10 @@ def test_fixed_schedulers_report_reward_stats_and_no_components():
 # -- sec's settling rule: mastered and unlearnable levels fade out -------------------------------
 
 
-def _sec_batch(s, step, outcomes, rng):
-    """One batch, 2 groups per level; level i's completions succeed with probability outcomes[i]."""
+def _sec_batch(s, step, outcomes, rng, groups=4):
+    """One batch, ``groups`` groups per level; level i's completions succeed with probability outcomes[i]."""
     g = s.num_generations
-    levels = np.repeat(np.arange(s.num_levels), 2 * g)
+    levels = np.repeat(np.arange(s.num_levels), groups * g)
     rewards = (rng.random(levels.size) < np.asarray(outcomes)[levels]).astype(float)
     s.update(step, levels.tolist(), rewards.tolist())
 
@@ -371,3 +371,44 @@ def test_sec_hardness_weight_is_linear_by_default_and_quadratic_at_power_two():
 def test_sec_rejects_infeasible_settled_prob():
     with pytest.raises(ValueError, match="settled_prob=0.3"):
         make_scheduler("sec", 4, 100, settled_prob=0.3)
+
+
+def test_sec_floors_hold_per_update_below_reference_prompts():
+    # 16 prompts per update (the reference) or more: the floors are the parameters themselves.
+    s = make_scheduler("sec", 4, 200, num_generations=4)
+    assert s.floors() == (0.005, 0.01)  # nothing fed back yet
+    rng = np.random.default_rng(4)
+    _sec_batch(s, 0, [1.0, 0.5, 0.5, 0.0], rng, groups=8)  # 32 prompts
+    assert s.floors() == (0.005, 0.01)
+    # 2 prompts per update: both floors x 8, so a floored level is tried as often per update as at 16.
+    s.update(2, [1] * 4 + [2] * 4, [1, 0, 1, 0, 0, 1, 1, 0])
+    assert s.floors() == pytest.approx((0.04, 0.08))
+    # At most 1/K each: 10 levels, 1 prompt per update (16 x 0.01 = 0.16 > 0.1).
+    t = make_scheduler("sec", 10, 200, num_generations=4)
+    t.update(0, [3] * 4, [1, 0, 1, 0])
+    assert t.floors() == pytest.approx((0.08, 0.1))
+    # reference_prompts=0: per-prompt floors at any batch size (the behaviour before the parameter).
+    u = make_scheduler("sec", 4, 200, num_generations=4, reference_prompts=0)
+    u.update(0, [1] * 4 + [2] * 4, [1, 0, 1, 0, 0, 1, 1, 0])
+    assert u.floors() == (0.005, 0.01)
+
+
+def test_sec_with_two_prompts_per_update_retests_a_settled_level_at_the_scaled_floor():
+    s = make_scheduler("sec", 4, 300, num_generations=8)
+    rng = np.random.default_rng(5)
+    for step in range(20):  # level 0 always solved: it settles
+        _sec_batch(s, step, [1.0, 0.5, 0.4, 0.3], rng)
+    assert s.settled()[0]
+    assert s.probs(20)[0] == 0.01  # 16 prompts per update: the parameter
+    for step in range(20, 22):  # the same run, now 2 prompts per update
+        s.update(step, [1] * 8 + [2] * 8, (rng.random(16) < 0.5).astype(float).tolist())
+    p = s.probs(22)
+    assert s.settled()[0] and p[0] == pytest.approx(0.08)
+    assert (p[1:] >= 0.04 - 1e-12).all()
+    comps = s.snapshot(22)["levels"]
+    assert comps[0]["components"]["floor"] == pytest.approx(0.08)
+    assert comps[1]["components"]["floor"] == pytest.approx(0.04)
+    # The floors survive a checkpoint: the prompts of the last batch are part of the state.
+    t = make_scheduler("sec", 4, 300, num_generations=8)
+    t.load_state_dict(s.state_dict())
+    np.testing.assert_array_equal(t.probs(22), p)
