@@ -494,7 +494,7 @@ class SECParams(_Params):
         0.005,
         ge=0,
         lt=1,
-        description="Exact floor on each active level's probability (at reference_prompts prompts per update or more).",
+        description="Exact floor on each active level's probability (at reference_prompts prompts per step or more).",
     )
     reward_max: float = Field(1.0, gt=0, description="Largest reward of the task (scales advantages).")
     settle_ratio: float = Field(
@@ -512,16 +512,16 @@ class SECParams(_Params):
         ge=0,
         lt=1,
         description=(
-            "Exact probability of a settled level, its re-test rate (at reference_prompts prompts per update or more)."
+            "Exact probability of a settled level, its re-test rate (at reference_prompts prompts per step or more)."
         ),
     )
     reference_prompts: int = Field(
         16,
         ge=0,
         description=(
-            "min_prob and settled_prob hold at this many prompts per update (one generation batch); with fewer "
-            "they scale up by reference_prompts / prompts (at most 1/K), so a level is re-tested as often per "
-            "update; 0 = the floors hold per prompt at any batch size."
+            "min_prob and settled_prob hold at this many prompts per step (every generation batch fed back "
+            "under one step); with fewer they scale up by reference_prompts / prompts (at most 1/K), so a level "
+            "is re-tested as often per step; 0 = the floors hold per prompt at any batch size."
         ),
     )
 
@@ -555,12 +555,14 @@ class SECScheduler(Scheduler):
     and ``floor`` (the floor the level got) beside Q, its progress, score and pi.
     ``settle_ratio=0`` turns the rule off.
 
-    Floors per update, not per prompt: ``min_prob`` and ``settled_prob`` are the floors at
-    ``reference_prompts`` (16) prompts per update. A batch of fewer prompts re-tests a floored level
-    less often per update, while the model changes as much per update, so its Q goes stale: with 2
-    prompts a level at the 0.5% floor is tried about once in 100 updates. Below ``reference_prompts``
-    both floors scale up by reference_prompts / prompts (the prompts of the last batch fed back), at
-    most 1/K each: with 2 prompts, 4% and 8%. At 16 prompts or more nothing changes.
+    Floors per step, not per prompt: ``min_prob`` and ``settled_prob`` are the floors at
+    ``reference_prompts`` (16) prompts per step. A step of fewer prompts re-tests a floored level
+    less often, while the model changes as much per step, so its Q goes stale: with 2 prompts a
+    level at the 0.5% floor is tried about once in 100 steps. Below ``reference_prompts`` both floors
+    scale up by reference_prompts / prompts, at most 1/K each: with 2 prompts, 4% and 8%. The
+    prompts of a step are those of every generation batch fed back under that step number (the
+    last finished step, or the current one while it already holds more). At 16 prompts or more
+    per step nothing changes.
     ``reference_prompts=0`` keeps the floors per prompt at any batch size. ``floors()`` returns the
     floors in force; the snapshot's ``floor`` component shows them.
 
@@ -592,11 +594,17 @@ class SECScheduler(Scheduler):
                 )
         self._q = np.zeros(self.num_levels)
         self._progress_last = np.full(self.num_levels, np.nan)
-        self._prompts = 0  # prompts (groups) in the last batch fed back; 0 before the first
+        self._prompts = 0  # prompts (groups) fed back under the last finished step; 0 before one finished
+        self._step = -1  # the step of the latest feedback, and its prompts so far
+        self._step_prompts = 0
 
     def _observe(self, step: int, levels: np.ndarray, rewards: np.ndarray, finite: np.ndarray) -> None:
         g = self.num_generations
-        self._prompts = levels.size // g
+        if step != self._step:
+            if self._step >= 0:
+                self._prompts = self._step_prompts
+            self._step, self._step_prompts = step, 0
+        self._step_prompts += levels.size // g
         ok = finite.reshape(-1, g)
         r = np.where(finite, rewards / self.params.reward_max, 0.0).reshape(-1, g)
         n = ok.sum(axis=1)
@@ -619,7 +627,8 @@ class SECScheduler(Scheduler):
     def floors(self) -> tuple[float, float]:
         """(min_prob, settled_prob) in force: scaled up by reference_prompts / prompts per step, at most 1/K."""
         p = self.params
-        scale = p.reference_prompts / self._prompts if p.reference_prompts and self._prompts else 1.0
+        prompts = max(self._prompts, self._step_prompts)
+        scale = p.reference_prompts / prompts if p.reference_prompts and prompts else 1.0
         cap = 1.0 / self.num_levels
         return min(p.min_prob * max(scale, 1.0), cap), min(p.settled_prob * max(scale, 1.0), cap)
 
@@ -673,7 +682,7 @@ class SECScheduler(Scheduler):
         return {
             "q": self._q.tolist(),
             "progress_last": [None if np.isnan(x) else float(x) for x in self._progress_last],
-            "prompts": self._prompts,
+            "prompts": [self._prompts, self._step, self._step_prompts],
         }
 
     def _load_extra_state(self, state: dict) -> None:
@@ -681,7 +690,8 @@ class SECScheduler(Scheduler):
         self._progress_last = np.array(
             [np.nan if x is None else x for x in state["progress_last"]], dtype=float
         )
-        self._prompts = int(state.get("prompts", 0))  # checkpoints from before reference_prompts lack it
+        # Checkpoints from before reference_prompts lack it: nothing counted yet.
+        self._prompts, self._step, self._step_prompts = (int(x) for x in state.get("prompts", (0, -1, 0)))
 
 
 SCHEDULERS: dict[str, type[Scheduler]] = {

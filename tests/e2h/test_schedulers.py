@@ -373,34 +373,44 @@ def test_sec_rejects_infeasible_settled_prob():
         make_scheduler("sec", 4, 100, settled_prob=0.3)
 
 
-def test_sec_floors_hold_per_update_below_reference_prompts():
-    # 16 prompts per update (the reference) or more: the floors are the parameters themselves.
+def test_sec_floors_hold_per_step_below_reference_prompts():
+    # 16 prompts per step (the reference) or more: the floors are the parameters themselves.
     s = make_scheduler("sec", 4, 200, num_generations=4)
     assert s.floors() == (0.005, 0.01)  # nothing fed back yet
     rng = np.random.default_rng(4)
     _sec_batch(s, 0, [1.0, 0.5, 0.5, 0.0], rng, groups=8)  # 32 prompts
     assert s.floors() == (0.005, 0.01)
-    # 2 prompts per update: both floors x 8, so a floored level is tried as often per update as at 16.
-    s.update(2, [1] * 4 + [2] * 4, [1, 0, 1, 0, 0, 1, 1, 0])
+    two = ([1] * 4 + [2] * 4, [1, 0, 1, 0, 0, 1, 1, 0])  # 2 prompts of 4 completions
+    s.update(1, *two)
+    assert s.floors() == (0.005, 0.01)  # step 1 may hold more batches: the last finished step counts
+    s.update(2, *two)  # step 1 finished with 2 prompts: both floors x 8
     assert s.floors() == pytest.approx((0.04, 0.08))
-    # At most 1/K each: 10 levels, 1 prompt per update (16 x 0.01 = 0.16 > 0.1).
+    # Several generation batches under one step (TRL with gradient accumulation) add up: 4 x 4 prompts.
+    four = (two[0] * 2, two[1] * 2)
+    for _ in range(4):
+        s.update(3, *four)
+    assert s.floors() == (0.005, 0.01)  # step 3 already holds 16
+    s.update(4, *two)
+    assert s.floors() == (0.005, 0.01)  # and it finished with 16
+    # At most 1/K each: 10 levels, 1 prompt per step (16 x 0.01 = 0.16 > 0.1).
     t = make_scheduler("sec", 10, 200, num_generations=4)
     t.update(0, [3] * 4, [1, 0, 1, 0])
     assert t.floors() == pytest.approx((0.08, 0.1))
     # reference_prompts=0: per-prompt floors at any batch size (the behaviour before the parameter).
     u = make_scheduler("sec", 4, 200, num_generations=4, reference_prompts=0)
-    u.update(0, [1] * 4 + [2] * 4, [1, 0, 1, 0, 0, 1, 1, 0])
+    u.update(0, *two)
+    u.update(1, *two)
     assert u.floors() == (0.005, 0.01)
 
 
-def test_sec_with_two_prompts_per_update_retests_a_settled_level_at_the_scaled_floor():
+def test_sec_with_two_prompts_per_step_retests_a_settled_level_at_the_scaled_floor():
     s = make_scheduler("sec", 4, 300, num_generations=8)
     rng = np.random.default_rng(5)
     for step in range(20):  # level 0 always solved: it settles
         _sec_batch(s, step, [1.0, 0.5, 0.4, 0.3], rng)
     assert s.settled()[0]
-    assert s.probs(20)[0] == 0.01  # 16 prompts per update: the parameter
-    for step in range(20, 22):  # the same run, now 2 prompts per update
+    assert s.probs(20)[0] == 0.01  # 16 prompts per step: the parameter
+    for step in range(20, 22):  # the same run, now 2 prompts per step
         s.update(step, [1] * 8 + [2] * 8, (rng.random(16) < 0.5).astype(float).tolist())
     p = s.probs(22)
     assert s.settled()[0] and p[0] == pytest.approx(0.08)
@@ -408,7 +418,7 @@ def test_sec_with_two_prompts_per_update_retests_a_settled_level_at_the_scaled_f
     comps = s.snapshot(22)["levels"]
     assert comps[0]["components"]["floor"] == pytest.approx(0.08)
     assert comps[1]["components"]["floor"] == pytest.approx(0.04)
-    # The floors survive a checkpoint: the prompts of the last batch are part of the state.
+    # The floors survive a checkpoint: the prompts per step are part of the state.
     t = make_scheduler("sec", 4, 300, num_generations=8)
     t.load_state_dict(s.state_dict())
     np.testing.assert_array_equal(t.probs(22), p)
