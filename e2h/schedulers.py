@@ -561,8 +561,10 @@ class SECScheduler(Scheduler):
     level at the 0.5% floor is tried about once in 100 steps. Below ``reference_prompts`` both floors
     scale up by reference_prompts / prompts, at most 1/K each: with 2 prompts, 4% and 8%. The
     prompts of a step are those of every generation batch fed back under that step number (the
-    last finished step, or the current one while it already holds more). At 16 prompts or more
-    per step nothing changes.
+    last finished step, or the current one while it already holds more; during the first step, the
+    prompts fed back so far, so a step of several batches starts with larger floors). At 16 prompts
+    or more per step nothing changes. A run resumed from a checkpoint written before this rule
+    starts counting afresh.
     ``reference_prompts=0`` keeps the floors per prompt at any batch size. ``floors()`` returns the
     floors in force; the snapshot's ``floor`` component shows them.
 

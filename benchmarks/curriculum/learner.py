@@ -53,7 +53,9 @@ the issue-9 learner bit for bit):
   prompts`` (f_k: formatted) and its skill as above, the format reaching rung j scaled by
   ``format_transfer ** |i - j|`` (the format is shared across rungs; the held-out rung learns it only
   this way). Format-only variance therefore teaches the format, and a rung whose completions are never
-  formatted teaches no skill. Forgetting relaxes the format like a skill.
+  formatted teaches no skill. Forgetting relaxes the format like a skill. It replaces
+  ``partial_reward`` and ``format_rate``; ``reward_noise`` flips the correctness of formatted
+  completions only (an unformatted answer cannot be scored correct).
 """
 
 from __future__ import annotations
@@ -264,7 +266,7 @@ def simulate(setting: Setting, make: SchedulerFactory, seed: int, schedule: str 
             correct = formatted * (reward_rng.random((b, g)) < p_solve[levels][:, None])
             shown = correct
             if setting.reward_noise:
-                shown = np.abs(shown - (extra_rng.random((b, g)) < setting.reward_noise))
+                shown = np.abs(shown - (extra_rng.random((b, g)) < setting.reward_noise)) * formatted
             rewards = 0.1 * formatted + 0.9 * shown
             signal = grpo_signal(rewards, correct)
         elif plain:

@@ -401,6 +401,19 @@ def test_sec_floors_hold_per_step_below_reference_prompts():
     u.update(0, *two)
     u.update(1, *two)
     assert u.floors() == (0.005, 0.01)
+    # probs() keeps the scaled floor when nothing is settled: level 2 teaches most, the others get 4%.
+    v = make_scheduler("sec", 4, 200, num_generations=4)
+    for step in range(3):
+        v.update(step, [2] * 4 + [2] * 4, [1, 0, 1, 0, 0, 1, 1, 0])
+    assert not v.settled().any()
+    p = v.probs(3)
+    assert p.sum() == pytest.approx(1.0) and p.min() == pytest.approx(0.04) and p.argmax() == 2
+    # A checkpoint written before reference_prompts (no "prompts" entry) loads and counts afresh.
+    state = v.state_dict()
+    del state["extra"]["prompts"]
+    w = make_scheduler("sec", 4, 200, num_generations=4)
+    w.load_state_dict(state)
+    assert w.floors() == (0.005, 0.01)
 
 
 def test_sec_with_two_prompts_per_step_retests_a_settled_level_at_the_scaled_floor():
