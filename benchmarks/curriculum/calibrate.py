@@ -6,7 +6,7 @@ per setting after the fact. The benchmark runs each schedule once per task insta
 reruns all of them with other training luck: the same task instances, other level draws and rewards
 (``simulate(..., noise=n)``; draw 0 is the benchmark's own):
 
-    python -m benchmarks.curriculum.calibrate    # 52 reported settings, 24 seeds, 5 draws, ~20 min
+    python -m benchmarks.curriculum.calibrate    # 56 reported settings, 24 seeds, 5 draws, ~20 min
 
 It reports, per draw, the bar's verdict (in how many settings the default is not worse) and, per
 setting that fails in some draw, in how many draws it fails: a gap that fails in every draw is the

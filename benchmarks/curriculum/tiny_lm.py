@@ -40,11 +40,14 @@ COMMAND = "nice -n 15 python -m benchmarks.curriculum.tiny_lm"
 # A schedule is a scheduler preset with its defaults, or a labelled variant: the preset and overrides.
 VARIANTS = {
     "sec (hardness_power=2)": ["scheduler=sec", "scheduler.params.hardness_power=2"],
+    # sec's floors per prompt, as before issue 21's fifth round: its rows of 2026-12-07 ran as plain `scheduler=sec`.
+    "sec (reference_prompts=0)": ["scheduler=sec", "scheduler.params.reference_prompts=0"],
     # sec's defaults before issue 21 (no settling rule): its rows of 2026-11-25 ran as plain `scheduler=sec`.
     "sec (issue-9 defaults)": [
         "scheduler=sec",
         *(f"scheduler.params.{k}={v}" for k, v in [("temperature", 0.1), ("alpha", 0.5), ("hardness", 2.0),
-                                                  ("beta", 0.1), ("min_prob", 0.02), ("settle_ratio", 0.0)]),
+                                                  ("beta", 0.1), ("min_prob", 0.02), ("settle_ratio", 0.0),
+                                                  ("reference_prompts", 0)]),
     ],
 }
 SCHEDULERS = ["balanced", "classic", "cosine", "gaussian", "variance_regularized", "sec", *VARIANTS]

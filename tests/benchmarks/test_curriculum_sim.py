@@ -186,8 +186,7 @@ def test_learned_format_starts_rarer_on_harder_rungs_and_caps_accuracy():
 
 
 def test_learned_format_only_variance_teaches_the_format_and_reaches_the_heldout_rung():
-    # Skill cannot move at all (lr is shared, so stop skill learning by making every rung unsolvable
-    # for the correctness part): a rung far above the model's skill has format-only variance.
+    # Every rung is far too hard to solve, so nothing is ever correct: the reward varies only by the format.
     s = replace(SMALL, total_steps=60, learned_format=True, d0=30.0, gap=0.0)
     holder = {}
 
@@ -207,11 +206,22 @@ def test_learned_format_only_variance_teaches_the_format_and_reaches_the_heldout
 
 
 def test_learned_format_gates_skill_learning():
-    # A rung that never formats teaches no skill: correctness needs the format.
-    s = replace(SMALL, total_steps=60, learned_format=True, format_start=1e-9, format_gap=0.0)
+    # Every rung is solved almost surely but never formatted: correctness needs the format, so
+    # nothing is correct, no group varies and no skill is learnt; without the format rule they would be.
+    s = replace(SMALL, total_steps=60, learned_format=True, format_start=1e-9, format_gap=0.0, d0=-6.0, gap=0.0)
     run = simulate(s, factory("balanced"), seed=0)
     assert run.learning_groups == 0
     np.testing.assert_allclose(run.accuracy[-1], run.accuracy[0], rtol=1e-6)
+    assert simulate(replace(s, learned_format=False), factory("balanced"), seed=0).learning_groups > 0
+    # Label noise cannot score an unformatted answer correct.
+    holder = {}
+
+    def build(st: Setting):
+        holder["s"] = Recorder(st.scheduled_levels, st.total_steps, st.generations)
+        return holder["s"]
+
+    simulate(replace(s, reward_noise=0.3, total_steps=10), build, seed=0)
+    assert all(r == 0.0 for c in holder["s"].calls for r in c[2])
 
 
 def test_noise_slows_learning():
@@ -284,6 +294,15 @@ def test_comparison_rows_keep_their_own_formulas_when_the_defaults_move():
     # CHOSEN's label names the defaults: h=8, linear, settle 0.5.
     defaults = SECParams()
     assert (defaults.hardness, defaults.hardness_power, defaults.settle_ratio) == (8.0, 1.0, 0.5)
+    # The issue-9 row and the per-prompt row keep per-prompt floors, whatever reference_prompts defaults to.
+    two = replace(s4, prompts=2)
+    for label in ("sec (issue-9 defaults)", bench.PER_PROMPT):
+        sched = factory("sec", **rows[label].params)(two)
+        sched.update(0, [1] * 8 + [2] * 8, [1, 0] * 8)
+        assert sched.floors() == (sched.params.min_prob, sched.params.settled_prob)
+    default = factory("sec", **rows[bench.DEFAULT].params)(two)
+    default.update(0, [1] * 8 + [2] * 8, [1, 0] * 8)
+    assert default.floors() == pytest.approx((0.04, 0.08))
 
 
 def test_cell_curve_ends_at_the_mean_heldout_accuracy():
