@@ -47,6 +47,18 @@ def _build(cls):
     return lambda s: cls(s.scheduled_levels, s.total_steps, s.generations)
 
 
+def _recorded(setting: Setting, seed: int = 0):
+    """Run ``setting`` under a uniform Recorder: the run and every update() call (step, levels, rewards)."""
+    holder = {}
+
+    def build(st: Setting):
+        holder["s"] = Recorder(st.scheduled_levels, st.total_steps, st.generations)
+        return holder["s"]
+
+    run = simulate(setting, build, seed=seed)
+    return run, holder["s"].calls
+
+
 def test_same_seed_same_run_other_seed_other_run():
     a = simulate(SMALL, factory("sec"), seed=5)
     b = simulate(SMALL, factory("sec"), seed=5)
@@ -88,15 +100,8 @@ def test_forgetting_pulls_skills_back():
 
 
 def test_scheduler_gets_every_batch_in_trl_order():
-    holder = {}
-
-    def build(s: Setting):
-        holder["s"] = Recorder(s.scheduled_levels, s.total_steps, s.generations)
-        return holder["s"]
-
     s = replace(SMALL, total_steps=20)
-    simulate(s, build, seed=2)
-    calls = holder["s"].calls
+    _, calls = _recorded(s, seed=2)
     assert [c[0] for c in calls] == list(range(20))
     for _, levels, rewards in calls:
         assert len(levels) == len(rewards) == s.prompts * s.generations
@@ -146,15 +151,9 @@ def test_trivial_and_unlearnable_levels_give_fixed_rewards_and_teach_nothing():
     s = replace(SMALL, total_steps=20, trivial_level=True, unlearnable_level=True)
     assert s.scheduled_levels == SMALL.num_levels + 2
     assert level_rungs(s).tolist() == [TRIVIAL, 0, 1, 2, 3, UNLEARNABLE]
-    holder = {}
-
-    def build(st: Setting):
-        holder["s"] = Recorder(st.scheduled_levels, st.total_steps, st.generations)
-        return holder["s"]
-
-    simulate(s, build, seed=0)
-    levels = np.concatenate([c[1] for c in holder["s"].calls])
-    rewards = np.concatenate([c[2] for c in holder["s"].calls])
+    _, calls = _recorded(s)
+    levels = np.concatenate([c[1] for c in calls])
+    rewards = np.concatenate([c[2] for c in calls])
     assert (rewards[levels == 0] == 1.0).all() and (rewards[levels == 5] == 0.0).all()
     for extra in (0, -1):  # drilling only the trivial or only the unlearnable level learns nothing
         run = simulate(s, one_level(extra), seed=0)
@@ -163,14 +162,8 @@ def test_trivial_and_unlearnable_levels_give_fixed_rewards_and_teach_nothing():
 
 def test_partial_noisy_rewards_take_the_task_values():
     s = replace(SMALL, total_steps=10, partial_reward=True, reward_noise=0.2)
-    holder = {}
-
-    def build(st: Setting):
-        holder["s"] = Recorder(st.scheduled_levels, st.total_steps, st.generations)
-        return holder["s"]
-
-    run = simulate(s, build, seed=0)
-    rewards = np.concatenate([c[2] for c in holder["s"].calls])
+    run, calls = _recorded(s)
+    rewards = np.concatenate([c[2] for c in calls])
     assert set(np.round(rewards, 9)) == {0.0, 0.1, 1.0}
     assert run.learning_groups > 0
 
@@ -188,14 +181,8 @@ def test_learned_format_starts_rarer_on_harder_rungs_and_caps_accuracy():
 def test_learned_format_only_variance_teaches_the_format_and_reaches_the_heldout_rung():
     # Every rung is far too hard to solve, so nothing is ever correct: the reward varies only by the format.
     s = replace(SMALL, total_steps=60, learned_format=True, d0=30.0, gap=0.0)
-    holder = {}
-
-    def build(st: Setting):
-        holder["s"] = Recorder(st.scheduled_levels, st.total_steps, st.generations)
-        return holder["s"]
-
-    run = simulate(s, build, seed=0)
-    rewards = np.concatenate([c[2] for c in holder["s"].calls])
+    run, calls = _recorded(s)
+    rewards = np.concatenate([c[2] for c in calls])
     assert set(np.round(rewards, 9)) == {0.0, 0.1}  # nothing solved: the format alone varies
     fmt_gain = run.accuracy[-1] / run.accuracy[0]  # the solve part is unchanged, so this is the format's
     assert (fmt_gain[:-1] > 1.2).all()
@@ -214,14 +201,8 @@ def test_learned_format_gates_skill_learning():
     np.testing.assert_allclose(run.accuracy[-1], run.accuracy[0], rtol=1e-6)
     assert simulate(replace(s, learned_format=False), factory("balanced"), seed=0).learning_groups > 0
     # Label noise cannot score an unformatted answer correct.
-    holder = {}
-
-    def build(st: Setting):
-        holder["s"] = Recorder(st.scheduled_levels, st.total_steps, st.generations)
-        return holder["s"]
-
-    simulate(replace(s, reward_noise=0.3, total_steps=10), build, seed=0)
-    assert all(r == 0.0 for c in holder["s"].calls for r in c[2])
+    _, calls = _recorded(replace(s, reward_noise=0.3, total_steps=10))
+    assert all(r == 0.0 for c in calls for r in c[2])
 
 
 def test_noise_slows_learning():
