@@ -130,6 +130,24 @@ def test_resume_gives_the_same_future_probabilities(tmp_path):
     assert max(abs(a - b) for a, b in zip(straight[6], straight[1], strict=True)) > 1e-3
 
 
+def test_sec_floors_follow_the_prompts_of_an_optimizer_step(tmp_path):
+    # 2 prompts per generation batch (8 completions of 4). With gradient accumulation 2 and one
+    # micro-step per generation, TRL feeds 2 batches back under each step: 4 prompts per step, so
+    # sec's floors are 16/4 = 4 times min_prob and settled_prob; without accumulation, 8 times.
+    from e2h.train import run
+
+    floors = {}
+    for ga in (1, 2):
+        overrides = [*FAST, "scheduler=sec", "algorithm.max_steps=4", "algorithm.eval_steps=100",
+                     "algorithm.save_steps=100", f"algorithm.gradient_accumulation_steps={ga}",
+                     "algorithm.steps_per_generation=1"]
+        run(compose(overrides), tmp_path / f"ga{ga}")
+        snaps = read_jsonl(tmp_path / f"ga{ga}" / "snapshots.jsonl")
+        floors[ga] = {round(lv["components"]["floor"], 9) for s in snaps if s["step"] >= 3 for lv in s["levels"]}
+    assert floors[1] <= {0.04, 0.08} and 0.04 in floors[1]
+    assert floors[2] <= {0.02, 0.04} and 0.02 in floors[2]
+
+
 def test_two_processes_record_identical_curricula(tmp_path):
     out = tmp_path / "ddp"
     # accelerate's --cpu flag uses its single-process launcher (several CPU processes need MPI);
