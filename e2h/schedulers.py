@@ -518,6 +518,7 @@ class SECParams(_Params):
     reference_prompts: int = Field(
         16,
         ge=0,
+        le=1_000_000,
         description=(
             "min_prob and settled_prob hold at this many prompts per step (every generation batch fed back "
             "under one step); with fewer they scale up by reference_prompts / prompts (at most 1/K), so a level "

@@ -52,16 +52,17 @@ class Schedule:
 FIXED = ["balanced", "classic", "cosine", "gaussian"]
 DEFAULT = "sec"  # the recommended adaptive default, with its library defaults
 # The schedulers with their library defaults (reward_max = 1, the largest reward of every
-# family); `sec` also with the issue-9 defaults (no settling rule) and with the quadratic hardness
-# weight (opt-in, hardness_power=2), for comparison.
+# family); `sec` also with the issue-9 defaults, with the quadratic hardness weight (opt-in,
+# hardness_power=2) and with per-prompt floors (the default before the fifth round), for comparison.
+# sec's parameters before issue 21: no settling rule, floors per prompt (the tiny LM uses them too).
 ISSUE9_SEC = {
-    "reward_max": 1.0,
     "temperature": 0.1,
     "hardness": 2.0,
     "hardness_power": 1.0,
     "alpha": 0.5,
     "beta": 0.1,
     "min_prob": 0.02,
+    "settle_ratio": 0.0,
     "reference_prompts": 0,
 }
 PER_PROMPT = "sec (reference_prompts=0)"
@@ -69,7 +70,7 @@ QUADRATIC = "sec (hardness_power=2)"
 SCHEDULES = [
     *(Schedule(n, n) for n in FIXED),
     Schedule("variance_regularized", "variance_regularized", {"reward_max": 1.0, "warmup_steps": 100}),  # seed's
-    Schedule("sec (issue-9 defaults)", "sec", {**ISSUE9_SEC, "settle_ratio": 0.0}),
+    Schedule("sec (issue-9 defaults)", "sec", {"reward_max": 1.0, **ISSUE9_SEC}),
     Schedule(QUADRATIC, "sec", {"reward_max": 1.0, "hardness_power": 2.0}),
     Schedule(PER_PROMPT, "sec", {"reward_max": 1.0, "reference_prompts": 0}),
     Schedule(DEFAULT, "sec", {"reward_max": 1.0}),
@@ -192,11 +193,11 @@ def tuning_settings() -> list[tuple[str, Setting]]:
 # changes the library defaults. temperature 0.05, alpha 0.1, beta 0.02 and min_prob 0.005 were
 # chosen in an earlier round (8 tuning seeds, a grid over them); the second round tried the shape of
 # the hardness weight and the settling rule (CHOSEN, the library defaults, stayed), the fifth the floors
-# per update (reference_prompts; 16 was chosen), docs/benchmarks.md.
+# per step (reference_prompts; 16 was chosen), docs/benchmarks.md.
 CHOSEN = "h=8 linear, settle 0.5 (defaults)"
 _QUAD = {"hardness_power": 2.0}
 TUNE_GRID = {
-    "issue-9 sec (no settling)": {**ISSUE9_SEC, "settle_ratio": 0.0},
+    "issue-9 sec (no settling)": ISSUE9_SEC,
     CHOSEN: {},
     "h=8 linear, settle 0.4": {"settle_ratio": 0.4},
     "h=8 quadratic, settle 0.5": _QUAD,

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.curriculum.doc import DOC, rewrite_section
+from benchmarks.curriculum.simulate import ISSUE9_SEC
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURE = ROOT / "docs" / "figures" / "tiny_lm.png"
@@ -43,12 +44,7 @@ VARIANTS = {
     # sec's floors per prompt, as before issue 21's fifth round: its rows of 2026-12-07 ran as plain `scheduler=sec`.
     "sec (reference_prompts=0)": ["scheduler=sec", "scheduler.params.reference_prompts=0"],
     # sec's defaults before issue 21 (no settling rule): its rows of 2026-11-25 ran as plain `scheduler=sec`.
-    "sec (issue-9 defaults)": [
-        "scheduler=sec",
-        *(f"scheduler.params.{k}={v}" for k, v in [("temperature", 0.1), ("alpha", 0.5), ("hardness", 2.0),
-                                                  ("beta", 0.1), ("min_prob", 0.02), ("settle_ratio", 0.0),
-                                                  ("reference_prompts", 0)]),
-    ],
+    "sec (issue-9 defaults)": ["scheduler=sec", *(f"scheduler.params.{k}={v}" for k, v in ISSUE9_SEC.items())],
 }
 SCHEDULERS = ["balanced", "classic", "cosine", "gaussian", "variance_regularized", "sec", *VARIANTS]
 BASELINE = "none (0 steps)"  # the warm-started model, untrained: the level every schedule starts from

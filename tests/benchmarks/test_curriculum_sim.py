@@ -238,7 +238,7 @@ def test_default_sec_spends_little_on_trivial_and_unlearnable_levels():
     s = replace(SETTINGS["strong-forget-steep"], total_steps=300, trivial_level=True, unlearnable_level=True)
     for seed in range(2):
         share = simulate(s, factory("sec"), seed).level_share[100:].mean(axis=0)
-        issue9 = simulate(s, factory("sec", **bench.ISSUE9_SEC, settle_ratio=0.0), seed).level_share[100:].mean(axis=0)
+        issue9 = simulate(s, factory("sec", reward_max=1.0, **bench.ISSUE9_SEC), seed).level_share[100:].mean(axis=0)
         assert share[0] < 0.02 and share[-1] < 0.02, share
         assert share[0] + share[-1] < issue9[0] + issue9[-1]
 

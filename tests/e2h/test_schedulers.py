@@ -373,6 +373,13 @@ def test_sec_rejects_infeasible_settled_prob():
         make_scheduler("sec", 4, 100, settled_prob=0.3)
 
 
+def test_sec_rejects_a_reference_batch_no_step_has():
+    # An untrusted config cannot make floors() overflow a float (10**400 / prompts) inside a worker's run.
+    with pytest.raises(ValueError, match="reference_prompts"):
+        make_scheduler("sec", 4, 100, reference_prompts=10**400)
+    assert make_scheduler("sec", 4, 100, reference_prompts=1_000_000).params.reference_prompts == 1_000_000
+
+
 def test_sec_floors_hold_per_step_below_reference_prompts():
     # 16 prompts per step (the reference) or more: the floors are the parameters themselves.
     s = make_scheduler("sec", 4, 200, num_generations=4)
