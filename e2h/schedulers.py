@@ -455,6 +455,13 @@ class VarianceRegularizedScheduler(Scheduler):
     def _components(self) -> dict[str, np.ndarray]:
         return self._breakdown
 
+    def _final_onehot(self) -> np.ndarray:
+        out = np.zeros(self.num_levels)
+        target = self.final_target(self._drawn_step) if self._drawn_step >= 0 else None
+        if target is not None:
+            out[target] = 1.0
+        return out
+
     def _extra_state(self) -> dict:
         return {
             "q": self._q.tolist(),
@@ -525,6 +532,21 @@ class SECParams(_Params):
             "is re-tested as often per step; 0 = the floors hold per prompt at any batch size."
         ),
     )
+    final_phase: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "Share of the budget at its end in which every prompt comes from the hardest level that still "
+            "teaches (Q >= final_ratio x the largest Q); no floors there. 0 = off (the default)."
+        ),
+    )
+    final_ratio: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="In the final phase, the hardest level whose Q is at least this share of the largest Q is drilled.",
+    )
 
 
 class SECScheduler(Scheduler):
@@ -569,11 +591,22 @@ class SECScheduler(Scheduler):
     ``reference_prompts=0`` keeps the floors per prompt at any batch size. ``floors()`` returns the
     floors in force; the snapshot's ``floor`` component shows them.
 
+    Final phase (opt-in, ``final_phase`` > 0): from step ceil((1 - final_phase) * total_steps) on,
+    every prompt comes from the hardest level (highest number) whose Q is at least ``final_ratio`` times
+    the largest Q, with no floors or uniform mix: the run ends drilling the hardest level that still
+    teaches, as the classic schedule ends on its top level. Where what is not trained is forgotten,
+    the held-out tasks keep what the last steps taught, and the hardest level transfers most to them.
+    Where drilling a mastered level costs skill, it loses: it was worse there than without it, and it
+    stays off by default (docs/benchmarks.md, sixth round). Before any level has shown progress the
+    phase waits. The snapshot's ``final`` component is 1 for the drilled level (0 elsewhere, and
+    everywhere outside the phase); its ``floor`` component is 0 in the phase.
+
     Defaults (tuned on the simulated learner's tuning settings and seeds, docs/benchmarks.md):
     temperature 0.05, alpha 0.1, hardness 8, hardness_power 1, beta 0.02, min_prob 0.005,
     settle_ratio 0.5 after 4 groups, settled_prob 0.01 (a settled level is re-tested about once per
     6 steps of 16 prompts; it takes no share of pi or of the uniform mix), reference_prompts 16
-    (issue 21's fifth round, on tuning settings with 2 and 4 prompts per step). The
+    (issue 21's fifth round, on tuning settings with 2 and 4 prompts per step), final_phase 0 (off;
+    final_ratio 0.25 when it is on). The
     issue-9 SEC is temperature 0.1, alpha 0.5, hardness 2, hardness_power 1, beta 0.1, min_prob 0.02,
     settle_ratio 0, reference_prompts 0.
     """
@@ -600,6 +633,7 @@ class SECScheduler(Scheduler):
         self._prompts = 0  # prompts (groups) fed back under the last finished step; 0 before one finished
         self._step = -1  # the step of the latest feedback, and its prompts so far
         self._step_prompts = 0
+        self._drawn_step = -1  # the step of the latest probs() call (the snapshot's final component)
 
     def _observe(self, step: int, levels: np.ndarray, rewards: np.ndarray, finite: np.ndarray) -> None:
         g = self.num_generations
@@ -625,7 +659,21 @@ class SECScheduler(Scheduler):
         self._progress_last = progress
 
     def _probs(self, step: int) -> np.ndarray:
-        return self._distribution()[0]
+        self._drawn_step = step
+        target = self.final_target(step)
+        if target is None:
+            return self._distribution()[0]
+        out = np.zeros(self.num_levels)
+        out[target] = 1.0
+        return out
+
+    def final_target(self, step: int) -> int | None:
+        """The level drilled at ``step`` in the final phase; None outside it (or before any progress)."""
+        p = self.params
+        top = self._q.max()
+        if p.final_phase <= 0 or top <= 0 or step < math.ceil((1.0 - p.final_phase) * self.total_steps):
+            return None
+        return int(np.flatnonzero(self._q >= p.final_ratio * top)[-1])
 
     def floors(self) -> tuple[float, float]:
         """(min_prob, settled_prob) in force: scaled up by reference_prompts / prompts per step, at most 1/K."""
@@ -671,15 +719,24 @@ class SECScheduler(Scheduler):
         settled = self.settled()
         top = self._q.max()
         min_prob, settled_prob = self.floors()
+        final = self._final_onehot()
         return {
             "learning_progress": np.nan_to_num(self._progress_last, nan=0.0),
             "q_value": self._q.copy(),
             "q_ratio": self._q / top if top > 0 else np.zeros(self.num_levels),
             "settled": settled.astype(float),
-            "floor": np.where(settled, settled_prob, min_prob),
+            "floor": np.zeros(self.num_levels) if final.any() else np.where(settled, settled_prob, min_prob),
+            "final": final,
             "score": self._weighted_q(),
             "pi": self._distribution()[1],
         }
+
+    def _final_onehot(self) -> np.ndarray:
+        out = np.zeros(self.num_levels)
+        target = self.final_target(self._drawn_step) if self._drawn_step >= 0 else None
+        if target is not None:
+            out[target] = 1.0
+        return out
 
     def _extra_state(self) -> dict:
         return {

@@ -423,6 +423,43 @@ def test_sec_floors_hold_per_step_below_reference_prompts():
     assert w.floors() == (0.005, 0.01)
 
 
+def test_sec_final_phase_drills_the_hardest_level_that_still_teaches():
+    # 4 levels, 100 steps, final_phase 0.2: steps 80..99. Level 3 is unlearnable (Q = 0), level 2
+    # teaches less than level 1 but more than a quarter of it: level 2 is drilled, with no floors.
+    s = make_scheduler("sec", 4, 100, num_generations=8, final_phase=0.2)
+    off = make_scheduler("sec", 4, 100, num_generations=8)
+    rng, rng_off = np.random.default_rng(6), np.random.default_rng(6)
+    for step in range(79):
+        _sec_batch(s, step, [1.0, 0.5, 0.15, 0.0], rng)
+        _sec_batch(off, step, [1.0, 0.5, 0.15, 0.0], rng_off)
+    q = s.components()["q_value"]
+    assert q[3] == 0.0 and q[1] == max(q) and 0.25 * q[1] <= q[2] < q[1]
+    before = s.probs(79)
+    np.testing.assert_array_equal(before, off.probs(79))  # the same scheduler until the phase
+    assert before.min() > 0 and s.final_target(79) is None
+    assert s.components()["final"] == [0.0] * 4
+    for step in (80, 99):
+        assert s.probs(step).tolist() == [0.0, 0.0, 1.0, 0.0]
+    comps = s.snapshot(99)["levels"]
+    assert [lv["components"]["final"] for lv in comps] == [0.0, 0.0, 1.0, 0.0]
+    assert all(lv["components"]["floor"] == 0.0 for lv in comps)
+    # A stricter ratio picks a level that teaches more: level 2's Q is below 0.9 x level 1's.
+    strict = make_scheduler("sec", 4, 100, num_generations=8, final_phase=0.2, final_ratio=0.9)
+    strict.load_state_dict(s.state_dict())
+    assert strict.final_target(80) == 1
+    # The phase waits until some level has shown progress; final_phase=1 is the whole run.
+    idle = make_scheduler("sec", 4, 100, num_generations=8, final_phase=1.0)
+    assert idle.final_target(0) is None and idle.probs(0).min() > 0
+    idle.update(0, [2] * 8, [1, 0, 1, 0, 1, 0, 1, 0])
+    assert idle.probs(1).tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("params", [{"final_phase": 1.5}, {"final_phase": -0.1}, {"final_ratio": 0.0}])
+def test_sec_rejects_final_phase_parameters_out_of_range(params):
+    with pytest.raises(ValueError, match=next(iter(params))):
+        make_scheduler("sec", 4, 100, **params)
+
+
 def test_sec_with_two_prompts_per_step_retests_a_settled_level_at_the_scaled_floor():
     s = make_scheduler("sec", 4, 300, num_generations=8)
     rng = np.random.default_rng(5)
