@@ -455,13 +455,6 @@ class VarianceRegularizedScheduler(Scheduler):
     def _components(self) -> dict[str, np.ndarray]:
         return self._breakdown
 
-    def _final_onehot(self) -> np.ndarray:
-        out = np.zeros(self.num_levels)
-        target = self.final_target(self._drawn_step) if self._drawn_step >= 0 else None
-        if target is not None:
-            out[target] = 1.0
-        return out
-
     def _extra_state(self) -> dict:
         return {
             "q": self._q.tolist(),
@@ -537,8 +530,9 @@ class SECParams(_Params):
         ge=0,
         le=1,
         description=(
-            "Share of the budget at its end in which every prompt comes from the hardest level that still "
-            "teaches (Q >= final_ratio x the largest Q); no floors there. 0 = off (the default)."
+            "Share of the budget at its end (its last floor(final_phase x total steps) steps) in which every "
+            "prompt comes from the hardest level, the highest number, that still teaches (Q >= final_ratio x "
+            "the largest Q); no floors there. For levels ordered easy to hard. 0 = off (the default)."
         ),
     )
     final_ratio: float = Field(
@@ -591,15 +585,17 @@ class SECScheduler(Scheduler):
     ``reference_prompts=0`` keeps the floors per prompt at any batch size. ``floors()`` returns the
     floors in force; the snapshot's ``floor`` component shows them.
 
-    Final phase (opt-in, ``final_phase`` > 0): from step ceil((1 - final_phase) * total_steps) on,
-    every prompt comes from the hardest level (highest number) whose Q is at least ``final_ratio`` times
-    the largest Q, with no floors or uniform mix: the run ends drilling the hardest level that still
-    teaches, as the classic schedule ends on its top level. Where what is not trained is forgotten,
-    the held-out tasks keep what the last steps taught, and the hardest level transfers most to them.
-    Where drilling a mastered level costs skill, it loses: it was worse there than without it, and it
-    stays off by default (docs/benchmarks.md, sixth round). Before any level has shown progress the
-    phase waits. The snapshot's ``final`` component is 1 for the drilled level (0 elsewhere, and
-    everywhere outside the phase); its ``floor`` component is 0 in the phase.
+    Final phase (opt-in, ``final_phase`` > 0): in the last floor(final_phase * total_steps) steps
+    (none when that is 0), every prompt comes from the hardest level, the highest number, whose Q is
+    at least ``final_ratio`` times the largest Q, with no floors or uniform mix: the run ends drilling
+    the hardest level that still teaches, as the classic schedule ends on its top level. Where what is
+    not trained is forgotten, the held-out tasks keep what the last steps taught, and the hardest level
+    transfers most to them. "Hardest" is the level number, so the levels must run easy to hard. With a
+    cost for drilling mastered levels, or levels not ordered by difficulty, it was worse than the
+    default on the simulated learner, so it stays off by default (docs/benchmarks.md, sixth round).
+    Before any level has shown progress the phase waits. The snapshot's ``final`` component is 1 for
+    the drilled level (0 elsewhere, and everywhere outside the phase); its ``floor`` component is 0 in
+    the phase.
 
     Defaults (tuned on the simulated learner's tuning settings and seeds, docs/benchmarks.md):
     temperature 0.05, alpha 0.1, hardness 8, hardness_power 1, beta 0.02, min_prob 0.005,
@@ -667,13 +663,21 @@ class SECScheduler(Scheduler):
         out[target] = 1.0
         return out
 
+    def final_start(self) -> int | None:
+        """First step of the final phase: the last floor(final_phase x total_steps) steps; None when it is off."""
+        length = math.floor(self.params.final_phase * self.total_steps + 1e-9)  # 0.7 x 100 is 70, not 69
+        return self.total_steps - length if length > 0 else None
+
     def final_target(self, step: int) -> int | None:
         """The level drilled at ``step`` in the final phase; None outside it (or before any progress)."""
-        p = self.params
-        top = self._q.max()
-        if p.final_phase <= 0 or top <= 0 or step < math.ceil((1.0 - p.final_phase) * self.total_steps):
+        start = self.final_start()
+        if start is None or step < start:
             return None
-        return int(np.flatnonzero(self._q >= p.final_ratio * top)[-1])
+        q = np.nan_to_num(self._q, nan=0.0, posinf=0.0, neginf=0.0)
+        top = q.max()
+        if top <= 0:
+            return None
+        return int(np.flatnonzero(q >= self.params.final_ratio * top)[-1])
 
     def floors(self) -> tuple[float, float]:
         """(min_prob, settled_prob) in force: scaled up by reference_prompts / prompts per step, at most 1/K."""
@@ -743,6 +747,7 @@ class SECScheduler(Scheduler):
             "q": self._q.tolist(),
             "progress_last": [None if np.isnan(x) else float(x) for x in self._progress_last],
             "prompts": [self._prompts, self._step, self._step_prompts],
+            "drawn_step": self._drawn_step,
         }
 
     def _load_extra_state(self, state: dict) -> None:
@@ -752,6 +757,7 @@ class SECScheduler(Scheduler):
         )
         # Checkpoints from before reference_prompts lack it: nothing counted yet.
         self._prompts, self._step, self._step_prompts = (int(x) for x in state.get("prompts", (0, -1, 0)))
+        self._drawn_step = int(state.get("drawn_step", -1))
 
 
 SCHEDULERS: dict[str, type[Scheduler]] = {

@@ -452,9 +452,36 @@ def test_sec_final_phase_drills_the_hardest_level_that_still_teaches():
     assert idle.final_target(0) is None and idle.probs(0).min() > 0
     idle.update(0, [2] * 8, [1, 0, 1, 0, 1, 0, 1, 0])
     assert idle.probs(1).tolist() == [0.0, 0.0, 1.0, 0.0]
+    # A resumed run shows the same breakdown: the step of the last draw is part of the state.
+    resumed = make_scheduler("sec", 4, 100, num_generations=8, final_phase=0.2)
+    resumed.load_state_dict(s.state_dict())
+    assert resumed.components() == s.components()
 
 
-@pytest.mark.parametrize("params", [{"final_phase": 1.5}, {"final_phase": -0.1}, {"final_ratio": 0.0}])
+def test_sec_final_phase_is_the_last_floor_of_its_share_of_the_steps():
+    # 0.7 x 100 is 69.999... in floating point: the phase still has 70 steps, from step 30.
+    s = make_scheduler("sec", 3, 100, num_generations=4, final_phase=0.7)
+    s.update(0, [1] * 4, [1, 0, 1, 0])
+    assert s.final_start() == 30 and s.final_target(29) is None and s.final_target(30) == 1
+    # A share shorter than one step is no phase at all.
+    short = make_scheduler("sec", 3, 50, num_generations=4, final_phase=0.01)
+    short.update(0, [1] * 4, [1, 0, 1, 0])
+    assert short.final_start() is None and short.final_target(49) is None
+
+
+def test_sec_final_phase_survives_a_q_that_is_not_finite():
+    # Rewards far beyond reward_max overflow Q to inf or NaN: the phase treats them as no progress.
+    s = make_scheduler("sec", 3, 10, num_generations=2, final_phase=0.5, reward_max=1e-300)
+    s.update(0, [0, 0, 1, 1], [1e308, -1e308, 1.0, 0.0])
+    assert not np.isfinite(s.components()["q_value"]).all()
+    p = s.probs(9)
+    assert np.isfinite(p).all() and p.sum() == pytest.approx(1.0)
+    s.snapshot(9)
+
+
+@pytest.mark.parametrize(
+    "params", [{"final_phase": 1.5}, {"final_phase": -0.1}, {"final_ratio": 0.0}, {"final_ratio": 1.5}]
+)
 def test_sec_rejects_final_phase_parameters_out_of_range(params):
     with pytest.raises(ValueError, match=next(iter(params))):
         make_scheduler("sec", 4, 100, **params)
