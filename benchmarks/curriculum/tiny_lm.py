@@ -45,6 +45,8 @@ VARIANTS = {
     "sec (reference_prompts=0)": ["scheduler=sec", "scheduler.params.reference_prompts=0"],
     # sec's defaults before issue 21 (no settling rule): its rows of 2026-11-25 ran as plain `scheduler=sec`.
     "sec (issue-9 defaults)": ["scheduler=sec", *(f"scheduler.params.{k}={v}" for k, v in ISSUE9_SEC.items())],
+    # The opt-in final phase of issue 21's sixth round: the last quarter drills the hardest level that teaches.
+    "sec (final_phase=0.25)": ["scheduler=sec", "scheduler.params.final_phase=0.25"],
 }
 SCHEDULERS = ["balanced", "classic", "cosine", "gaussian", "variance_regularized", "sec", *VARIANTS]
 BASELINE = "none (0 steps)"  # the warm-started model, untrained: the level every schedule starts from

@@ -284,6 +284,9 @@ def test_comparison_rows_keep_their_own_formulas_when_the_defaults_move():
     default = factory("sec", **rows[bench.DEFAULT].params)(two)
     default.update(0, [1] * 8 + [2] * 8, [1, 0] * 8)
     assert default.floors() == pytest.approx((0.04, 0.08))
+    # The final-phase row is the opt-in; the default keeps it off.
+    assert default.params.final_phase == 0.0
+    assert factory("sec", **rows[bench.FINAL].params)(two).params.final_phase == 0.25
 
 
 def test_cell_curve_ends_at_the_mean_heldout_accuracy():
