@@ -656,12 +656,8 @@ class SECScheduler(Scheduler):
 
     def _probs(self, step: int) -> np.ndarray:
         self._drawn_step = step
-        target = self.final_target(step)
-        if target is None:
-            return self._distribution()[0]
-        out = np.zeros(self.num_levels)
-        out[target] = 1.0
-        return out
+        final = self._final_onehot(step)
+        return final if final.any() else self._distribution()[0]
 
     def final_start(self) -> int | None:
         """First step of the final phase: the last floor(final_phase x total_steps) steps; None when it is off."""
@@ -723,7 +719,7 @@ class SECScheduler(Scheduler):
         settled = self.settled()
         top = self._q.max()
         min_prob, settled_prob = self.floors()
-        final = self._final_onehot()
+        final = self._final_onehot(self._drawn_step)
         return {
             "learning_progress": np.nan_to_num(self._progress_last, nan=0.0),
             "q_value": self._q.copy(),
@@ -735,9 +731,10 @@ class SECScheduler(Scheduler):
             "pi": self._distribution()[1],
         }
 
-    def _final_onehot(self) -> np.ndarray:
+    def _final_onehot(self, step: int) -> np.ndarray:
+        """1 for the level drilled at ``step`` in the final phase, 0 elsewhere (all 0 outside it)."""
         out = np.zeros(self.num_levels)
-        target = self.final_target(self._drawn_step) if self._drawn_step >= 0 else None
+        target = self.final_target(step) if step >= 0 else None
         if target is not None:
             out[target] = 1.0
         return out
