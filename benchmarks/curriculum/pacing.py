@@ -8,31 +8,59 @@ its peak and the step of the peak, the final value and the prompts drawn from ma
 
     python -m benchmarks.curriculum.pacing     # three settings where sec is worse, 24 seeds, ~1 min
 
-Besides the fixed schedules and the default it runs ``top level only``, a diagnostic schedule that
-is not in the library: every prompt from the hardest training level, from the first step. The
+Besides the fixed schedules and the default it runs two diagnostic schedules that are not in the
+library. ``top level only``: every prompt from the hardest training level, from the first step. The
 held-out level learns only by transfer, and the top level transfers most, so this is the fastest
-way to it that the learner allows.
+way to it that the learner allows. ``sec, paced by level``: ``sec`` whose levels open one by one
+along the budget, as the fixed schedules move (level i from step i/(K-1) x T/2 on, every level open
+by half the budget), ending with its final phase (the last quarter on the hardest level that still
+teaches): a pacing rule, the kind of rule the third and sixth rounds of issue 21 said the gaps need.
+Each row also shows its final accuracy minus the best fixed schedule's, with the paired 95% CI.
 
 Options: --setting FAMILY/BASE (a reported setting, repeatable; the family must keep the levels in
 difficulty order), --seeds N, --no-doc (print only; otherwise the block between the
 ``sim-pacing`` markers in docs/benchmarks.md is rewritten).
+
+``--screen reported`` or ``--screen tuning`` instead counts, over every reported setting (seeds
+0..N-1) or every tuning setting (seeds 1000 + i), where the default and the paced ``sec`` are not
+worse than the best fixed schedule (the benchmark's bar), and prints that count, the mean difference
+and the worst setting; it writes nothing. ``--jobs N`` processes (default 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
 from benchmarks.curriculum.doc import publish, require_markers
 from benchmarks.curriculum.learner import SchedulerFactory, Setting, factory, simulate
-from benchmarks.curriculum.simulate import DEFAULT, DOC, FAMILIES, FIXED, REPORT_BASES, SCHEDULES, make_setting, table
-from e2h.schedulers import Scheduler
+from benchmarks.curriculum.simulate import (
+    DEFAULT,
+    DOC,
+    FAMILIES,
+    FIXED,
+    REPORT_BASES,
+    SCHEDULES,
+    TUNE_SEED0,
+    fmt_diff,
+    make_setting,
+    not_worse,
+    reported_settings,
+    table,
+    tuning_settings,
+    vs_best,
+)
+from e2h.schedulers import Scheduler, SECScheduler
 
 BEGIN, END = "<!-- sim-pacing:begin -->", "<!-- sim-pacing:end -->"
 COMMAND = "python -m benchmarks.curriculum.pacing"
 TOP = "top level only (diagnostic)"
+PACED = "sec, paced by level (diagnostic)"
+PACED_UNLOCK = 0.5  # share of the budget by which every level is open
+PACED_PARAMS = {"reward_max": 1.0, "final_phase": 0.25}  # the library defaults with the sixth round's final phase
 POINTS = 5  # held-out accuracy shown at this many evenly spaced steps, the first and the last included
 
 
@@ -67,10 +95,49 @@ def top_level_only(setting: Setting) -> Scheduler:
     return one_level(setting.scheduled_levels - 1 - int(setting.unlearnable_level))(setting)
 
 
+class PacedSEC(SECScheduler):
+    """``sec`` paced by the level order (diagnostic, not a library schedule).
+
+    Level i opens at step i/(K-1) x ``unlock`` x T. Until then its score is -1: while an open level is
+    active it gets no share of sec's softmax, only the uniform mix and its floor; when every open level
+    is settled, the closed active levels share the rest as sec's active levels do. Once open a level
+    competes on learning progress as in ``sec``. Levels are opened by number, so they must run easy to hard.
+    """
+
+    unlock = PACED_UNLOCK
+
+    def unlock_steps(self) -> np.ndarray:
+        """The step at which each level opens."""
+        k = self.num_levels
+        return np.arange(k) / max(k - 1, 1) * self.unlock * self.total_steps
+
+    def _weighted_q(self) -> np.ndarray:
+        score = super()._weighted_q()
+        return np.where(self.unlock_steps() <= max(self._drawn_step, 0), score, -1.0)
+
+
+def paced_sec(setting: Setting) -> Scheduler:
+    """``PacedSEC`` for ``setting``, with the library defaults and the final phase of ``PACED_PARAMS``."""
+    return PacedSEC(setting.scheduled_levels, setting.total_steps, setting.generations, **PACED_PARAMS)
+
+
+def maker(label: str) -> SchedulerFactory:
+    """The factory of a schedule: a diagnostic one (``TOP``, ``PACED``) or a row of the benchmark's SCHEDULES."""
+    if label == TOP:
+        return top_level_only
+    if label == PACED:
+        return paced_sec
+    sched = next(s for s in SCHEDULES if s.label == label)
+    return factory(sched.scheduler, **sched.params)
+
+
 def pacing_rows(setting: Setting, seeds: list[int]) -> list[dict]:
-    """Per schedule: the mean held-out curve, its peak and peak step, the final value, mastered prompts per run."""
-    makers = {s.label: factory(s.scheduler, **s.params) for s in SCHEDULES if s.label in (*FIXED, DEFAULT)}
-    makers[TOP] = top_level_only
+    """Per schedule: the mean held-out curve, its peak and peak step, the final value, mastered prompts per run.
+
+    ``vs_fixed``: the final held-out accuracy minus the best fixed schedule's (picked by its mean, after the
+    fact), mean and paired 95% CI over the seeds.
+    """
+    makers = {label: maker(label) for label in (*FIXED, DEFAULT, TOP, PACED)}
     rows = []
     for label, make in makers.items():
         runs = [simulate(setting, make, seed, label) for seed in seeds]
@@ -83,16 +150,27 @@ def pacing_rows(setting: Setting, seeds: list[int]) -> list[dict]:
                 "peak": float(curve[peak]),
                 "peak_step": peak,
                 "final": float(curve[-1]),
+                "finals": np.array([r.heldout_final for r in runs]),
                 "mastered_prompts": float(np.mean([r.mastered_prompts for r in runs])),
             }
         )
+    fixed = {r["schedule"]: r["finals"] for r in rows if r["schedule"] in FIXED}
+    for r in rows:
+        r["vs_fixed"] = vs_best(r["finals"], fixed)[1]
     return rows
 
 
 def pacing_table(rows: list[dict], setting: Setting) -> str:
     """One row per schedule; mastered prompts are counted only where the setting has a mastering cost."""
     steps = np.linspace(0, setting.total_steps, POINTS).round().astype(int)
-    header = ["schedule", *(f"step {s}" for s in steps), "peak (step)", "final − peak", "mastered prompts / run"]
+    header = [
+        "schedule",
+        *(f"step {s}" for s in steps),
+        "peak (step)",
+        "final − peak",
+        "mastered prompts / run",
+        "final − best fixed [95% CI]",
+    ]
     body = [
         [
             r["schedule"],
@@ -100,6 +178,7 @@ def pacing_table(rows: list[dict], setting: Setting) -> str:
             f"{r['peak']:.3f} ({r['peak_step']})",
             f"{round(r['final'] - r['peak'], 3) + 0.0:+.3f}",
             f"{r['mastered_prompts']:.0f}" if setting.mastered_cost else "–",
+            fmt_diff(*r["vs_fixed"]),
         ]
         for r in rows
     ]
@@ -128,14 +207,59 @@ def parse_setting(text: str) -> tuple[str, Setting]:
     return text, make_setting(base, REPORT_BASES[base], family.report)
 
 
+def _finals(job: tuple[str, Setting, list[int]]) -> np.ndarray:
+    label, setting, seeds = job
+    make = maker(label)
+    return np.array([simulate(setting, make, seed, label).heldout_final for seed in seeds])
+
+
+def screen(settings: list[tuple[str, Setting]], seeds: list[int], jobs: int = 2) -> dict[str, dict]:
+    """Per schedule (the default and the paced ``sec``): how many ``settings`` it is not worse than the best
+    fixed schedule in (paired 95% CI not below 0), the mean difference and the worst (family/setting, difference).
+    """
+    labels = [*FIXED, DEFAULT, PACED]
+    work = [(label, setting, seeds) for _, setting in settings for label in labels]
+    with ProcessPoolExecutor(jobs) as pool:
+        finals = list(pool.map(_finals, work))
+    out = {label: {"not_worse": 0, "settings": len(settings), "mean": 0.0, "worst": None} for label in (DEFAULT, PACED)}
+    for i, (family, setting) in enumerate(settings):
+        got = dict(zip(labels, finals[i * len(labels) : (i + 1) * len(labels)], strict=True))
+        fixed = {f: got[f] for f in FIXED}
+        for label, row in out.items():
+            d = vs_best(got[label], fixed)[1]
+            row["not_worse"] += not_worse(d)
+            row["mean"] += d[0] / len(settings)
+            if row["worst"] is None or d[0] < row["worst"][1][0]:
+                row["worst"] = (f"{family}/{setting.name}", d)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--setting", action="append", help=f"FAMILY/BASE, repeatable (default: {DEFAULT_SETTINGS})")
     ap.add_argument("--seeds", type=int, default=24, help="reported seeds 0..N-1 (default 24)")
     ap.add_argument("--no-doc", action="store_true", help="print only; do not rewrite docs/benchmarks.md")
+    ap.add_argument("--screen", choices=["reported", "tuning"], help="count not-worse settings (writes nothing)")
+    ap.add_argument("--jobs", type=int, default=2, help="processes for --screen (default 2)")
     args = ap.parse_args(argv)
     if args.seeds < 1:
         raise SystemExit(f"--seeds {args.seeds}: need at least 1 seed")
+    if args.screen:
+        if args.jobs < 1:
+            raise SystemExit(f"--jobs {args.jobs}: need at least 1 process")
+        start = time.perf_counter()
+        if args.screen == "reported":
+            settings, seeds = reported_settings(FAMILIES), list(range(args.seeds))
+        else:
+            settings, seeds = tuning_settings(), [TUNE_SEED0 + i for i in range(args.seeds)]
+        rows = screen(settings, seeds, args.jobs)
+        print(f"{args.screen} settings, {len(seeds)} seeds, {time.perf_counter() - start:.0f} s:")
+        for label, r in rows.items():
+            print(
+                f"  {label}: not worse than the best fixed schedule in {r['not_worse']}/{r['settings']}, "
+                f"mean {r['mean']:+.4f}, worst {r['worst'][0]} {fmt_diff(*r['worst'][1])}"
+            )
+        return
     settings = [parse_setting(t) for t in (args.setting or DEFAULT_SETTINGS)]
     if not args.no_doc:
         require_markers(BEGIN, END, DOC)
@@ -150,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
         [
             f"_Generated by `{COMMAND} {options}` in {elapsed:.0f} s._ Held-out accuracy (mean over {args.seeds} "
             "seeds) at evenly spaced steps, its peak and the step of the peak, the final value minus the peak, "
-            "and the prompts drawn from mastered levels per run (where drilling them costs skill).",
+            "the prompts drawn from mastered levels per run (where drilling them costs skill) and the final "
+            "value minus the best fixed schedule's (paired 95% CI over the seeds).",
             *parts,
         ]
     )

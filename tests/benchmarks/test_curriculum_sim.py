@@ -374,15 +374,41 @@ def test_top_level_only_draws_every_prompt_from_the_hardest_training_level():
         top_level_only(replace(SMALL, permute_levels=True))
 
 
+def test_paced_sec_opens_the_levels_one_by_one_and_ends_on_the_hardest_teaching_level():
+    from benchmarks.curriculum.pacing import paced_sec
+
+    sched = paced_sec(SMALL)  # K=4, T=150: levels open at steps 0, 25, 50, 75; the final phase is steps 113..149
+    assert sched.unlock_steps().tolist() == [0.0, 25.0, 50.0, 75.0]
+    g = SMALL.generations
+    # 16 prompts per step (the floors' reference), 4 groups per level, every group half solved: all teach equally.
+    levels = np.repeat(np.tile(np.arange(4), 4), g)
+    rewards = np.tile(np.r_[np.ones(g // 2), np.zeros(g - g // 2)], 16)
+    shares = {}
+    for step in range(SMALL.total_steps):
+        shares[step] = sched.probs(step)
+        sched.update(step, levels, rewards)
+    assert shares[0].argmax() == 0 and shares[0][1:].max() <= 0.01  # only level 0 is open
+    assert shares[24][1] <= 0.01 < shares[25][1]  # level 1 opens at step 25
+    assert shares[74][3] <= 0.01 and shares[74].argmax() == 2
+    assert shares[75].argmax() == 3 and shares[112][3] < 1.0  # open, and sec's floors keep the others
+    assert shares[113].tolist() == [0.0, 0.0, 0.0, 1.0]  # the final phase drills the hardest level that teaches
+    sched.probs(50)
+    assert sched.components()["score"][3] == -1.0  # a closed level's score in the snapshot
+
+
 def test_pacing_rows_report_the_peak_and_the_final_point_of_each_curve():
-    from benchmarks.curriculum.pacing import TOP, pacing_rows, pacing_table
+    from benchmarks.curriculum.pacing import PACED, TOP, pacing_rows, pacing_table
 
     setting = replace(SETTINGS["strong-noforget-flat"], mastered_cost=0.5, total_steps=300)
     rows = pacing_rows(setting, [0, 1])
-    assert [r["schedule"] for r in rows] == [*bench.FIXED, bench.DEFAULT, TOP]
+    assert [r["schedule"] for r in rows] == [*bench.FIXED, bench.DEFAULT, TOP, PACED]
+    best = max((r for r in rows if r["schedule"] in bench.FIXED), key=lambda r: r["finals"].mean())
+    assert best["vs_fixed"] == (0.0, 0.0, 0.0)
     for r in rows:
         assert r["peak"] == r["curve"].max() and r["peak_step"] == int(r["curve"].argmax())
         assert r["final"] == r["curve"][-1] <= r["peak"]
+        assert r["final"] == pytest.approx(r["finals"].mean())
+        assert r["vs_fixed"][0] == pytest.approx(r["final"] - best["final"])
     # With the mastering cost some schedule peaks before the end: what the diagnostic is for.
     assert any(r["peak_step"] < setting.total_steps and r["final"] < r["peak"] - 0.01 for r in rows)
     top = next(r for r in rows if r["schedule"] == TOP)
@@ -390,7 +416,7 @@ def test_pacing_rows_report_the_peak_and_the_final_point_of_each_curve():
     assert next(r for r in rows if r["schedule"] == "classic")["final"] == pytest.approx(np.mean(finals))
     assert top["mastered_prompts"] > 0  # this flat strong-transfer ladder's top level is solved within 300 steps
     text = pacing_table(rows, setting)
-    assert "| step 0 | step 75 | step 150 | step 225 | step 300 |" in text
+    assert "| step 0 | step 75 | step 150 | step 225 | step 300 |" in text and "| +0.000 [+0.000, +0.000] |" in text
     assert "–" not in text and "–" in pacing_table(rows, replace(setting, mastered_cost=0.0))
 
 
@@ -408,6 +434,8 @@ def test_pacing_cli_names_the_choices_and_rewrites_only_its_block(tmp_path, monk
         pacing.main(["--setting", "K=10", "--no-doc"])
     with pytest.raises(SystemExit, match="at least 1 seed"):
         pacing.main(["--seeds", "0", "--no-doc"])
+    with pytest.raises(SystemExit, match="at least 1 process"):
+        pacing.main(["--screen", "tuning", "--jobs", "0"])
     doc = tmp_path / "benchmarks.md"
     doc.write_text(f"before\n{pacing.BEGIN}\nold\n{pacing.END}\nafter\n")
     monkeypatch.setattr(pacing, "DOC", doc)
@@ -415,6 +443,25 @@ def test_pacing_cli_names_the_choices_and_rewrites_only_its_block(tmp_path, monk
     text = doc.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
     assert "**T=100/weak-noforget-steep** (100 steps)" in text and pacing.TOP in text
+
+
+def test_screen_counts_the_settings_where_a_schedule_is_not_worse_than_the_best_fixed_one():
+    from benchmarks.curriculum.pacing import PACED, maker, screen
+
+    short = replace(SMALL, total_steps=60)
+    settings = [("base", short), ("mastered cost", replace(short, mastered_cost=0.5))]
+    seeds = [0, 1, 2]
+    rows = screen(settings, seeds, jobs=1)
+    assert set(rows) == {bench.DEFAULT, PACED}
+
+    def finals(label: str, setting: Setting) -> np.ndarray:
+        return np.array([simulate(setting, maker(label), s).heldout_final for s in seeds])
+
+    for label, r in rows.items():
+        diffs = [bench.vs_best(finals(label, st), {f: finals(f, st) for f in bench.FIXED})[1] for _, st in settings]
+        assert r["settings"] == 2 and r["not_worse"] == sum(bench.not_worse(d) for d in diffs)
+        assert r["mean"] == pytest.approx(np.mean([d[0] for d in diffs]))
+        assert r["worst"][1] == min(diffs)
 
 
 # -- the bar's calibration (benchmarks/curriculum/calibrate.py) --------------------------------
