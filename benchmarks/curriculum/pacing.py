@@ -6,7 +6,7 @@ then loses accuracy for the rest of the run, so the final score rewards pacing a
 This diagnostic shows it: per schedule, the held-out accuracy along the budget (mean over seeds),
 its peak and the step of the peak, the final value and the prompts drawn from mastered levels:
 
-    python -m benchmarks.curriculum.pacing     # three settings where sec is worse, 24 seeds, ~1 min
+    python -m benchmarks.curriculum.pacing     # four settings (DEFAULT_SETTINGS), 24 seeds, ~1.5 min
 
 Besides the fixed schedules and the default it runs two diagnostic schedules that are not in the
 library. ``top level only``: every prompt from the hardest training level, from the first step. The
@@ -23,8 +23,8 @@ difficulty order), --seeds N, --no-doc (print only; otherwise the block between 
 
 ``--screen reported`` or ``--screen tuning`` instead counts, over every reported setting (seeds
 0..N-1) or every tuning setting (seeds 1000 + i), where the default and the paced ``sec`` are not
-worse than the best fixed schedule (the benchmark's bar), and prints that count, the mean difference
-and the worst setting; it writes nothing. ``--jobs N`` processes (default 2).
+worse than the best fixed schedule (the benchmark's bar), and prints that count, the mean difference,
+the worst setting and every setting where it is worse; it writes nothing. ``--jobs N`` processes (default 2).
 """
 
 from __future__ import annotations
@@ -53,14 +53,15 @@ from benchmarks.curriculum.simulate import (
     tuning_settings,
     vs_best,
 )
-from e2h.schedulers import Scheduler, SECScheduler
+from e2h.schedulers import Scheduler, SECScheduler, floor_probs
 
 BEGIN, END = "<!-- sim-pacing:begin -->", "<!-- sim-pacing:end -->"
 COMMAND = "python -m benchmarks.curriculum.pacing"
 TOP = "top level only (diagnostic)"
 PACED = "sec, paced by level (diagnostic)"
 PACED_UNLOCK = 0.5  # share of the budget by which every level is open
-PACED_PARAMS = {"reward_max": 1.0, "final_phase": 0.25}  # the library defaults with the sixth round's final phase
+# The library defaults with the sixth round's final phase, which starts after every level is open.
+PACED_PARAMS = {"reward_max": 1.0, "final_phase": 0.25}
 POINTS = 5  # held-out accuracy shown at this many evenly spaced steps, the first and the last included
 
 
@@ -98,10 +99,12 @@ def top_level_only(setting: Setting) -> Scheduler:
 class PacedSEC(SECScheduler):
     """``sec`` paced by the level order (diagnostic, not a library schedule).
 
-    Level i opens at step i/(K-1) x ``unlock`` x T. Until then its score is -1: while an open level is
-    active it gets no share of sec's softmax, only the uniform mix and its floor; when every open level
-    is settled, the closed active levels share the rest as sec's active levels do. Once open a level
-    competes on learning progress as in ``sec``. Levels are opened by number, so they must run easy to hard.
+    Level i opens at step i/(K-1) x ``unlock`` x T. A closed level is sampled with exactly its floor
+    (``min_prob``, its re-test rate) and its score shows -1. The open levels run ``sec``'s rule among
+    themselves on the rest of the mass: an open level settles when its Q is below settle_ratio x the
+    largest Q *of the open levels*, so a closed level's Q (from its re-tests) neither settles the open
+    ones nor takes their share. Levels are opened by number, so they must run easy to hard. The final
+    phase starts after every level is open (``final_phase`` <= 1 - ``unlock``).
     """
 
     unlock = PACED_UNLOCK
@@ -111,9 +114,35 @@ class PacedSEC(SECScheduler):
         k = self.num_levels
         return np.arange(k) / max(k - 1, 1) * self.unlock * self.total_steps
 
+    def is_open(self) -> np.ndarray:
+        """Boolean per level: open at the step of the latest draw."""
+        return self.unlock_steps() <= max(self._drawn_step, 0)
+
+    def settled(self) -> np.ndarray:
+        p = self.params
+        is_open = self.is_open()
+        tried = self._counts >= p.settle_groups * self.num_generations
+        return is_open & tried & (self._q < p.settle_ratio * self._q[is_open].max())
+
     def _weighted_q(self) -> np.ndarray:
-        score = super()._weighted_q()
-        return np.where(self.unlock_steps() <= max(self._drawn_step, 0), score, -1.0)
+        return np.where(self.is_open(), super()._weighted_q(), -1.0)
+
+    def _distribution(self) -> tuple[np.ndarray, np.ndarray]:
+        is_open = self.is_open()
+        if is_open.all():
+            return super()._distribution()
+        p = self.params
+        logits = self._weighted_q() / p.temperature
+        pi = np.exp(logits - logits.max())
+        pi = pi / pi.sum()
+        min_prob, settled_prob = self.floors()
+        settled = self.settled()
+        active = is_open & ~settled  # never empty: the open level with the largest Q is active
+        out = np.where(settled, settled_prob, np.where(is_open, 0.0, min_prob))
+        mass = 1.0 - out.sum()
+        blended = (1.0 - p.beta) * pi[active] / pi[active].sum() + p.beta / active.sum()
+        out[active] = mass * floor_probs(blended, min(min_prob / mass, 1.0 / active.sum()))
+        return out, pi
 
 
 def paced_sec(setting: Setting) -> Scheduler:
@@ -127,7 +156,9 @@ def maker(label: str) -> SchedulerFactory:
         return top_level_only
     if label == PACED:
         return paced_sec
-    sched = next(s for s in SCHEDULES if s.label == label)
+    sched = next((s for s in SCHEDULES if s.label == label), None)
+    if sched is None:
+        raise ValueError(f"unknown schedule {label!r}: {TOP!r}, {PACED!r} or one of {[s.label for s in SCHEDULES]}")
     return factory(sched.scheduler, **sched.params)
 
 
@@ -185,8 +216,13 @@ def pacing_table(rows: list[dict], setting: Setting) -> str:
     return table(header, body)
 
 
-#: Three reported settings where `sec` is worse than the best fixed schedule.
-DEFAULT_SETTINGS = ["mastered cost/strong-noforget-flat", "T=2000/weak-forget-flat", "K=10/weak-noforget-steep"]
+#: Three reported settings where `sec` is worse than the best fixed schedule, and one where the paced `sec` is.
+DEFAULT_SETTINGS = [
+    "mastered cost/strong-noforget-flat",
+    "T=2000/weak-forget-flat",
+    "K=10/weak-noforget-steep",
+    "T=100/strong-forget-steep",
+]
 
 
 def parse_setting(text: str) -> tuple[str, Setting]:
@@ -215,19 +251,25 @@ def _finals(job: tuple[str, Setting, list[int]]) -> np.ndarray:
 
 def screen(settings: list[tuple[str, Setting]], seeds: list[int], jobs: int = 2) -> dict[str, dict]:
     """Per schedule (the default and the paced ``sec``): how many ``settings`` it is not worse than the best
-    fixed schedule in (paired 95% CI not below 0), the mean difference and the worst (family/setting, difference).
+    fixed schedule in (paired 95% CI not below 0), the mean difference, the worst (family/setting, difference)
+    and every setting where it is worse (family/setting, best fixed schedule, difference).
     """
     labels = [*FIXED, DEFAULT, PACED]
     work = [(label, setting, seeds) for _, setting in settings for label in labels]
     with ProcessPoolExecutor(jobs) as pool:
         finals = list(pool.map(_finals, work))
-    out = {label: {"not_worse": 0, "settings": len(settings), "mean": 0.0, "worst": None} for label in (DEFAULT, PACED)}
+    out = {
+        label: {"not_worse": 0, "settings": len(settings), "mean": 0.0, "worst": None, "worse": []}
+        for label in (DEFAULT, PACED)
+    }
     for i, (family, setting) in enumerate(settings):
         got = dict(zip(labels, finals[i * len(labels) : (i + 1) * len(labels)], strict=True))
         fixed = {f: got[f] for f in FIXED}
         for label, row in out.items():
-            d = vs_best(got[label], fixed)[1]
+            best, d = vs_best(got[label], fixed)
             row["not_worse"] += not_worse(d)
+            if not not_worse(d):
+                row["worse"].append((f"{family}/{setting.name}", best, d))
             row["mean"] += d[0] / len(settings)
             if row["worst"] is None or d[0] < row["worst"][1][0]:
                 row["worst"] = (f"{family}/{setting.name}", d)
@@ -244,9 +286,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.seeds < 1:
         raise SystemExit(f"--seeds {args.seeds}: need at least 1 seed")
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs {args.jobs}: need at least 1 process")
+    if args.screen and args.setting:
+        raise SystemExit("--screen runs every reported or tuning setting: leave out --setting")
     if args.screen:
-        if args.jobs < 1:
-            raise SystemExit(f"--jobs {args.jobs}: need at least 1 process")
         start = time.perf_counter()
         if args.screen == "reported":
             settings, seeds = reported_settings(FAMILIES), list(range(args.seeds))
@@ -259,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"  {label}: not worse than the best fixed schedule in {r['not_worse']}/{r['settings']}, "
                 f"mean {r['mean']:+.4f}, worst {r['worst'][0]} {fmt_diff(*r['worst'][1])}"
             )
+            for name, best, d in r["worse"]:
+                print(f"    worse in {name}: {fmt_diff(*d)} against {best}")
         return
     settings = [parse_setting(t) for t in (args.setting or DEFAULT_SETTINGS)]
     if not args.no_doc:

@@ -390,10 +390,28 @@ def test_paced_sec_opens_the_levels_one_by_one_and_ends_on_the_hardest_teaching_
     assert shares[0].argmax() == 0 and shares[0][1:].max() <= 0.01  # only level 0 is open
     assert shares[24][1] <= 0.01 < shares[25][1]  # level 1 opens at step 25
     assert shares[74][3] <= 0.01 and shares[74].argmax() == 2
-    assert shares[75].argmax() == 3 and shares[112][3] < 1.0  # open, and sec's floors keep the others
+    assert shares[75].argmax() == 3 and shares[112].min() == 0.005  # open, and sec's floors keep the others
     assert shares[113].tolist() == [0.0, 0.0, 0.0, 1.0]  # the final phase drills the hardest level that teaches
     sched.probs(50)
     assert sched.components()["score"][3] == -1.0  # a closed level's score in the snapshot
+
+
+def test_paced_sec_keeps_a_closed_level_at_its_floor_when_it_teaches_more_than_the_open_ones():
+    from benchmarks.curriculum.pacing import paced_sec
+
+    sched = paced_sec(SMALL)  # only level 0 is open before step 25
+    g = SMALL.generations
+    # 16 prompts per step: 12 groups of level 0, all solved (no progress), 4 of level 3, half solved.
+    levels = np.repeat(np.r_[np.zeros(12, dtype=int), np.full(4, 3)], g)
+    rewards = np.r_[np.ones(12 * g), np.tile(np.r_[np.ones(g // 2), np.zeros(g - g // 2)], 4)]
+    for step in range(20):
+        sched.probs(step)
+        sched.update(step, levels, rewards)
+    p = sched.probs(20)
+    assert sched._q[3] > 0 == sched._q[0]  # the closed level teaches, the open one does not
+    assert not sched.settled().any()  # settling is judged among the open levels
+    assert p[1:].tolist() == [0.005] * 3 and p[0] == pytest.approx(1 - 3 * 0.005)
+    assert p.sum() == pytest.approx(1.0)
 
 
 def test_pacing_rows_report_the_peak_and_the_final_point_of_each_curve():
@@ -436,6 +454,10 @@ def test_pacing_cli_names_the_choices_and_rewrites_only_its_block(tmp_path, monk
         pacing.main(["--seeds", "0", "--no-doc"])
     with pytest.raises(SystemExit, match="at least 1 process"):
         pacing.main(["--screen", "tuning", "--jobs", "0"])
+    with pytest.raises(SystemExit, match="leave out --setting"):
+        pacing.main(["--screen", "tuning", "--setting", "K=10/weak-noforget-steep"])
+    with pytest.raises(ValueError, match="unknown schedule 'nope'"):
+        pacing.maker("nope")
     doc = tmp_path / "benchmarks.md"
     doc.write_text(f"before\n{pacing.BEGIN}\nold\n{pacing.END}\nafter\n")
     monkeypatch.setattr(pacing, "DOC", doc)
@@ -462,6 +484,7 @@ def test_screen_counts_the_settings_where_a_schedule_is_not_worse_than_the_best_
         assert r["settings"] == 2 and r["not_worse"] == sum(bench.not_worse(d) for d in diffs)
         assert r["mean"] == pytest.approx(np.mean([d[0] for d in diffs]))
         assert r["worst"][1] == min(diffs)
+        assert [d for _, _, d in r["worse"]] == [d for d in diffs if not bench.not_worse(d)]
 
 
 # -- the bar's calibration (benchmarks/curriculum/calibrate.py) --------------------------------
