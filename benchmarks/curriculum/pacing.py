@@ -6,7 +6,7 @@ then loses accuracy for the rest of the run, so the final score rewards pacing a
 This diagnostic shows it: per schedule, the held-out accuracy along the budget (mean over seeds),
 its peak and the step of the peak, the final value and the prompts drawn from mastered levels:
 
-    python -m benchmarks.curriculum.pacing     # four settings (DEFAULT_SETTINGS), 24 seeds, ~1.5 min
+    python -m benchmarks.curriculum.pacing     # four settings (DEFAULT_SETTINGS), 24 seeds, ~1 min
 
 Besides the fixed schedules and the default it runs two diagnostic schedules that are not in the
 library. ``top level only``: every prompt from the hardest training level, from the first step. The
@@ -25,6 +25,7 @@ difficulty order), --seeds N, --no-doc (print only; otherwise the block between 
 0..N-1) or every tuning setting (seeds 1000 + i), where the default and the paced ``sec`` are not
 worse than the best fixed schedule (the benchmark's bar), and prints that count, the mean difference,
 the worst setting and every setting where it is worse; it writes nothing. ``--jobs N`` processes (default 2).
+``--unlock SHARE`` sets the paced ``sec``'s pace (every level open by SHARE x T; default 0.5) for both modes.
 """
 
 from __future__ import annotations
@@ -104,10 +105,21 @@ class PacedSEC(SECScheduler):
     themselves on the rest of the mass: an open level settles when its Q is below settle_ratio x the
     largest Q *of the open levels*, so a closed level's Q (from its re-tests) neither settles the open
     ones nor takes their share. Levels are opened by number, so they must run easy to hard. The final
-    phase starts after every level is open (``final_phase`` <= 1 - ``unlock``).
+    phase may not start before every level is open (``final_phase`` <= 1 - ``unlock``). Snapshot: sec's
+    components, ``q_ratio`` relative to the largest Q of the open levels, and ``open`` (1/0).
     """
 
-    unlock = PACED_UNLOCK
+    def __init__(self, num_levels: int, total_steps: int, num_generations: int = 1, *,
+                 unlock: float = PACED_UNLOCK, **params):
+        super().__init__(num_levels, total_steps, num_generations, **params)
+        if not 0 < unlock <= 1:
+            raise ValueError(f"unlock={unlock}: the share of the budget by which every level opens, in (0, 1]")
+        if self.params.final_phase > 1 - unlock + 1e-9:
+            raise ValueError(
+                f"final_phase={self.params.final_phase} starts before every level is open (unlock={unlock}): "
+                "it must be at most 1 - unlock"
+            )
+        self.unlock = unlock
 
     def unlock_steps(self) -> np.ndarray:
         """The step at which each level opens."""
@@ -127,6 +139,14 @@ class PacedSEC(SECScheduler):
     def _weighted_q(self) -> np.ndarray:
         return np.where(self.is_open(), super()._weighted_q(), -1.0)
 
+    def _components(self) -> dict[str, np.ndarray]:
+        out = super()._components()
+        is_open = self.is_open()
+        top = self._q[is_open].max()
+        out["q_ratio"] = self._q / top if top > 0 else np.zeros(self.num_levels)
+        out["open"] = is_open.astype(float)
+        return out
+
     def _distribution(self) -> tuple[np.ndarray, np.ndarray]:
         is_open = self.is_open()
         if is_open.all():
@@ -145,30 +165,36 @@ class PacedSEC(SECScheduler):
         return out, pi
 
 
-def paced_sec(setting: Setting) -> Scheduler:
-    """``PacedSEC`` for ``setting``, with the library defaults and the final phase of ``PACED_PARAMS``."""
-    return PacedSEC(setting.scheduled_levels, setting.total_steps, setting.generations, **PACED_PARAMS)
+def paced_sec(unlock: float = PACED_UNLOCK) -> SchedulerFactory:
+    """A factory of ``PacedSEC`` (every level open by ``unlock`` x T), the library defaults and ``PACED_PARAMS``."""
+
+    def build(setting: Setting) -> Scheduler:
+        return PacedSEC(
+            setting.scheduled_levels, setting.total_steps, setting.generations, unlock=unlock, **PACED_PARAMS
+        )
+
+    return build
 
 
-def maker(label: str) -> SchedulerFactory:
+def maker(label: str, unlock: float = PACED_UNLOCK) -> SchedulerFactory:
     """The factory of a schedule: a diagnostic one (``TOP``, ``PACED``) or a row of the benchmark's SCHEDULES."""
     if label == TOP:
         return top_level_only
     if label == PACED:
-        return paced_sec
+        return paced_sec(unlock)
     sched = next((s for s in SCHEDULES if s.label == label), None)
     if sched is None:
         raise ValueError(f"unknown schedule {label!r}: {TOP!r}, {PACED!r} or one of {[s.label for s in SCHEDULES]}")
     return factory(sched.scheduler, **sched.params)
 
 
-def pacing_rows(setting: Setting, seeds: list[int]) -> list[dict]:
+def pacing_rows(setting: Setting, seeds: list[int], unlock: float = PACED_UNLOCK) -> list[dict]:
     """Per schedule: the mean held-out curve, its peak and peak step, the final value, mastered prompts per run.
 
     ``vs_fixed``: the final held-out accuracy minus the best fixed schedule's (picked by its mean, after the
     fact), mean and paired 95% CI over the seeds.
     """
-    makers = {label: maker(label) for label in (*FIXED, DEFAULT, TOP, PACED)}
+    makers = {label: maker(label, unlock) for label in (*FIXED, DEFAULT, TOP, PACED)}
     rows = []
     for label, make in makers.items():
         runs = [simulate(setting, make, seed, label) for seed in seeds]
@@ -243,19 +269,21 @@ def parse_setting(text: str) -> tuple[str, Setting]:
     return text, make_setting(base, REPORT_BASES[base], family.report)
 
 
-def _finals(job: tuple[str, Setting, list[int]]) -> np.ndarray:
-    label, setting, seeds = job
-    make = maker(label)
+def _finals(job: tuple[str, Setting, list[int], float]) -> np.ndarray:
+    label, setting, seeds, unlock = job
+    make = maker(label, unlock)
     return np.array([simulate(setting, make, seed, label).heldout_final for seed in seeds])
 
 
-def screen(settings: list[tuple[str, Setting]], seeds: list[int], jobs: int = 2) -> dict[str, dict]:
+def screen(
+    settings: list[tuple[str, Setting]], seeds: list[int], jobs: int = 2, unlock: float = PACED_UNLOCK
+) -> dict[str, dict]:
     """Per schedule (the default and the paced ``sec``): how many ``settings`` it is not worse than the best
     fixed schedule in (paired 95% CI not below 0), the mean difference, the worst (family/setting, difference)
     and every setting where it is worse (family/setting, best fixed schedule, difference).
     """
     labels = [*FIXED, DEFAULT, PACED]
-    work = [(label, setting, seeds) for _, setting in settings for label in labels]
+    work = [(label, setting, seeds, unlock) for _, setting in settings for label in labels]
     with ProcessPoolExecutor(jobs) as pool:
         finals = list(pool.map(_finals, work))
     out = {
@@ -283,6 +311,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-doc", action="store_true", help="print only; do not rewrite docs/benchmarks.md")
     ap.add_argument("--screen", choices=["reported", "tuning"], help="count not-worse settings (writes nothing)")
     ap.add_argument("--jobs", type=int, default=2, help="processes for --screen (default 2)")
+    ap.add_argument(
+        "--unlock",
+        type=float,
+        default=PACED_UNLOCK,
+        help=f"share of the budget by which the paced sec opens every level (default {PACED_UNLOCK})",
+    )
     args = ap.parse_args(argv)
     if args.seeds < 1:
         raise SystemExit(f"--seeds {args.seeds}: need at least 1 seed")
@@ -290,14 +324,18 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--jobs {args.jobs}: need at least 1 process")
     if args.screen and args.setting:
         raise SystemExit("--screen runs every reported or tuning setting: leave out --setting")
+    try:
+        PacedSEC(4, 100, unlock=args.unlock, **PACED_PARAMS)
+    except ValueError as e:
+        raise SystemExit(f"--unlock: {e}") from None
     if args.screen:
         start = time.perf_counter()
         if args.screen == "reported":
             settings, seeds = reported_settings(FAMILIES), list(range(args.seeds))
         else:
             settings, seeds = tuning_settings(), [TUNE_SEED0 + i for i in range(args.seeds)]
-        rows = screen(settings, seeds, args.jobs)
-        print(f"{args.screen} settings, {len(seeds)} seeds, {time.perf_counter() - start:.0f} s:")
+        rows = screen(settings, seeds, args.jobs, args.unlock)
+        print(f"{args.screen} settings, {len(seeds)} seeds, unlock {args.unlock}, {time.perf_counter() - start:.0f} s:")
         for label, r in rows.items():
             print(
                 f"  {label}: not worse than the best fixed schedule in {r['not_worse']}/{r['settings']}, "
@@ -312,10 +350,12 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     parts = []
     for name, setting in settings:
-        rows = pacing_rows(setting, list(range(args.seeds)))
+        rows = pacing_rows(setting, list(range(args.seeds)), args.unlock)
         parts.append(f"**{name}** ({setting.total_steps} steps)\n\n" + pacing_table(rows, setting))
     elapsed = time.perf_counter() - start
     options = " ".join(f"--setting '{name}'" for name, _ in settings) + f" --seeds {args.seeds}"
+    if args.unlock != PACED_UNLOCK:
+        options += f" --unlock {args.unlock}"
     body = "\n\n".join(
         [
             f"_Generated by `{COMMAND} {options}` in {elapsed:.0f} s._ Held-out accuracy (mean over {args.seeds} "

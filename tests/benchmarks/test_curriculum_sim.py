@@ -377,7 +377,7 @@ def test_top_level_only_draws_every_prompt_from_the_hardest_training_level():
 def test_paced_sec_opens_the_levels_one_by_one_and_ends_on_the_hardest_teaching_level():
     from benchmarks.curriculum.pacing import paced_sec
 
-    sched = paced_sec(SMALL)  # K=4, T=150: levels open at steps 0, 25, 50, 75; the final phase is steps 113..149
+    sched = paced_sec()(SMALL)  # K=4, T=150: levels open at steps 0, 25, 50, 75; the final phase is steps 113..149
     assert sched.unlock_steps().tolist() == [0.0, 25.0, 50.0, 75.0]
     g = SMALL.generations
     # 16 prompts per step (the floors' reference), 4 groups per level, every group half solved: all teach equally.
@@ -399,19 +399,34 @@ def test_paced_sec_opens_the_levels_one_by_one_and_ends_on_the_hardest_teaching_
 def test_paced_sec_keeps_a_closed_level_at_its_floor_when_it_teaches_more_than_the_open_ones():
     from benchmarks.curriculum.pacing import paced_sec
 
-    sched = paced_sec(SMALL)  # only level 0 is open before step 25
+    sched = paced_sec()(SMALL)  # only level 0 is open before step 25
     g = SMALL.generations
-    # 16 prompts per step: 12 groups of level 0, all solved (no progress), 4 of level 3, half solved.
+    # 16 prompts per step: 12 groups of level 0, 2 of them half solved and 10 solved (little progress),
+    # and 4 groups of level 3, half solved (six times the progress).
+    half = np.r_[np.ones(g // 2), np.zeros(g - g // 2)]
     levels = np.repeat(np.r_[np.zeros(12, dtype=int), np.full(4, 3)], g)
-    rewards = np.r_[np.ones(12 * g), np.tile(np.r_[np.ones(g // 2), np.zeros(g - g // 2)], 4)]
+    rewards = np.r_[np.tile(half, 2), np.ones(10 * g), np.tile(half, 4)]
     for step in range(20):
         sched.probs(step)
         sched.update(step, levels, rewards)
     p = sched.probs(20)
-    assert sched._q[3] > 0 == sched._q[0]  # the closed level teaches, the open one does not
+    assert sched._q[3] == pytest.approx(6 * sched._q[0]) and sched._q[0] > 0  # the closed level teaches more
     assert not sched.settled().any()  # settling is judged among the open levels
     assert p[1:].tolist() == [0.005] * 3 and p[0] == pytest.approx(1 - 3 * 0.005)
     assert p.sum() == pytest.approx(1.0)
+    parts = sched.components()  # the snapshot explains it: level 0 is the only open level and the best of them
+    assert parts["open"] == [1.0, 0.0, 0.0, 0.0]
+    assert parts["settled"] == [0.0] * 4 and parts["q_ratio"][0] == 1.0 and parts["q_ratio"][3] == pytest.approx(6)
+
+
+def test_paced_sec_refuses_a_pace_its_final_phase_would_overlap():
+    from benchmarks.curriculum.pacing import PACED_PARAMS, PacedSEC, paced_sec
+
+    assert paced_sec(0.75)(SMALL).unlock_steps().tolist() == [0.0, 37.5, 75.0, 112.5]  # final phase from 113
+    with pytest.raises(ValueError, match="at most 1 - unlock"):
+        PacedSEC(4, 100, unlock=0.8, **PACED_PARAMS)
+    with pytest.raises(ValueError, match=r"in \(0, 1\]"):
+        PacedSEC(4, 100, unlock=0.0)
 
 
 def test_pacing_rows_report_the_peak_and_the_final_point_of_each_curve():
@@ -454,6 +469,8 @@ def test_pacing_cli_names_the_choices_and_rewrites_only_its_block(tmp_path, monk
         pacing.main(["--seeds", "0", "--no-doc"])
     with pytest.raises(SystemExit, match="at least 1 process"):
         pacing.main(["--screen", "tuning", "--jobs", "0"])
+    with pytest.raises(SystemExit, match="--unlock: final_phase=0.25 starts before every level is open"):
+        pacing.main(["--unlock", "0.9", "--no-doc"])
     with pytest.raises(SystemExit, match="leave out --setting"):
         pacing.main(["--screen", "tuning", "--setting", "K=10/weak-noforget-steep"])
     with pytest.raises(ValueError, match="unknown schedule 'nope'"):
