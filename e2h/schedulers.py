@@ -570,7 +570,9 @@ class SECScheduler(Scheduler):
     before any level has shown progress, so a level the model is still learning keeps at
     least ``min_prob``. Snapshot components: ``settled`` (1/0), ``q_ratio`` (Q_i / max Q)
     and ``floor`` (the floor the level got) beside Q, its progress, score and pi.
-    ``settle_ratio=0`` turns the rule off.
+    ``settle_ratio=0`` turns the rule off. A subclass that holds levels back (a pacing rule) overrides
+    ``eligible()``: a held level is sampled with exactly ``min_prob``, and settling and ``q_ratio`` are
+    judged against the largest Q of the eligible levels (in ``sec`` every level is eligible).
 
     Floors per step, not per prompt: ``min_prob`` and ``settled_prob`` are the floors at
     ``reference_prompts`` (16) prompts per step. A step of fewer prompts re-tests a floored level
@@ -683,11 +685,18 @@ class SECScheduler(Scheduler):
         cap = 1.0 / self.num_levels
         return min(p.min_prob * max(scale, 1.0), cap), min(p.settled_prob * max(scale, 1.0), cap)
 
+    def eligible(self) -> np.ndarray:
+        """Boolean per level: may take more than its floor now. Every level in ``sec``; a subclass that
+        holds some levels back (a pacing rule) overrides this, and the held levels get exactly ``min_prob``."""
+        return np.ones(self.num_levels, dtype=bool)
+
     def settled(self) -> np.ndarray:
-        """Boolean per level: tried in >= settle_groups groups and Q_i < settle_ratio * max Q."""
+        """Boolean per eligible level: tried in >= settle_groups groups and Q_i < settle_ratio * the largest Q of
+        the eligible levels."""
         p = self.params
+        eligible = self.eligible()
         tried = self._counts >= p.settle_groups * self.num_generations
-        return tried & (self._q < p.settle_ratio * self._q.max())
+        return eligible & tried & (self._q < p.settle_ratio * self._q[eligible].max())
 
     def _distribution(self) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
@@ -695,14 +704,15 @@ class SECScheduler(Scheduler):
         pi = np.exp(logits - logits.max())
         pi = pi / pi.sum()
         settled = self.settled()
+        held = ~self.eligible()
         min_prob, settled_prob = self.floors()
-        if not settled.any():
+        if not settled.any() and not held.any():
             blended = (1.0 - p.beta) * pi + p.beta / self.num_levels
             return floor_probs(blended, min_prob), pi
-        active = ~settled
+        active = ~settled & ~held  # never empty: the eligible level with the largest Q is active
         blended = (1.0 - p.beta) * pi[active] / pi[active].sum() + p.beta / active.sum()
-        out = np.full(self.num_levels, settled_prob)
-        mass = 1.0 - settled.sum() * settled_prob
+        out = np.where(held, min_prob, settled_prob)
+        mass = 1.0 - settled.sum() * settled_prob - held.sum() * min_prob
         out[active] = mass * floor_probs(blended, min(min_prob / mass, 1.0 / active.sum()))
         return out, pi
 
@@ -717,7 +727,7 @@ class SECScheduler(Scheduler):
 
     def _components(self) -> dict[str, np.ndarray]:
         settled = self.settled()
-        top = self._q.max()
+        top = self._q[self.eligible()].max()
         min_prob, settled_prob = self.floors()
         final = self._final_onehot(self._drawn_step)
         return {

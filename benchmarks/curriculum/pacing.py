@@ -54,7 +54,7 @@ from benchmarks.curriculum.simulate import (
     tuning_settings,
     vs_best,
 )
-from e2h.schedulers import Scheduler, SECScheduler, floor_probs
+from e2h.schedulers import Scheduler, SECScheduler
 
 BEGIN, END = "<!-- sim-pacing:begin -->", "<!-- sim-pacing:end -->"
 COMMAND = "python -m benchmarks.curriculum.pacing"
@@ -100,13 +100,14 @@ def top_level_only(setting: Setting) -> Scheduler:
 class PacedSEC(SECScheduler):
     """``sec`` paced by the level order (diagnostic, not a library schedule).
 
-    Level i opens at step i/(K-1) x ``unlock`` x T. A closed level is sampled with exactly its floor
-    (``min_prob``, its re-test rate) and its score shows -1. The open levels run ``sec``'s rule among
-    themselves on the rest of the mass: an open level settles when its Q is below settle_ratio x the
-    largest Q *of the open levels*, so a closed level's Q (from its re-tests) neither settles the open
-    ones nor takes their share. Levels are opened by number, so they must run easy to hard. The final
-    phase may not start before every level is open (``final_phase`` <= 1 - ``unlock``). Snapshot: sec's
-    components, ``q_ratio`` relative to the largest Q of the open levels, and ``open`` (1/0).
+    Level i opens at step i/(K-1) x ``unlock`` x T: the open levels are sec's ``eligible`` ones. A closed
+    level is sampled with exactly its floor (``min_prob``, its re-test rate) and its score shows -1. The
+    open levels run ``sec``'s rule among themselves on the rest of the mass: an open level settles when
+    its Q is below settle_ratio x the largest Q *of the open levels*, so a closed level's Q (from its
+    re-tests) neither settles the open ones nor takes their share. Levels are opened by number, so they
+    must run easy to hard. The final phase may not start before every level is open (``final_phase`` <=
+    1 - ``unlock``). Snapshot: sec's components (``q_ratio`` relative to the largest Q of the open
+    levels) and ``open`` (1/0).
     """
 
     def __init__(self, num_levels: int, total_steps: int, num_generations: int = 1, *,
@@ -126,43 +127,15 @@ class PacedSEC(SECScheduler):
         k = self.num_levels
         return np.arange(k) / max(k - 1, 1) * self.unlock * self.total_steps
 
-    def is_open(self) -> np.ndarray:
+    def eligible(self) -> np.ndarray:
         """Boolean per level: open at the step of the latest draw."""
         return self.unlock_steps() <= max(self._drawn_step, 0)
 
-    def settled(self) -> np.ndarray:
-        p = self.params
-        is_open = self.is_open()
-        tried = self._counts >= p.settle_groups * self.num_generations
-        return is_open & tried & (self._q < p.settle_ratio * self._q[is_open].max())
-
     def _weighted_q(self) -> np.ndarray:
-        return np.where(self.is_open(), super()._weighted_q(), -1.0)
+        return np.where(self.eligible(), super()._weighted_q(), -1.0)
 
     def _components(self) -> dict[str, np.ndarray]:
-        out = super()._components()
-        is_open = self.is_open()
-        top = self._q[is_open].max()
-        out["q_ratio"] = self._q / top if top > 0 else np.zeros(self.num_levels)
-        out["open"] = is_open.astype(float)
-        return out
-
-    def _distribution(self) -> tuple[np.ndarray, np.ndarray]:
-        is_open = self.is_open()
-        if is_open.all():
-            return super()._distribution()
-        p = self.params
-        logits = self._weighted_q() / p.temperature
-        pi = np.exp(logits - logits.max())
-        pi = pi / pi.sum()
-        min_prob, settled_prob = self.floors()
-        settled = self.settled()
-        active = is_open & ~settled  # never empty: the open level with the largest Q is active
-        out = np.where(settled, settled_prob, np.where(is_open, 0.0, min_prob))
-        mass = 1.0 - out.sum()
-        blended = (1.0 - p.beta) * pi[active] / pi[active].sum() + p.beta / active.sum()
-        out[active] = mass * floor_probs(blended, min(min_prob / mass, 1.0 / active.sum()))
-        return out, pi
+        return {**super()._components(), "open": self.eligible().astype(float)}
 
 
 def paced_sec(unlock: float = PACED_UNLOCK) -> SchedulerFactory:

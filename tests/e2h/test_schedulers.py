@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from e2h.schedulers import (
     SCHEDULERS,
+    SECScheduler,
     VarianceRegularizedScheduler,
     floor_probs,
     make_scheduler,
@@ -506,3 +507,24 @@ def test_sec_with_two_prompts_per_step_retests_a_settled_level_at_the_scaled_flo
     t = make_scheduler("sec", 4, 300, num_generations=8)
     t.load_state_dict(s.state_dict())
     np.testing.assert_array_equal(t.probs(22), p)
+
+
+def test_sec_holds_a_level_that_is_not_eligible_at_its_floor_and_settles_among_the_eligible_ones():
+    class HoldTop(SECScheduler):
+        def eligible(self):
+            return np.array([True, True, False])
+
+    sched = HoldTop(3, 100, num_generations=4, reward_max=1.0)
+    half, solved = [1.0, 1.0, 0.0, 0.0], [1.0] * 4
+    # 16 prompts per step: level 0 teaches a little (1 of 8 groups half solved), level 1 not at all, the held
+    # level 2 the most: it may not take their share, and the others settle against level 0, not level 2.
+    levels = np.repeat([0] * 8 + [1] * 4 + [2] * 4, 4)
+    rewards = np.array(half + solved * 7 + solved * 4 + half * 4)
+    for step in range(20):
+        sched.probs(step)
+        sched.update(step, levels, rewards)
+    p = sched.probs(20)
+    assert sched._q[2] > sched._q[0] > sched._q[1] == 0.0
+    assert sched.settled().tolist() == [False, True, False]
+    assert p[2] == sched.params.min_prob and p[1] == sched.params.settled_prob and p.sum() == pytest.approx(1.0)
+    assert sched.components()["q_ratio"][0] == 1.0
